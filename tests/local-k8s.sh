@@ -1,0 +1,475 @@
+#!/usr/bin/env bash
+# Local Kubernetes control plane for raftkv end-to-end tests, without containers.
+#
+#   tests/local-k8s.sh up       start (or reuse) etcd, kube-apiserver, kube-controller-manager
+#                               and the process kubelet; prints the kubeconfig path
+#   tests/local-k8s.sh down     stop everything and remove netns, bridge, mounts, nft rules
+#   tests/local-k8s.sh status   show what is running
+#   tests/local-k8s.sh env      print `export KUBECONFIG=...` etc. (eval "$(tests/local-k8s.sh env)")
+#   tests/local-k8s.sh build    only build (or reuse) the Kubernetes binaries
+#
+# See docs/testing.md for how it works. Environment variables:
+#   RAFTKV_CACHE    cache dir for the Kubernetes build      (default ~/.cache/raftkv)
+#   RAFTKV_STATE    state dir: pids, certs, etcd, logs, PVs (default /tmp/raftkv-k8s)
+#   RAFTKV_BIN_DIR  where the kubelet finds kvnode / raftkv-operator
+#                   (default $CARGO_TARGET_DIR/debug or ~/.cache/raftkv/target/debug)
+#   RAFTKV_NET      pod network prefix, a /24 (default 10.244.0); the host side is .1
+#   RAFTKV_K8S_SKIP_APT=1  do not call apt-get (packages already installed)
+set -euo pipefail
+
+K8S_VERSION=1.20.2
+K8S_DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
+K8S_ORIG_TARBALL=kubernetes_1.20.5+really1.20.2.orig.tar.gz
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+CACHE=${RAFTKV_CACHE:-$HOME/.cache/raftkv}
+STATE=${RAFTKV_STATE:-/tmp/raftkv-k8s}
+K8S_BIN=$CACHE/k8s-$K8S_VERSION/bin
+NET=${RAFTKV_NET:-10.244.0}
+HOST_IP=$NET.1
+BRIDGE=${RAFTKV_BRIDGE:-rkvbr0}
+# Everything the environment may route to is in these ranges. They get an
+# "unreachable" route on the host so that nothing ever leaves the machine, even
+# for a Service ClusterIP (no kube-proxy here) or a pod IP that no longer exists.
+POD_SUPERNET=${NET%.*}.0.0/16
+SERVICE_CIDR=${RAFTKV_SERVICE_CIDR:-10.97.0.0/16}
+API_PORT=6443
+ETCD_CLIENT_PORT=23790
+ETCD_PEER_PORT=23800
+PYTHON=${PYTHON:-python3}
+if [ -x /usr/bin/python3 ]; then PYTHON=${PYTHON_OVERRIDE:-/usr/bin/python3}; fi
+
+log() { printf '[local-k8s %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, mounts)"; }
+
+# ---------------------------------------------------------------- packages
+APT_PKGS=(golang-go rsync make etcd-server etcd-client openssl iproute2 nftables util-linux procps curl ca-certificates)
+
+ensure_packages() {
+  local missing=() p
+  for p in "${APT_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "${RAFTKV_K8S_SKIP_APT:-0}" = 1 ] && die "missing packages: ${missing[*]}"
+  log "installing apt packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_deb_src() {
+  local f=/etc/apt/sources.list.d/debian-src.sources
+  if [ ! -f "$f" ] && ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then
+    log "adding deb-src entry $f"
+    awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources \
+      | sed -e 's/^Types: deb$/Types: deb-src/' -e 's/^Suites: .*/Suites: bookworm/' > "$f"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+}
+
+# ---------------------------------------------------------------- build
+build_kube() {
+  if [ -x "$K8S_BIN/kube-apiserver" ] && [ -x "$K8S_BIN/kube-controller-manager" ]; then
+    return 0
+  fi
+  need_root
+  ensure_packages
+  local t0=$SECONDS work
+  work=$CACHE/k8s-$K8S_VERSION/src
+  mkdir -p "$work"
+  # one build at a time (e.g. a CI run and a developer)
+  exec 9>"$CACHE/k8s-$K8S_VERSION/.build.lock"
+  flock 9
+  if [ -x "$K8S_BIN/kube-apiserver" ] && [ -x "$K8S_BIN/kube-controller-manager" ]; then
+    exec 9>&-; return 0
+  fi
+  log "building kube-apiserver + kube-controller-manager $K8S_VERSION from Debian's source (takes ~6-10 min on 2 cores)"
+  if [ ! -f "$work/$K8S_ORIG_TARBALL" ]; then
+    ensure_deb_src
+    (cd "$work" && apt-get source --download-only "kubernetes=$K8S_DEB_VERSION" >/dev/null)
+  fi
+  rm -rf "$work/kubernetes-$K8S_VERSION"
+  tar -C "$work" -xzf "$work/$K8S_ORIG_TARBALL"
+  local src=$work/kubernetes-$K8S_VERSION home
+  mkdir -p "$src/.go/src/k8s.io"
+  ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
+  home=$(mktemp -d)
+  (cd "$src" && GOPATH=$src/.go CGO_ENABLED=0 GOPROXY=off GOFLAGS=-mod=vendor HOME=$home \
+      make WHAT="cmd/kube-apiserver cmd/kube-controller-manager") > "$work/build.log" 2>&1 \
+    || { tail -30 "$work/build.log" >&2; die "kubernetes build failed, log: $work/build.log"; }
+  mkdir -p "$K8S_BIN.tmp"
+  cp "$src/_output/bin/kube-apiserver" "$src/_output/bin/kube-controller-manager" "$K8S_BIN.tmp/"
+  rm -rf "$K8S_BIN"; mv "$K8S_BIN.tmp" "$K8S_BIN"
+  # the unpacked tree and Go's build cache are ~2 GB; keep only the tarball
+  rm -rf "$src" "$home"
+  log "kubernetes $K8S_VERSION built in $((SECONDS - t0))s -> $K8S_BIN"
+  exec 9>&-
+}
+
+# ---------------------------------------------------------------- processes
+# pid files hold "PID STARTTIME" (STARTTIME from /proc/PID/stat guards against pid reuse)
+starttime() { awk '{sub(/.*\) /, ""); print $20}' "/proc/$1/stat" 2>/dev/null || true; }
+
+pid_alive() { # pidfile -> 0 if that very process is alive
+  local f=$1 pid st
+  [ -f "$f" ] || return 1
+  read -r pid st < "$f" || return 1
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$(starttime "$pid")" = "$st" ]
+}
+
+start_daemon() { # name logfile cmd...
+  local name=$1 logf=$2; shift 2
+  # own session and process group; not a child of the caller's terminal
+  setsid "$@" >>"$logf" 2>&1 </dev/null &
+  local pid=$!
+  sleep 0.2
+  echo "$pid $(starttime "$pid")" > "$STATE/pids/$name.pid"
+  log "started $name (pid $pid, log $logf)"
+}
+
+stop_pidfile() { # pidfile [grace-seconds]
+  local f=$1 grace=${2:-10} pid st i
+  [ -f "$f" ] || return 0
+  if pid_alive "$f"; then
+    read -r pid st < "$f"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+      pid_alive "$f" || break
+      sleep 0.1
+    done
+    if pid_alive "$f"; then
+      log "$(basename "$f" .pid) did not stop within ${grace}s: SIGKILL"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    log "stopped $(basename "$f" .pid) (pid $pid)"
+  fi
+  rm -f "$f"
+}
+
+# ---------------------------------------------------------------- certs, tokens, kubeconfigs
+gen_certs() {
+  local d=$STATE/pki
+  [ -f "$d/done" ] && return 0
+  mkdir -p "$d"
+  log "generating CA, serving certificates, service-account key pair and tokens in $d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=raftkv-local-ca" 2>/dev/null
+    local_cert() { # name subject san
+      openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+      printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n' "$3" > "$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$1.crt" -days 3650 -extfile "$1.ext" 2>/dev/null
+      rm -f "$1.csr" "$1.ext"
+    }
+    local svc_ip
+    svc_ip=$(echo "$SERVICE_CIDR" | awk -F'[./]' '{print $1"."$2"."$3"."$4+1}')
+    local_cert apiserver "/CN=kube-apiserver" \
+      "IP:$HOST_IP,IP:127.0.0.1,IP:$svc_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost"
+    local_cert kubelet "/CN=local-node" "IP:$HOST_IP,DNS:local-node"
+    local_cert apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client/O=system:masters" "DNS:kube-apiserver-kubelet-client"
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    for t in admin controller-manager kubelet; do openssl rand -hex 24 > "token-$t"; done
+    {
+      echo "$(cat token-admin),admin,admin,\"system:masters\""
+      echo "$(cat token-controller-manager),system:kube-controller-manager,kcm,"
+      echo "$(cat token-kubelet),system:node:local-node,kubelet,\"system:nodes,system:masters\""
+    } > tokens.csv
+    chmod 600 ./*.key token-* tokens.csv
+    touch done
+  )
+}
+
+write_kubeconfig() { # file token-file
+  cat > "$1" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: raftkv-local
+  cluster:
+    server: https://$HOST_IP:$API_PORT
+    certificate-authority: $STATE/pki/ca.crt
+users:
+- name: $(basename "$2")
+  user:
+    token: $(cat "$2")
+contexts:
+- name: raftkv-local
+  context: {cluster: raftkv-local, user: $(basename "$2"), namespace: default}
+current-context: raftkv-local
+KC
+  chmod 600 "$1"
+}
+
+# ---------------------------------------------------------------- network
+setup_network() {
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    log "created bridge $BRIDGE"
+  fi
+  ip addr show dev "$BRIDGE" | grep -q "inet $HOST_IP/24" || ip addr add "$HOST_IP/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  # Nothing addressed to the pod or service ranges may leave the machine.
+  ip route show type unreachable | grep -q "^unreachable $POD_SUPERNET" || ip route add unreachable "$POD_SUPERNET"
+  ip route show type unreachable | grep -q "^unreachable $SERVICE_CIDR" || ip route add unreachable "$SERVICE_CIDR"
+}
+
+# ---------------------------------------------------------------- up
+api_ready() {
+  curl -sf --max-time 3 --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(cat "$STATE/pki/token-admin")" \
+    "https://$HOST_IP:$API_PORT/readyz" >/dev/null 2>&1
+}
+
+wait_for() { # description timeout-seconds command...
+  local what=$1 timeout=$2 t0=$SECONDS; shift 2
+  until "$@"; do
+    if ((SECONDS - t0 > timeout)); then die "timed out after ${timeout}s waiting for $what"; fi
+    sleep 0.5
+  done
+  log "$what ($((SECONDS - t0))s)"
+}
+
+kc() { kubectl --kubeconfig "$STATE/kubeconfig" "$@" 2>/dev/null; }
+
+default_sa_ready() {
+  [ -n "$(kc -n default get serviceaccount default -o 'jsonpath={.secrets[0].name}')" ]
+}
+
+node_ready() {
+  [ "$(kc get node local-node -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+etcd_ready() { curl -sf --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health" | grep -q '"health":"true"'; }
+
+bin_dir() {
+  if [ -n "${RAFTKV_BIN_DIR:-}" ]; then echo "$RAFTKV_BIN_DIR"
+  elif [ -n "${CARGO_TARGET_DIR:-}" ]; then echo "$CARGO_TARGET_DIR/debug"
+  else echo "$HOME/.cache/raftkv/target/debug"; fi
+}
+
+start_kubelet() {
+  pid_alive "$STATE/pids/kubelet.pid" && return 0
+  RKV_API_SERVER="https://$HOST_IP:$API_PORT" RKV_TOKEN_FILE="$STATE/pki/token-kubelet" RKV_CA_FILE="$STATE/pki/ca.crt" \
+  RKV_STATE="$STATE" RKV_NODE_NAME=local-node RKV_HOST_IP="$HOST_IP" RKV_POD_NET="$NET" RKV_BRIDGE="$BRIDGE" \
+  RKV_API_PORT="$API_PORT" RKV_TLS_CERT="$STATE/pki/kubelet.crt" RKV_TLS_KEY="$STATE/pki/kubelet.key" \
+  RKV_PYTHON="$PYTHON" RAFTKV_BIN_DIR="$(bin_dir)" PYTHONUNBUFFERED=1 \
+    start_daemon kubelet "$STATE/logs/kubelet.log" "$PYTHON" "$HERE/kubelet/kubelet.py"
+}
+
+cmd_up() {
+  need_root
+  local t0=$SECONDS
+  ensure_packages
+  build_kube
+  mkdir -p "$STATE/pids" "$STATE/logs"
+  if ! pid_alive "$STATE/pids/etcd.pid" && [ -d "$STATE/logs" ] && [ -n "$(ls -A "$STATE/logs" 2>/dev/null)" ] \
+     && [ ! -d "$STATE/etcd" ]; then
+    rm -rf "$STATE/logs.prev"; mv "$STATE/logs" "$STATE/logs.prev"; mkdir -p "$STATE/logs"
+  fi
+  gen_certs
+  write_kubeconfig "$STATE/kubeconfig" "$STATE/pki/token-admin"
+  write_kubeconfig "$STATE/controller-manager.kubeconfig" "$STATE/pki/token-controller-manager"
+  setup_network
+
+  if ! pid_alive "$STATE/pids/etcd.pid"; then
+    mkdir -p "$STATE/etcd"; chmod 700 "$STATE/etcd"
+    start_daemon etcd "$STATE/logs/etcd.log" etcd --name raftkv-local --data-dir "$STATE/etcd" \
+      --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+      --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+      --initial-cluster "raftkv-local=http://127.0.0.1:$ETCD_PEER_PORT" --listen-metrics-urls "" --log-level warn
+  fi
+  wait_for "etcd is healthy" 60 etcd_ready
+
+  if ! pid_alive "$STATE/pids/kube-apiserver.pid"; then
+    start_daemon kube-apiserver "$STATE/logs/kube-apiserver.log" "$K8S_BIN/kube-apiserver" \
+      --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+      --bind-address="$HOST_IP" --advertise-address="$HOST_IP" --secure-port="$API_PORT" --insecure-port=0 \
+      --tls-cert-file="$STATE/pki/apiserver.crt" --tls-private-key-file="$STATE/pki/apiserver.key" \
+      --client-ca-file="$STATE/pki/ca.crt" --token-auth-file="$STATE/pki/tokens.csv" \
+      --authorization-mode=RBAC --allow-privileged=true \
+      --service-account-key-file="$STATE/pki/sa.pub" --service-account-signing-key-file="$STATE/pki/sa.key" \
+      --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+      --service-cluster-ip-range="$SERVICE_CIDR" \
+      --kubelet-preferred-address-types=InternalIP \
+      --kubelet-client-certificate="$STATE/pki/apiserver-kubelet-client.crt" --kubelet-client-key="$STATE/pki/apiserver-kubelet-client.key" \
+      --enable-priority-and-fairness=false --profiling=false --event-ttl=1h --v=1
+  fi
+  wait_for "kube-apiserver answers on https://$HOST_IP:$API_PORT" 120 api_ready
+
+  if ! pid_alive "$STATE/pids/kube-controller-manager.pid"; then
+    start_daemon kube-controller-manager "$STATE/logs/kube-controller-manager.log" "$K8S_BIN/kube-controller-manager" \
+      --kubeconfig="$STATE/controller-manager.kubeconfig" \
+      --controllers='*,-nodelifecycle' --use-service-account-credentials \
+      --root-ca-file="$STATE/pki/ca.crt" --service-account-private-key-file="$STATE/pki/sa.key" \
+      --cluster-signing-cert-file="$STATE/pki/ca.crt" --cluster-signing-key-file="$STATE/pki/ca.key" \
+      --leader-elect=false --port=0 --secure-port=0 --pvclaimbinder-sync-period=5s \
+      --kube-api-qps=100 --kube-api-burst=200 --v=1
+  fi
+  start_kubelet
+  wait_for "the default ServiceAccount and its token exist" 120 default_sa_ready
+  wait_for "node local-node is Ready" 60 node_ready
+  kc apply -f - >/dev/null <<SC || die "could not create the StorageClass"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: raftkv.io/local-dir
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+SC
+  log "cluster is up in $((SECONDS - t0))s; pods get IPs in $NET.0/24, API at https://$HOST_IP:$API_PORT"
+  log "kubectl: export KUBECONFIG=$STATE/kubeconfig    (or: eval \"\$($0 env)\")"
+  echo "$STATE/kubeconfig"
+}
+
+# ---------------------------------------------------------------- down
+cmd_down() {
+  need_root
+  mkdir -p "$STATE/pids"
+  # 1. the kubelet first, so it does not restart what we stop
+  stop_pidfile "$STATE/pids/kubelet.pid" 5
+  # 2. pod processes recorded by the kubelet (runner pid = process group of the container)
+  local pids
+  pids=$("$PYTHON" - "$STATE/kubelet/pods" <<'PY' 2>/dev/null || true
+import json, os, sys
+d = sys.argv[1]
+for uid in (os.listdir(d) if os.path.isdir(d) else []):
+    try:
+        s = json.load(open(os.path.join(d, uid, "state.json")))
+    except Exception:
+        continue
+    for c in s.get("containers", {}).values():
+        if c.get("pid"):
+            print(c["pid"], c.get("pid_start"))
+PY
+)
+  local pid st n=0
+  while read -r pid st; do
+    [ -n "$pid" ] && [ "$(starttime "$pid")" = "$st" ] || continue
+    kill -TERM "$pid" 2>/dev/null && n=$((n + 1)) || true
+  done <<< "$pids"
+  if [ "$n" -gt 0 ]; then
+    log "sent SIGTERM to $n pod container(s)"
+    for _ in $(seq 1 50); do
+      local alive=0
+      while read -r pid st; do
+        [ -n "$pid" ] && [ "$(starttime "$pid")" = "$st" ] && alive=1
+      done <<< "$pids"
+      [ $alive = 0 ] && break
+      sleep 0.1
+    done
+    while read -r pid st; do
+      [ -n "$pid" ] && [ "$(starttime "$pid")" = "$st" ] && kill -KILL -- "-$pid" 2>/dev/null || true
+    done <<< "$pids"
+  fi
+  # 3. pod network namespaces (and anything still running inside them)
+  local ns
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^rkvp[0-9]*$' || true); do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+    log "deleted network namespace $ns"
+  done
+  rm -rf /etc/netns/rkvp[0-9]*
+  for ns in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep '^rkvh[0-9]*$' || true); do
+    ip link del "$ns" 2>/dev/null || true
+  done
+  # 4. control plane
+  stop_pidfile "$STATE/pids/kube-controller-manager.pid" 10
+  stop_pidfile "$STATE/pids/kube-apiserver.pid" 15
+  stop_pidfile "$STATE/pids/etcd.pid" 10
+  # 5. network
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; log "deleted bridge $BRIDGE"; fi
+  ip route del unreachable "$POD_SUPERNET" 2>/dev/null || true
+  ip route del unreachable "$SERVICE_CIDR" 2>/dev/null || true
+  local t
+  for t in $(nft list tables 2>/dev/null | awk '$3 ~ /^raftkv/ {print $2"/"$3}' || true); do
+    nft delete table "${t%/*}" "${t#*/}" && log "deleted nft table ${t#*/}"
+  done
+  # 6. mounts (normally none on the host: pod mounts live in private mount namespaces)
+  local m
+  for m in $(awk -v s="$STATE" '$2 ~ "^"s"/" || $2 ~ "^/run/netns/rkvp" {print $2}' /proc/mounts | sort -r); do
+    umount -l "$m" 2>/dev/null && log "unmounted $m" || true
+  done
+  # 7. mount points the kubelet had to create on the host for volumeMounts
+  if [ -f "$STATE/kubelet/created-dirs" ]; then
+    tac "$STATE/kubelet/created-dirs" | while read -r m; do
+      [ -n "$m" ] || continue
+      if [ -d "$m" ]; then rmdir "$m" 2>/dev/null || true; elif [ -f "$m" ] && [ ! -s "$m" ]; then rm -f "$m"; fi
+    done
+  fi
+  # 8. state: everything except the logs (kept for debugging until the next up)
+  if [ -d "$STATE" ]; then
+    find "$STATE" -mindepth 1 -maxdepth 1 ! -name logs ! -name logs.prev -exec rm -rf {} +
+  fi
+  log "down: nothing of the local cluster is left (logs kept in $STATE/logs)"
+}
+
+# ---------------------------------------------------------------- status / env / exec
+cmd_status() {
+  local c rc=0
+  for c in etcd kube-apiserver kube-controller-manager kubelet; do
+    if pid_alive "$STATE/pids/$c.pid"; then printf '%-24s running (pid %s)\n' "$c" "$(cut -d' ' -f1 "$STATE/pids/$c.pid")"
+    else printf '%-24s not running\n' "$c"; rc=1; fi
+  done
+  if [ -f "$STATE/pki/token-admin" ] && api_ready; then
+    echo "API: https://$HOST_IP:$API_PORT ready; KUBECONFIG=$STATE/kubeconfig"
+    kc get nodes -o wide || true
+    kc get pods -A -o wide || true
+  else
+    echo "API: not reachable"; rc=1
+  fi
+  return $rc
+}
+
+cmd_env() {
+  echo "export KUBECONFIG=$STATE/kubeconfig"
+  echo "export RAFTKV_STATE=$STATE"
+  echo "export RAFTKV_BIN_DIR=$(bin_dir)"
+  echo "export RAFTKV_POD_NET=$NET"
+}
+
+# exec NAMESPACE POD [--] CMD...: run CMD in the pod's network namespace, with its /etc/hosts and mounts
+cmd_exec() {
+  local ns=$1 pod=$2; shift 2
+  [ "${1:-}" = "--" ] && shift
+  local pid
+  pid=$("$PYTHON" - "$STATE/kubelet/pods" "$ns" "$pod" <<'PY'
+import json, os, sys
+d, ns, name = sys.argv[1:]
+for uid in os.listdir(d):
+    try:
+        s = json.load(open(os.path.join(d, uid, "state.json")))
+    except Exception:
+        continue
+    if s["namespace"] == ns and s["name"] == name:
+        for c in s["containers"].values():
+            if c.get("pid") and os.path.exists("/proc/%d" % c["pid"]):
+                print(c["pid"]); sys.exit(0)
+        print("netns:" + s["netns"]); sys.exit(0)
+sys.exit(1)
+PY
+) || die "pod $ns/$pod not found on this node"
+  if [[ $pid == netns:* ]]; then exec ip netns exec "${pid#netns:}" "$@"; fi
+  exec nsenter -t "$pid" -n -m -u -- "$@"
+}
+
+main() {
+  local cmd=${1:-}
+  [ $# -gt 0 ] && shift
+  case "$cmd" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    exec) cmd_exec "$@" ;;
+    restart-kubelet) need_root; stop_pidfile "$STATE/pids/kubelet.pid" 5; start_kubelet ;;
+    build) need_root; build_kube; echo "$K8S_BIN" ;;
+    *) echo "usage: $0 up|down|status|env|exec NS POD -- CMD|restart-kubelet|build" >&2; exit 2 ;;
+  esac
+}
+
+main "$@"
