@@ -34,7 +34,7 @@ BRIDGE=${RAFTKV_BRIDGE:-rkvbr0}
 # for a Service ClusterIP (no kube-proxy here) or a pod IP that no longer exists.
 POD_SUPERNET=${NET%.*}.0.0/16
 SERVICE_CIDR=${RAFTKV_SERVICE_CIDR:-10.97.0.0/16}
-API_PORT=6443
+API_PORT=${RAFTKV_API_PORT:-443}
 ETCD_CLIENT_PORT=23790
 ETCD_PEER_PORT=23800
 PYTHON=${PYTHON:-python3}

@@ -1178,6 +1178,14 @@ class Kubelet:
                                          "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
                                          "beta.kubernetes.io/arch": "amd64", "node-role.kubernetes.io/control-plane": ""}}})
             log("registered node %s" % NODE)
+        # The TaintNodesByCondition admission plugin taints new nodes not-ready; without the
+        # node lifecycle controller nobody would remove the taint again.
+        node = self.api.get("/api/v1/nodes/" + NODE)
+        taints = node["spec"].get("taints") or []
+        keep = [t for t in taints if not t["key"].startswith("node.kubernetes.io/")]
+        if keep != taints:
+            self.api.patch("/api/v1/nodes/" + NODE, {"spec": {"taints": keep or None}})
+            log("removed node taints %s" % [t["key"] for t in taints if t not in keep])
         self.heartbeat()
 
     def heartbeat(self):
