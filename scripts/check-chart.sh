@@ -9,7 +9,7 @@
 #   - RBAC: exactly the documented rules, no '*', no secrets, no privilege-escalation
 #     verbs, lease access only in the release namespace;
 #   - the operator Deployment: non-root, read-only root fs, no capabilities, probes,
-#     POD_NAMESPACE, the operator's flags;
+#     POD_NAMESPACE, the operator's flags (operator/src/cli.rs);
 #   - the chart's CRD copy equals crds/kvclusters.raftkv.io.yaml, and that CRD is valid;
 #   - examples/kvcluster.yaml: the embedded Kubernetes types (resources, tolerations,
 #     affinity, ...) against the Kubernetes schemas, the fields against API.md, and the
@@ -323,15 +323,21 @@ OPERATOR_RULES = {
     ("", "events"): ["create", "patch"],
     ("events.k8s.io", "events"): ["create", "patch"],
 }
-LEASE_RULES = {("coordination.k8s.io", "leases"): ["get", "create", "update", "patch"]}
+def lease_rules(lease):
+    return {("coordination.k8s.io", "leases"): ["create"],
+            ("coordination.k8s.io", "leases:" + lease): ["get", "update", "patch"]}
+
 ESCALATING_VERBS = {"escalate", "bind", "impersonate", "*"}
 
 def grants(role):
+    # (group, resource) -> verbs; a rule limited to named objects counts as resource:name.
     out = {}
     for rule in role.get("rules") or []:
         for g in rule.get("apiGroups") or []:
             for r in rule.get("resources") or []:
-                out.setdefault((g, r), set()).update(rule.get("verbs") or [])
+                for n in rule.get("resourceNames") or [None]:
+                    key = (g, r if n is None else "%s:%s" % (r, n))
+                    out.setdefault(key, set()).update(rule.get("verbs") or [])
     return out
 
 def rbac_problems(role):
@@ -380,7 +386,8 @@ for case in cfg["cases"]:
     sub(roles and not probs, "[%s] RBAC: no '*', no secrets, no escalate/bind/impersonate, no nonResourceURLs" % cname, probs)
 
     watch, le, sa = case["watch_ns"], case["leader_election"], case["sa"]
-    lease_roles = [r for r in by_kind.get("Role", []) if grants(r).keys() & LEASE_RULES.keys()]
+    lease = cfg["release"]
+    lease_roles = [r for r in by_kind.get("Role", []) if grants(r).keys() & lease_rules(lease).keys()]
     op_roles = [r for r in roles if r not in lease_roles]
     if watch:
         sub(not by_kind.get("ClusterRole") and not by_kind.get("ClusterRoleBinding"),
@@ -394,9 +401,9 @@ for case in cfg["cases"]:
         diff = same_grants(op_roles[0], OPERATOR_RULES)
         sub(not diff, "[%s] %s grants exactly the documented rules" % (cname, name_of(op_roles[0])), diff)
     if le:
-        sub(len(lease_roles) == 1 and lease_roles[0]["metadata"].get("namespace") == release_ns
-              and not same_grants(lease_roles[0], LEASE_RULES),
-              "[%s] leases: get/create/update/patch, in a Role in the release namespace only" % cname)
+        diff = same_grants(lease_roles[0], lease_rules(lease)) if len(lease_roles) == 1 else ["%d lease Roles" % len(lease_roles)]
+        sub(not diff and lease_roles[0]["metadata"].get("namespace") == release_ns,
+              "[%s] leases: create, and get/update/patch on Lease %s only, in a Role in the release namespace" % (cname, lease), diff)
     else:
         sub(not lease_roles, "[%s] leader election off: no lease Role" % cname)
 
@@ -445,10 +452,11 @@ for case in cfg["cases"]:
 
     args = c.get("args") or []
     want_args = ["--metrics-addr=0.0.0.0:8080", "--leader-election=%s" % str(le).lower(),
-                 "--lease-namespace=%s" % release_ns, "--log-level=info", "--log-format=json"]
-    want_args += ["--namespace=%s" % watch] if watch else []
+                 "--lease-name=%s" % lease, "--lease-namespace=%s" % release_ns,
+                 "--log-level=info", "--log-format=json"]
+    want_args += ["--watch-namespace=%s" % watch] if watch else []
     missing = [a for a in want_args if a not in args]
-    stray_ns = [a for a in args if a.startswith("--namespace") and not watch]
+    stray_ns = [a for a in args if a.startswith("--watch-namespace") and not watch]
     sub(args[:1] == ["run"] and not missing and not stray_ns,
           "[%s] args: run %s" % (cname, " ".join(want_args)), ["args: %s" % args] + missing + stray_ns)
     env = {e["name"]: e for e in c.get("env") or []}
@@ -655,6 +663,7 @@ cat > "$WORK/config.json" << EOF
   "versions": $(printf '%s\n' $K8S_VERSIONS | "$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read().split()))'),
   "old_schemas": "$OLD_SCHEMAS",
   "new_schemas": "$NEW_SCHEMAS",
+  "release": "$RELEASE",
   "release_ns": "$RELEASE_NS",
   "version": "$VERSION",
   "have_crd": $([[ $HAVE_CRD -eq 1 ]] && echo true || echo false),

@@ -47,6 +47,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* One Lease per release, so two releases in one namespace do not share a leader. */}}
+{{- define "raftkv-operator.leaseName" -}}
+{{- include "raftkv-operator.fullname" . -}}
+{{- end -}}
+
 {{- define "raftkv-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
