@@ -106,7 +106,7 @@ VENV="$CACHE/chart-check-venv-$KUBE_VALIDATE_VERSION"
 if [[ ! -f "$VENV/.complete" ]]; then
   echo "installing kubernetes-validate $KUBE_VALIDATE_VERSION into $VENV"
   rm -rf "$VENV"
-  python3 -m venv "$VENV"
+  python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBE_VALIDATE_VERSION"
   touch "$VENV/.complete"
 fi
@@ -549,8 +549,9 @@ raft = spec.get("raft") or {}
 if set(raft) - {"heartbeatIntervalMs", "electionTimeoutMs", "snapshotLogThreshold"} \
         or any(not isinstance(v, int) or v <= 0 for v in raft.values()):
     probs.append("raft: heartbeatIntervalMs, electionTimeoutMs, snapshotLogThreshold as positive integers")
-elif raft.get("electionTimeoutMs", 2) <= raft.get("heartbeatIntervalMs", 1):
-    probs.append("raft: electionTimeoutMs must exceed heartbeatIntervalMs")
+elif {"electionTimeoutMs", "heartbeatIntervalMs"} <= set(raft) \
+        and raft["electionTimeoutMs"] <= 2 * raft["heartbeatIntervalMs"]:
+    probs.append("raft: electionTimeoutMs must exceed twice heartbeatIntervalMs (operator/src/crd.rs)")
 if set(spec.get("pod") or {}) - {"labels", "annotations", "nodeSelector", "tolerations", "affinity"}:
     probs.append("pod: only labels, annotations, nodeSelector, tolerations, affinity")
 if spec.get("image") != "raftkv/kvnode:%s" % cfg["version"]:
