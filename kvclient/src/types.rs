@@ -1,0 +1,369 @@
+//! Wire types of the raftkv HTTP API (see docs/api.md). The node serialises
+//! these and every client (kvctl, the operator, the tests) parses them, so
+//! this module is the single definition of the JSON shapes.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+/// Raft node id.
+pub type NodeId = u64;
+
+/// Response of a successful `PUT /v1/kv/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResponse {
+    pub revision: u64,
+}
+
+/// Response of `DELETE /v1/kv/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteResponse {
+    pub deleted: bool,
+    pub revision: u64,
+}
+
+/// A value as it travels inside JSON: UTF-8 values are plain strings, any
+/// other bytes are base64 (standard alphabet, padded) and flagged with
+/// `"value_encoding": "base64"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct JsonValue {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_encoding: Option<ValueEncoding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueEncoding {
+    Base64,
+}
+
+impl JsonValue {
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => JsonValue {
+                value: s.to_owned(),
+                value_encoding: None,
+            },
+            Err(_) => JsonValue {
+                value: B64.encode(bytes),
+                value_encoding: Some(ValueEncoding::Base64),
+            },
+        }
+    }
+
+    /// The raw bytes; fails only on invalid base64.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        match self.value_encoding {
+            None => Ok(self.value.as_bytes().to_vec()),
+            Some(ValueEncoding::Base64) => B64.decode(&self.value),
+        }
+    }
+}
+
+/// One entry of a range scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeItem {
+    pub key: String,
+    /// Absent when the scan asked for `keys_only`.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub value: Option<JsonValue>,
+    pub revision: u64,
+}
+
+/// Response of `GET /v1/kv?prefix=..`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeResponse {
+    pub items: Vec<RangeItem>,
+    /// Where the next page starts (pass it as `start`), or null at the end.
+    pub next: Option<String>,
+}
+
+/// What a transaction compare looks at. Exactly one target per compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareTarget {
+    /// The key's last-modified revision (0 = absent).
+    Revision(u64),
+    /// The key's value (an absent key never matches a value compare).
+    Value(JsonValue),
+    /// Whether the key exists.
+    Exists(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareOp {
+    #[default]
+    Eq,
+    Ne,
+    Lt,
+    Gt,
+}
+
+/// `{"key": "a", "target": {"revision": 3}, "op": "eq"}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compare {
+    pub key: String,
+    pub target: CompareTarget,
+    #[serde(default)]
+    pub op: CompareOp,
+}
+
+/// One operation of a transaction branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TxnOp {
+    Put {
+        key: String,
+        value: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value_encoding: Option<ValueEncoding>,
+    },
+    Delete {
+        key: String,
+    },
+    Get {
+        key: String,
+    },
+}
+
+/// Body of `POST /v1/txn`: if every compare holds, run `success`, else `failure`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TxnRequest {
+    #[serde(default)]
+    pub compare: Vec<Compare>,
+    #[serde(default)]
+    pub success: Vec<TxnOp>,
+    #[serde(default)]
+    pub failure: Vec<TxnOp>,
+}
+
+/// Result of one transaction operation, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum TxnOpResult {
+    Put {
+        revision: u64,
+    },
+    Delete {
+        deleted: bool,
+    },
+    Get {
+        found: bool,
+        #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+        value: Option<JsonValue>,
+        #[serde(default)]
+        revision: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResponse {
+    pub succeeded: bool,
+    /// Raft log index at which the transaction applied.
+    pub revision: u64,
+    pub results: Vec<TxnOpResult>,
+}
+
+/// A member as the membership stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MemberInfo {
+    #[serde(default)]
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    #[serde(flatten)]
+    pub info: MemberInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Membership {
+    pub voters: Vec<Member>,
+    pub learners: Vec<Member>,
+    /// True while a joint configuration (old and new voter sets) is in force.
+    #[serde(default)]
+    pub joint: bool,
+}
+
+impl Membership {
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        self.voters.iter().map(|m| m.id).collect()
+    }
+    pub fn learner_ids(&self) -> Vec<NodeId> {
+        self.learners.iter().map(|m| m.id).collect()
+    }
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.voters.iter().chain(&self.learners).any(|m| m.id == id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    /// Not a member of any initialized cluster (yet).
+    Uninitialized,
+    Shutdown,
+}
+
+/// Replication progress of one follower, reported by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerProgress {
+    pub id: NodeId,
+    pub matched_index: Option<u64>,
+    /// Leader's last log index minus the follower's matched index.
+    pub lag: u64,
+}
+
+/// `GET /v1/cluster/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub id: NodeId,
+    pub name: String,
+    pub cluster_id: Option<String>,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<Member>,
+    pub membership: Membership,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// Only on the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followers: Option<Vec<FollowerProgress>>,
+    pub peer_url: String,
+    pub client_url: String,
+}
+
+/// Body of `POST /v1/cluster/init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InitRequest {
+    /// Empty = a one-node cluster of the receiving node.
+    #[serde(default)]
+    pub members: BTreeMap<String, MemberInfo>,
+}
+
+/// Body of `POST /v1/cluster/learners`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddLearnerRequest {
+    pub id: NodeId,
+    #[serde(default)]
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+}
+
+/// Body of `PUT /v1/cluster/voters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVotersRequest {
+    pub voters: Vec<NodeId>,
+}
+
+/// Body of `POST /v1/cluster/transfer-leader`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeaderRequest {
+    pub to: NodeId,
+}
+
+/// Response of the membership admin calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipResponse {
+    pub membership: Membership,
+    /// Log index of the membership entry (absent when nothing changed).
+    #[serde(default)]
+    pub log_index: Option<u64>,
+}
+
+/// Error codes of the API, each with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    NotFound,
+    PreconditionFailed,
+    TooLarge,
+    NotInitialized,
+    NoLeader,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::PreconditionFailed => 412,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::NotInitialized | ErrorCode::NoLeader | ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// Whether a client may retry the same request (possibly elsewhere).
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::NoLeader | ErrorCode::Unavailable | ErrorCode::NotInitialized
+        )
+    }
+}
+
+/// `{"error": {...}}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<Member>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_value_round_trips_utf8_and_binary() {
+        let text = JsonValue::from_bytes(b"hello");
+        assert_eq!(text.value, "hello");
+        assert_eq!(text.value_encoding, None);
+        let bin = JsonValue::from_bytes(&[0xff, 0x00, 0x80]);
+        assert_eq!(bin.value_encoding, Some(ValueEncoding::Base64));
+        assert_eq!(bin.to_bytes().expect("valid"), vec![0xff, 0x00, 0x80]);
+    }
+
+    #[test]
+    fn txn_unknown_op_is_rejected() {
+        let body = r#"{"success": [{"op": "increment", "key": "a"}]}"#;
+        assert!(serde_json::from_str::<TxnRequest>(body).is_err());
+        let ok = r#"{"compare": [{"key": "a", "target": {"revision": 0}}],
+                     "success": [{"op": "put", "key": "a", "value": "1"}],
+                     "failure": [{"op": "get", "key": "a"}]}"#;
+        let txn: TxnRequest = serde_json::from_str(ok).expect("valid txn");
+        assert_eq!(txn.compare[0].op, CompareOp::Eq);
+        assert_eq!(txn.compare[0].target, CompareTarget::Revision(0));
+    }
+}

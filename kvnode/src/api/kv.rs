@@ -1,0 +1,331 @@
+//! Key-value routes: single-key put/get/delete, range scans and `/v1/txn`.
+//! Every write is a `Command` (a guarded batch) proposed through raft.
+
+use std::collections::HashMap;
+
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use kvclient::{
+    CompareOp, CompareTarget, DeleteResponse, ErrorCode, JsonValue, PutResponse, RangeItem,
+    RangeResponse, TxnOp, TxnOpResult, TxnRequest, TxnResponse,
+};
+
+use super::error::ApiError;
+use super::{App, forward, json_response, parse_bool, parse_u64, query_map, read_body};
+use crate::node::Reject;
+use crate::raft::types::{Cmp, CmpTarget, Command, CommandResult, Op, OpResult};
+
+pub const MAX_KEY_BYTES: usize = 4096;
+/// Per branch and for the compare list, as etcd's default --max-txn-ops.
+pub const MAX_TXN_OPS: usize = 128;
+const DEFAULT_RANGE_LIMIT: usize = 1000;
+const MAX_RANGE_LIMIT: usize = 10_000;
+
+fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::bad_request("key must not be empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("key is {} bytes; the limit is {MAX_KEY_BYTES}", key.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_value(app: &App, len: usize) -> Result<(), ApiError> {
+    let max = app.node.config.max_value_bytes;
+    if len > max {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("value is {len} bytes; the limit is {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The key from `/v1/kv/<percent-encoded key>`.
+fn key_of(parts: &Parts) -> Result<String, ApiError> {
+    let raw = parts.uri.path().strip_prefix("/v1/kv/").unwrap_or("");
+    let key = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("key is not valid UTF-8"))?
+        .into_owned();
+    validate_key(&key)?;
+    Ok(key)
+}
+
+enum Consistency {
+    Linearizable,
+    Serializable,
+}
+
+fn consistency(q: &HashMap<String, String>) -> Result<Consistency, ApiError> {
+    match q.get("consistency").map(String::as_str) {
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("serializable") => Ok(Consistency::Serializable),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "consistency={other:?}: expected linearizable or serializable"
+        ))),
+    }
+}
+
+/// Makes a local read safe at the requested level.
+async fn read_gate(app: &App, c: Consistency) -> Result<(), Reject> {
+    match c {
+        Consistency::Linearizable => app.node.read_barrier().await,
+        Consistency::Serializable => app.node.check_initialized(),
+    }
+}
+
+/// Runs `f`, resolving a `Reject` into an error or a forwarded response.
+async fn run<F>(app: &App, parts: &Parts, body: Bytes, f: F) -> Response
+where
+    F: std::future::Future<Output = Result<Response, Reject>>,
+{
+    match f.await {
+        Ok(r) => r,
+        Err(rej) => forward::resolve(app, rej, parts, body).await,
+    }
+}
+
+pub async fn get_key(State(app): State<App>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    run(&app, &parts, Bytes::new(), async {
+        let key = key_of(&parts)?;
+        let q = query_map(&parts.uri)?;
+        read_gate(&app, consistency(&q)?).await?;
+        match app.node.db.get(&key)? {
+            None => Err(ApiError::not_found(format!("key {key:?} not found")).into()),
+            Some(rec) => {
+                let mut resp = (StatusCode::OK, rec.value).into_response();
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                h.insert("x-raftkv-revision", HeaderValue::from(rec.revision));
+                Ok(resp)
+            }
+        }
+    })
+    .await
+}
+
+pub async fn put_key(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = app.node.config.max_value_bytes;
+    let body = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    run(&app, &parts, body.clone(), async {
+        let key = key_of(&parts)?;
+        let q = query_map(&parts.uri)?;
+        validate_value(&app, body.len())?;
+        let if_absent = parse_bool(&q, "if_absent")?;
+        let if_revision = parse_u64(&q, "if_revision")?;
+        let compare = match (if_absent, if_revision) {
+            (true, Some(_)) => {
+                return Err(ApiError::bad_request("use either if_absent or if_revision").into());
+            }
+            (true, None) => vec![revision_is(&key, 0)],
+            (false, Some(r)) => vec![revision_is(&key, r)],
+            (false, None) => vec![],
+        };
+        let cmd = Command {
+            compare,
+            success: vec![Op::Put {
+                key: key.clone(),
+                value: body.to_vec(),
+            }],
+            failure: vec![],
+        };
+        let res = app.node.write(cmd).await?;
+        check_guard(&key, &res)?;
+        Ok(json_response(&PutResponse {
+            revision: res.revision,
+        }))
+    })
+    .await
+}
+
+pub async fn delete_key(State(app): State<App>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    run(&app, &parts, Bytes::new(), async {
+        let key = key_of(&parts)?;
+        let q = query_map(&parts.uri)?;
+        let compare = parse_u64(&q, "if_revision")?
+            .map(|r| vec![revision_is(&key, r)])
+            .unwrap_or_default();
+        let cmd = Command {
+            compare,
+            success: vec![Op::Delete { key: key.clone() }],
+            failure: vec![],
+        };
+        let res = app.node.write(cmd).await?;
+        check_guard(&key, &res)?;
+        let deleted = matches!(res.results.first(), Some(OpResult::Delete { deleted: true }));
+        Ok(json_response(&DeleteResponse {
+            deleted,
+            revision: res.revision,
+        }))
+    })
+    .await
+}
+
+fn revision_is(key: &str, r: u64) -> Cmp {
+    Cmp {
+        key: key.to_owned(),
+        target: CmpTarget::Revision(r),
+        op: CompareOp::Eq,
+    }
+}
+
+/// A single-key write whose precondition failed is a 412.
+fn check_guard(key: &str, res: &CommandResult) -> Result<(), ApiError> {
+    if res.succeeded {
+        return Ok(());
+    }
+    let cur = res.current_revisions.first().copied().unwrap_or(0);
+    Err(ApiError::new(
+        ErrorCode::PreconditionFailed,
+        if cur == 0 {
+            format!("key {key:?} does not exist")
+        } else {
+            format!("key {key:?} is at revision {cur}")
+        },
+    ))
+}
+
+pub async fn range(State(app): State<App>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    run(&app, &parts, Bytes::new(), async {
+        let q = query_map(&parts.uri)?;
+        let prefix = q.get("prefix").cloned().unwrap_or_default();
+        let start = q.get("start").cloned().unwrap_or_default();
+        let limit = match parse_u64(&q, "limit")? {
+            None => DEFAULT_RANGE_LIMIT,
+            Some(0) => return Err(ApiError::bad_request("limit must be at least 1").into()),
+            Some(l) => usize::try_from(l).unwrap_or(MAX_RANGE_LIMIT).min(MAX_RANGE_LIMIT),
+        };
+        let keys_only = parse_bool(&q, "keys_only")?;
+        read_gate(&app, consistency(&q)?).await?;
+        let (items, next) = app.node.db.scan(&prefix, &start, limit, keys_only)?;
+        let items = items
+            .into_iter()
+            .map(|(key, rec)| RangeItem {
+                key,
+                value: (!keys_only).then(|| JsonValue::from_bytes(&rec.value)),
+                revision: rec.revision,
+            })
+            .collect();
+        Ok(json_response(&RangeResponse { items, next }))
+    })
+    .await
+}
+
+pub async fn txn(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body, app.body_limit()).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    run(&app, &parts, body.clone(), async {
+        let txn: TxnRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid transaction: {e}")))?;
+        let cmd = txn_command(&app, txn)?;
+        let res = app.node.write(cmd).await?;
+        Ok(json_response(&TxnResponse {
+            succeeded: res.succeeded,
+            revision: res.revision,
+            results: res.results.into_iter().map(wire_result).collect(),
+        }))
+    })
+    .await
+}
+
+/// Validates a wire transaction and turns it into a raft command.
+fn txn_command(app: &App, txn: TxnRequest) -> Result<Command, ApiError> {
+    if txn.compare.len() > MAX_TXN_OPS
+        || txn.success.len() > MAX_TXN_OPS
+        || txn.failure.len() > MAX_TXN_OPS
+    {
+        return Err(ApiError::bad_request(format!(
+            "a transaction takes at most {MAX_TXN_OPS} compares and {MAX_TXN_OPS} operations per branch"
+        )));
+    }
+    let mut compare = Vec::with_capacity(txn.compare.len());
+    for c in txn.compare {
+        validate_key(&c.key)?;
+        let target = match c.target {
+            CompareTarget::Revision(r) => CmpTarget::Revision(r),
+            CompareTarget::Exists(e) => CmpTarget::Exists(e),
+            CompareTarget::Value(v) => CmpTarget::Value(decode_value(app, &v)?),
+        };
+        compare.push(Cmp {
+            key: c.key,
+            target,
+            op: c.op,
+        });
+    }
+    let ops = |list: Vec<TxnOp>| -> Result<Vec<Op>, ApiError> {
+        list.into_iter()
+            .map(|op| match op {
+                TxnOp::Put {
+                    key,
+                    value,
+                    value_encoding,
+                } => {
+                    validate_key(&key)?;
+                    let v = JsonValue {
+                        value,
+                        value_encoding,
+                    };
+                    Ok(Op::Put {
+                        key,
+                        value: decode_value(app, &v)?,
+                    })
+                }
+                TxnOp::Delete { key } => validate_key(&key).map(|_| Op::Delete { key }),
+                TxnOp::Get { key } => validate_key(&key).map(|_| Op::Get { key }),
+            })
+            .collect()
+    };
+    Ok(Command {
+        compare,
+        success: ops(txn.success)?,
+        failure: ops(txn.failure)?,
+    })
+}
+
+fn decode_value(app: &App, v: &JsonValue) -> Result<Vec<u8>, ApiError> {
+    let bytes = v
+        .to_bytes()
+        .map_err(|e| ApiError::bad_request(format!("value is not valid base64: {e}")))?;
+    validate_value(app, bytes.len())?;
+    Ok(bytes)
+}
+
+fn wire_result(r: OpResult) -> TxnOpResult {
+    match r {
+        OpResult::Put { revision } => TxnOpResult::Put { revision },
+        OpResult::Delete { deleted } => TxnOpResult::Delete { deleted },
+        OpResult::Get { found } => match found {
+            Some((revision, value)) => TxnOpResult::Get {
+                found: true,
+                value: Some(JsonValue::from_bytes(&value)),
+                revision,
+            },
+            None => TxnOpResult::Get {
+                found: false,
+                value: None,
+                revision: 0,
+            },
+        },
+    }
+}

@@ -1,0 +1,180 @@
+//! HTTP: the client router (kv, txn, cluster admin, health, metrics) and the
+//! peer router (raft RPC). They listen on different ports so that the peer
+//! port never needs to be exposed to clients.
+
+pub mod cluster;
+pub mod error;
+pub mod forward;
+pub mod health;
+pub mod kv;
+pub mod peer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::node::Node;
+use error::ApiError;
+
+/// Shared state of the client router.
+#[derive(Clone)]
+pub struct App {
+    pub node: Arc<Node>,
+    pub metrics: Arc<Metrics>,
+    /// Pooled client for forwarding requests to the leader.
+    pub http: reqwest::Client,
+}
+
+impl App {
+    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(512)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(App {
+            node,
+            metrics,
+            http,
+        })
+    }
+
+    /// Largest request body a client route accepts: a value plus slack
+    /// for a JSON transaction carrying several of them.
+    pub fn body_limit(&self) -> usize {
+        self.node.config.max_value_bytes * 4 + (1 << 20)
+    }
+}
+
+pub fn client_router(app: App) -> Router {
+    Router::new()
+        .route("/v1/kv", get(kv::range))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
+        )
+        .route("/v1/txn", post(kv::txn))
+        .route("/v1/cluster/status", get(cluster::status))
+        .route("/v1/cluster/init", post(cluster::init))
+        .route("/v1/cluster/learners", post(cluster::add_learner))
+        .route("/v1/cluster/voters", put(cluster::set_voters))
+        .route(
+            "/v1/cluster/members/{id}",
+            axum::routing::delete(cluster::remove_member),
+        )
+        .route("/v1/cluster/transfer-leader", post(cluster::transfer_leader))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(app.clone(), record))
+        .with_state(app)
+}
+
+pub fn peer_router(node: Arc<Node>) -> Router {
+    peer::router(node)
+}
+
+async fn fallback(method: Method) -> ApiError {
+    ApiError::not_found(format!("no route for this path and method ({method})"))
+}
+
+/// Counts and times every request by its route template (not the raw
+/// path, which would explode the label space with user keys).
+async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    app.metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+            method: method.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            code: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// Reads a request body, refusing more than `limit` bytes with 413.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
+            kvclient::ErrorCode::TooLarge,
+            format!("request body larger than {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::bad_request(format!("reading request body: {e}"))),
+    }
+}
+
+/// Query string as a map; a malformed one is a 400.
+pub fn query_map(uri: &axum::http::Uri) -> Result<HashMap<String, String>, ApiError> {
+    match uri.query() {
+        None => Ok(HashMap::new()),
+        Some(q) => serde_urlencoded_map(q),
+    }
+}
+
+fn serde_urlencoded_map(q: &str) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| ApiError::bad_request("query string is not valid UTF-8"))
+        };
+        out.insert(dec(k)?, dec(v)?);
+    }
+    Ok(out)
+}
+
+pub fn parse_bool(q: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match q.get(name).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name}={other:?}: expected true or false"
+        ))),
+    }
+}
+
+pub fn parse_u64(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    q.get(name)
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("{name}={v:?}: expected a non-negative integer"))
+            })
+        })
+        .transpose()
+}
+
+pub fn json_response<T: serde::Serialize>(v: &T) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}

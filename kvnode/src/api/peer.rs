@@ -1,0 +1,162 @@
+//! The server side of raft RPC on the peer port. Each request is checked
+//! against this node's identity (target id, cluster id) before raft sees it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
+
+use crate::node::Node;
+use crate::raft::network::{
+    HDR_CLUSTER, HDR_TARGET, PATH_APPEND, PATH_PRE_VOTE, PATH_SNAPSHOT, PATH_TRANSFER, PATH_VOTE,
+    SnapshotHeader,
+};
+use crate::store::SnapshotFile;
+
+/// Append batches are bounded by max_payload_entries x the value limit.
+const PEER_BODY_LIMIT: usize = 512 << 20;
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route(PATH_APPEND, post(append))
+        .route(PATH_VOTE, post(vote))
+        .route(PATH_PRE_VOTE, post(pre_vote))
+        .route(PATH_TRANSFER, post(transfer))
+        .route(PATH_SNAPSHOT, post(snapshot))
+        .layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
+        .with_state(node)
+}
+
+fn reject(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, msg.into()).into_response()
+}
+
+fn admit(node: &Node, headers: &HeaderMap) -> Result<(), Response> {
+    let target = headers
+        .get(HDR_TARGET)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let cluster = headers.get(HDR_CLUSTER).and_then(|v| v.to_str().ok());
+    node.identity.admit(target, cluster).map_err(|e| {
+        tracing::warn!(error = %e, "refused peer rpc");
+        reject(StatusCode::CONFLICT, e.to_string())
+    })
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    rmp_serde::from_slice(body)
+        .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("undecodable rpc: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Response {
+    match rmp_serde::to_vec(v) {
+        Ok(b) => (StatusCode::OK, b).into_response(),
+        Err(e) => reject(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Raft-level failures (the node is shutting down or hit a storage error)
+/// are 503 so the caller backs off.
+fn raft_failed(e: impl std::fmt::Display) -> Response {
+    reject(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+macro_rules! rpc_handler {
+    ($name:ident, $method:ident) => {
+        async fn $name(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+            if let Err(r) = admit(&node, &headers) {
+                return r;
+            }
+            let req = match decode(&body) {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            match node.raft.$method(req).await {
+                Ok(resp) => encode(&resp),
+                Err(e) => raft_failed(e),
+            }
+        }
+    };
+}
+
+rpc_handler!(append, append_entries);
+rpc_handler!(vote, vote);
+rpc_handler!(pre_vote, pre_vote);
+rpc_handler!(transfer, handle_transfer_leader);
+
+/// Receives a streamed snapshot: spools it to a file in the data dir, then
+/// hands it to raft, which installs it through the state machine.
+async fn snapshot(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(r) = admit(&node, &headers) {
+        return r;
+    }
+    let path = node
+        .config
+        .data_dir
+        .join("snapshots")
+        .join(format!("incoming-{:016x}.tmp", rand::random::<u64>()));
+    let result = receive_snapshot(&path, body).await;
+    let (header, file) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return reject(StatusCode::BAD_REQUEST, format!("snapshot transfer: {e}"));
+        }
+    };
+    let snapshot = openraft::storage::Snapshot {
+        meta: header.meta,
+        snapshot: file,
+    };
+    let resp = node.raft.install_full_snapshot(header.vote, snapshot).await;
+    // Installed snapshots are renamed into place; anything left is stale.
+    let _ = tokio::fs::remove_file(&path).await;
+    match resp {
+        Ok(r) => encode(&r),
+        Err(e) => raft_failed(e),
+    }
+}
+
+async fn receive_snapshot(
+    path: &std::path::Path,
+    body: Body,
+) -> Result<(SnapshotHeader, SnapshotFile), String> {
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut file = tokio::fs::File::create(path).await.map_err(|e| e.to_string())?;
+    let mut header: Option<SnapshotHeader> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if header.is_some() {
+            file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+        if buf.len() < 4 {
+            continue;
+        }
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len > 16 << 20 {
+            return Err("snapshot header too large".into());
+        }
+        if buf.len() < 4 + len {
+            continue;
+        }
+        header = Some(rmp_serde::from_slice(&buf[4..4 + len]).map_err(|e| e.to_string())?);
+        file.write_all(&buf[4 + len..]).await.map_err(|e| e.to_string())?;
+        buf = Vec::new();
+    }
+    let header = header.ok_or("snapshot stream ended before its header")?;
+    file.sync_all().await.map_err(|e| e.to_string())?;
+    drop(file);
+    let file = SnapshotFile::open(path.to_path_buf()).map_err(|e| e.to_string())?;
+    Ok((header, file))
+}

@@ -1,0 +1,25 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use kvnode::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    let filter = EnvFilter::try_from_env("KVNODE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    match kvnode::server::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "kvnode failed");
+            eprintln!("kvnode: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! The running node: storage, identity and the raft instance, plus the
+//! operations the HTTP layer exposes (writes, read barriers, membership).
+//! Nothing here knows about HTTP except the `Reject` it returns: either an
+//! API error or "this must run on the leader".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kvclient::{
+    ClusterStatus, ErrorCode, FollowerProgress, InitRequest, Member, MemberInfo,
+    Membership as WireMembership, MembershipResponse, Role,
+};
+use openraft::errors::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{ChangeMembers, ReadPolicy, ServerState};
+
+use crate::api::error::ApiError;
+use crate::config::Config;
+use crate::raft::identity::{Identity, new_cluster_id};
+use crate::raft::network::Network;
+use crate::raft::types::{Command, CommandResult, NodeId, Raft, TypeConfig};
+use crate::store::{self, Db};
+
+/// Why an operation did not run here.
+#[derive(Debug)]
+pub enum Reject {
+    /// Only the leader can do this; `None` when no leader is known.
+    Forward(Option<Member>),
+    Api(ApiError),
+}
+
+impl From<ApiError> for Reject {
+    fn from(e: ApiError) -> Self {
+        Reject::Api(e)
+    }
+}
+
+impl From<store::StoreError> for Reject {
+    fn from(e: store::StoreError) -> Self {
+        Reject::Api(e.into())
+    }
+}
+
+pub type Outcome<T> = Result<T, Reject>;
+
+pub struct Node {
+    pub raft: Raft,
+    pub db: Db,
+    pub identity: Arc<Identity>,
+    pub config: Config,
+    pub info: MemberInfo,
+    /// The commit index this node knew when it started: it is not ready
+    /// before it has applied at least that far.
+    startup_commit: Option<u64>,
+    draining: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("identity: {0}")]
+    Identity(#[from] crate::raft::identity::IdentityError),
+    #[error("raft config: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl Node {
+    pub async fn start(config: Config) -> Result<Arc<Node>, StartError> {
+        config.validate()?;
+        let (db, mut log, sm) = store::open(&config.data_dir).await?;
+        let bind_ip = Some(config.peer_addr.ip()).filter(|ip| !ip.is_unspecified());
+        let identity = Arc::new(Identity::load(db.clone(), config.id, bind_ip)?);
+        let startup_commit = {
+            use openraft::storage::RaftLogStorage;
+            log.read_committed()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?
+                .map(|l| l.index)
+        };
+        let raft_config = openraft::Config {
+            cluster_name: "raftkv".into(),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min: config.election_timeout_ms,
+            election_timeout_max: config.election_timeout_ms * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                config.snapshot_log_threshold,
+            ),
+            // Keep some log behind a snapshot so that a briefly lagging
+            // follower catches up from the log, not with a full snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_log_threshold.min(1000),
+            max_payload_entries: 128,
+            ..Default::default()
+        }
+        .validate()?;
+        let network = Network::new(identity.clone())?;
+        let raft = Raft::new(
+            identity.node_id,
+            Arc::new(raft_config),
+            network,
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let info = MemberInfo {
+            name: config.name(),
+            peer_url: config.peer_url(),
+            client_url: config.client_url(),
+        };
+        tracing::info!(
+            node_id = identity.node_id,
+            name = %info.name,
+            peer_url = %info.peer_url,
+            client_url = %info.client_url,
+            cluster_id = ?identity.cluster_id(),
+            "node started"
+        );
+        Ok(Arc::new(Node {
+            raft,
+            db,
+            identity,
+            config,
+            info,
+            startup_commit,
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.identity.node_id
+    }
+
+    fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.metrics().current_leader == Some(self.id())
+    }
+
+    /// The leader as a member, if this node knows one.
+    pub fn leader(&self) -> Option<Member> {
+        let m = self.metrics();
+        let id = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&id)?.clone();
+        Some(Member { id, info })
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Proposes a command and waits until it is applied here.
+    pub async fn write(&self, cmd: Command) -> Outcome<CommandResult> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(e) => Err(self.map_write_error(e)),
+        }
+    }
+
+    fn map_write_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Reject {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                Reject::Forward(forward_target(f))
+            }
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => Reject::Api(
+                ApiError::unavailable(
+                    "leader changed before the write committed; it may or may not have applied",
+                )
+                .with_leader(forward_target(f)),
+            ),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                Reject::Api(ApiError::new(ErrorCode::PreconditionFailed, c.to_string()))
+            }
+            RaftError::APIError(other) => Reject::Api(ApiError::unavailable(other.to_string())),
+            RaftError::Fatal(f) => Reject::Api(ApiError::unavailable(format!("raft: {f}"))),
+        }
+    }
+
+    /// Blocks until a read of the local state machine is linearizable:
+    /// read-index through the leader's quorum, then wait for apply.
+    pub async fn read_barrier(&self) -> Outcome<()> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(f) = e.forward_to_leader() {
+                    return Err(Reject::Forward(forward_target(f.clone())));
+                }
+                Err(Reject::Api(
+                    ApiError::new(ErrorCode::Unavailable, e.to_string()).with_leader(self.leader()),
+                ))
+            }
+        }
+    }
+
+    /// A serializable read needs only an initialized node.
+    pub fn check_initialized(&self) -> Outcome<()> {
+        if self.is_initialized() {
+            Ok(())
+        } else {
+            Err(Reject::Api(not_initialized()))
+        }
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some()
+    }
+
+    fn require_leader(&self) -> Outcome<()> {
+        if !self.is_initialized() {
+            return Err(Reject::Api(not_initialized()));
+        }
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(Reject::Forward(self.leader()))
+        }
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.metrics();
+        let membership = wire_membership(m.membership_config.membership());
+        let initialized = !membership.voters.is_empty();
+        let role = match m.state {
+            _ if !initialized => Role::Uninitialized,
+            ServerState::Leader => Role::Leader,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Follower => Role::Follower,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        let last = m.last_log_index.unwrap_or(0);
+        let followers = m.replication.as_ref().map(|r| {
+            r.iter()
+                .filter(|(id, _)| **id != self.id())
+                .map(|(id, matched)| {
+                    let matched = matched.as_ref().map(|l| l.index);
+                    FollowerProgress {
+                        id: *id,
+                        matched_index: matched,
+                        lag: last.saturating_sub(matched.unwrap_or(0)),
+                    }
+                })
+                .collect()
+        });
+        ClusterStatus {
+            id: self.id(),
+            name: self.info.name.clone(),
+            cluster_id: self.identity.cluster_id(),
+            role,
+            term: m.current_term,
+            leader: self.leader(),
+            membership,
+            last_log_index: m.last_log_index,
+            committed_index: m.committed.as_ref().map(|l| l.index),
+            applied_index: m.last_applied.as_ref().map(|l| l.index),
+            followers,
+            peer_url: self.info.peer_url.clone(),
+            client_url: self.info.client_url.clone(),
+        }
+    }
+
+    /// `Ok` when ready to serve, else the reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        let m = self.metrics();
+        if self.draining() {
+            return Err("shutting down".into());
+        }
+        let mem = m.membership_config.membership();
+        if mem.voter_ids().next().is_none() {
+            return Err("cluster not initialized".into());
+        }
+        if mem.get_node(&self.id()).is_none() {
+            return Err(format!("node {} is not a member of the cluster", self.id()));
+        }
+        if m.current_leader.is_none() {
+            return Err("no leader known".into());
+        }
+        let applied = m.last_applied.as_ref().map(|l| l.index);
+        if applied < self.startup_commit {
+            return Err(format!(
+                "applied index {:?} behind the commit index {:?} known at start",
+                applied, self.startup_commit
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn init(&self, req: InitRequest) -> Outcome<MembershipResponse> {
+        let mut members = BTreeMap::new();
+        for (id, info) in req.members {
+            let id: u64 = id
+                .parse()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| ApiError::bad_request(format!("member id {id:?} is not a positive integer")))?;
+            validate_urls(&info)?;
+            members.insert(id, info);
+        }
+        if members.is_empty() {
+            members.insert(self.id(), self.info.clone());
+        }
+        let Some(mine) = members.get_mut(&self.id()) else {
+            return Err(ApiError::bad_request(format!(
+                "members must include this node (id {})",
+                self.id()
+            ))
+            .into());
+        };
+        if mine.name.is_empty() {
+            mine.name = self.info.name.clone();
+        }
+        if self.is_initialized() {
+            return self.init_again(&members);
+        }
+        if self.identity.cluster_id().is_none() {
+            self.identity.set_cluster_id(&new_cluster_id())?;
+        }
+        match self.raft.initialize(members.clone()).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => {
+                return self.init_again(&members);
+            }
+            Err(e) => return Err(ApiError::internal(e).into()),
+        }
+        tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "cluster initialized");
+        Ok(MembershipResponse {
+            membership: wire_membership(&openraft::Membership::new_with_defaults(
+                vec![members.keys().copied().collect()],
+                members,
+            )),
+            log_index: None,
+        })
+    }
+
+    /// Init on an initialized node: fine if it asks for what exists.
+    fn init_again(&self, members: &BTreeMap<u64, MemberInfo>) -> Outcome<MembershipResponse> {
+        let cur = self.status().membership;
+        let want: BTreeSet<u64> = members.keys().copied().collect();
+        let have: BTreeSet<u64> = cur.voter_ids().into_iter().collect();
+        if want == have {
+            Ok(MembershipResponse {
+                membership: cur,
+                log_index: None,
+            })
+        } else {
+            Err(ApiError::new(
+                ErrorCode::PreconditionFailed,
+                format!("cluster already initialized with voters {have:?}"),
+            )
+            .into())
+        }
+    }
+
+    pub async fn add_learner(&self, id: NodeId, info: MemberInfo) -> Outcome<MembershipResponse> {
+        if id == 0 {
+            return Err(ApiError::bad_request("member id must be a positive integer").into());
+        }
+        validate_urls(&info)?;
+        self.require_leader()?;
+        let cur = self.metrics().membership_config.membership().clone();
+        if let Some(existing) = cur.get_node(&id) {
+            if *existing == info || (info.name.is_empty() && existing.peer_url == info.peer_url) {
+                return Ok(MembershipResponse {
+                    membership: wire_membership(&cur),
+                    log_index: None,
+                });
+            }
+            return Err(ApiError::new(
+                ErrorCode::PreconditionFailed,
+                format!("member {id} already exists with other URLs"),
+            )
+            .into());
+        }
+        let resp = self
+            .raft
+            .add_learner(id, info, false)
+            .await
+            .map_err(|e| self.map_write_error(e))?;
+        tracing::info!(learner = id, "learner added");
+        Ok(self.membership_response(resp.log_id.index))
+    }
+
+    pub async fn set_voters(&self, voters: Vec<NodeId>) -> Outcome<MembershipResponse> {
+        let want: BTreeSet<NodeId> = voters.into_iter().collect();
+        if want.is_empty() {
+            return Err(ApiError::bad_request("voters must not be empty").into());
+        }
+        self.require_leader()?;
+        let cur = self.metrics().membership_config.membership().clone();
+        if let Some(unknown) = want.iter().find(|id| cur.get_node(id).is_none()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown member id {unknown}: add it as a learner first"
+            ))
+            .into());
+        }
+        let have: BTreeSet<NodeId> = cur.voter_ids().collect();
+        if have == want && cur.get_joint_config().len() == 1 {
+            return Ok(MembershipResponse {
+                membership: wire_membership(&cur),
+                log_index: None,
+            });
+        }
+        let resp = self
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(want.clone()), true)
+            .await
+            .map_err(|e| self.map_write_error(e))?;
+        tracing::info!(voters = ?want, "voter set changed");
+        Ok(self.membership_response(resp.log_id.index))
+    }
+
+    pub async fn remove_member(&self, id: NodeId) -> Outcome<MembershipResponse> {
+        self.require_leader()?;
+        let cur = self.metrics().membership_config.membership().clone();
+        if cur.get_node(&id).is_none() {
+            return Err(ApiError::not_found(format!("no member with id {id}")).into());
+        }
+        let voters: BTreeSet<NodeId> = cur.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            let rest: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
+            if rest.is_empty() {
+                return Err(ApiError::bad_request("cannot remove the last voter").into());
+            }
+            ChangeMembers::ReplaceAllVoters(rest)
+        } else {
+            ChangeMembers::RemoveNodes([id].into())
+        };
+        let resp = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.map_write_error(e))?;
+        tracing::info!(member = id, "member removed");
+        Ok(self.membership_response(resp.log_id.index))
+    }
+
+    /// Hands leadership to `to` and waits until it has taken over.
+    pub async fn transfer_leader(&self, to: NodeId) -> Outcome<Member> {
+        self.require_leader()?;
+        let cur = self.metrics().membership_config.membership().clone();
+        if !cur.voter_ids().any(|v| v == to) {
+            return Err(ApiError::bad_request(format!("node {to} is not a voter")).into());
+        }
+        if to != self.id() {
+            self.raft
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            let deadline = Duration::from_millis(self.config.election_timeout_ms * 4);
+            if !self.wait_leader(|l| l == Some(to), deadline).await {
+                return Err(ApiError::unavailable(format!(
+                    "node {to} did not take over leadership within {deadline:?}"
+                ))
+                .with_leader(self.leader())
+                .into());
+            }
+        }
+        self.leader()
+            .ok_or_else(|| Reject::Api(ApiError::new(ErrorCode::NoLeader, "no leader")))
+    }
+
+    /// Waits until `pred(current_leader)` holds or `timeout` passes.
+    pub async fn wait_leader(&self, pred: impl Fn(Option<NodeId>) -> bool, timeout: Duration) -> bool {
+        let mut rx = self.raft.metrics();
+        let until = Instant::now() + timeout;
+        loop {
+            if pred(rx.borrow().current_leader) {
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if tokio::time::timeout(left, rx.changed()).await.is_err() {
+                return pred(rx.borrow().current_leader);
+            }
+        }
+    }
+
+    fn membership_response(&self, log_index: u64) -> MembershipResponse {
+        MembershipResponse {
+            membership: self.status().membership,
+            log_index: Some(log_index),
+        }
+    }
+
+    /// Graceful stop: leave the leadership to the most up-to-date voter
+    /// first, so the cluster does not wait an election timeout.
+    pub async fn hand_off_leadership(&self) {
+        let m = self.metrics();
+        if m.current_leader != Some(self.id()) {
+            return;
+        }
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let best = m.replication.as_ref().and_then(|r| {
+            r.iter()
+                .filter(|(id, _)| **id != self.id() && voters.contains(id))
+                .max_by_key(|(_, matched)| matched.as_ref().map(|l| l.index))
+                .map(|(id, _)| *id)
+        });
+        let Some(to) = best else {
+            tracing::info!("no other voter to hand leadership to");
+            return;
+        };
+        tracing::info!(to, "transferring leadership before shutdown");
+        if let Err(e) = self.raft.trigger().transfer_leader(to).await {
+            tracing::warn!(error = %e, "leadership transfer failed");
+            return;
+        }
+        let me = self.id();
+        let deadline = Duration::from_millis(self.config.election_timeout_ms * 3);
+        if self.wait_leader(|l| l.is_some() && l != Some(me), deadline).await {
+            tracing::info!(leader = ?self.metrics().current_leader, "leadership handed over");
+        } else {
+            tracing::warn!("leadership transfer did not finish in time");
+        }
+    }
+}
+
+fn forward_target(f: ForwardToLeader<TypeConfig>) -> Option<Member> {
+    match (f.leader_id, f.leader_node) {
+        (Some(id), Some(info)) => Some(Member { id, info }),
+        _ => None,
+    }
+}
+
+fn not_initialized() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotInitialized,
+        "cluster not initialized: POST /v1/cluster/init (kvctl init) first",
+    )
+}
+
+fn validate_urls(info: &MemberInfo) -> Result<(), ApiError> {
+    for (what, u) in [("peer_url", &info.peer_url), ("client_url", &info.client_url)] {
+        let ok = url::Url::parse(u)
+            .map(|p| p.scheme() == "http" && p.host().is_some())
+            .unwrap_or(false);
+        if !ok {
+            return Err(ApiError::bad_request(format!(
+                "{what} {u:?} is not an http:// URL with a host"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn wire_membership(m: &crate::raft::types::Membership) -> WireMembership {
+    let member = |id: NodeId| Member {
+        id,
+        info: m.get_node(&id).cloned().unwrap_or_default(),
+    };
+    WireMembership {
+        voters: m.voter_ids().map(member).collect(),
+        learners: m.learner_ids().map(member).collect(),
+        joint: m.get_joint_config().len() > 1,
+    }
+}

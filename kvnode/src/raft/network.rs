@@ -1,0 +1,223 @@
+//! The client side of raft RPC: HTTP on the peer port, MessagePack bodies,
+//! one pooled reqwest client for all peers. Every request names the cluster
+//! and the target node id so that a node reached by mistake (a wiped pod
+//! that came back with a new id, another cluster) refuses it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kvclient::MemberInfo;
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::message::{TransferLeaderRequest, TransferLeaderResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{RaftNetworkFactory, RaftNetworkV2};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncSeekExt;
+
+use super::identity::Identity;
+use super::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
+use crate::store::SnapshotFile;
+
+pub const HDR_CLUSTER: &str = "x-raftkv-cluster-id";
+pub const HDR_TARGET: &str = "x-raftkv-target-id";
+pub const HDR_FROM: &str = "x-raftkv-from-id";
+
+pub const PATH_APPEND: &str = "/raft/append";
+pub const PATH_VOTE: &str = "/raft/vote";
+pub const PATH_PRE_VOTE: &str = "/raft/pre-vote";
+pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
+pub const PATH_TRANSFER: &str = "/raft/transfer-leader";
+
+/// Header of a streamed snapshot, sent before the file bytes.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct SnapshotHeader {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+}
+
+#[derive(Clone)]
+pub struct Network {
+    http: reqwest::Client,
+    identity: Arc<Identity>,
+}
+
+impl Network {
+    pub fn new(identity: Arc<Identity>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .local_address(identity.peer_bind_ip())
+            .build()?;
+        Ok(Network { http, identity })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &MemberInfo) -> PeerClient {
+        PeerClient {
+            http: self.http.clone(),
+            identity: self.identity.clone(),
+            target,
+            base: node.peer_url.trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+pub struct PeerClient {
+    http: reqwest::Client,
+    identity: Arc<Identity>,
+    target: NodeId,
+    base: String,
+}
+
+impl PeerClient {
+    fn request(&self, path: &str, ttl: Duration) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .timeout(ttl)
+            .header(HDR_TARGET, self.target.to_string())
+            .header(HDR_FROM, self.identity.node_id.to_string());
+        if let Some(c) = self.identity.cluster_id() {
+            req = req.header(HDR_CLUSTER, c);
+        }
+        req
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let body = rmp_serde::to_vec(body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = self
+            .request(path, option.soft_ttl())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| to_rpc_error(&e))?;
+        decode_response(resp).await
+    }
+}
+
+fn to_rpc_error(e: &reqwest::Error) -> RPCError<TypeConfig> {
+    if e.is_connect() {
+        RPCError::Unreachable(Unreachable::new(e))
+    } else {
+        RPCError::Network(NetworkError::new(e))
+    }
+}
+
+async fn decode_response<Resp: DeserializeOwned>(
+    resp: reqwest::Response,
+) -> Result<Resp, RPCError<TypeConfig>> {
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| to_rpc_error(&e))?;
+    if !status.is_success() {
+        let msg = String::from_utf8_lossy(&bytes).into_owned();
+        // A refusal (wrong node or cluster) means nobody we should talk to
+        // is at that address; treat it as unreachable so openraft backs off.
+        return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+            "peer answered {status}: {msg}"
+        ))));
+    }
+    rmp_serde::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(PATH_APPEND, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(PATH_VOTE, &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(PATH_PRE_VOTE, &rpc, &option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(PATH_TRANSFER, &req, &option).await
+    }
+
+    /// Streams the snapshot file in chunks behind a small header; the
+    /// receiver spools it to disk, so neither side holds it in memory.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let net_err = |e: &dyn std::fmt::Display| {
+            StreamingError::Network(NetworkError::from_string(e.to_string()))
+        };
+        let header = rmp_serde::to_vec(&SnapshotHeader {
+            vote,
+            meta: snapshot.meta.clone(),
+        })
+        .map_err(|e| net_err(&e))?;
+        let header_len = u32::try_from(header.len()).map_err(|e| net_err(&e))?;
+        let mut prefix = header_len.to_be_bytes().to_vec();
+        prefix.extend_from_slice(&header);
+
+        let file = snapshot.snapshot.file.try_clone().map_err(|e| net_err(&e))?;
+        let mut file = tokio::fs::File::from_std(file);
+        file.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| net_err(&e))?;
+        let body = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(prefix)) })
+            .chain(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+
+        let send = self
+            .request(PATH_SNAPSHOT, Duration::from_secs(600))
+            .body(reqwest::Body::wrap_stream(body))
+            .send();
+        let resp = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = send => r.map_err(|e| {
+                if e.is_connect() {
+                    StreamingError::Unreachable(Unreachable::new(&e))
+                } else {
+                    StreamingError::Network(NetworkError::new(&e))
+                }
+            })?,
+        };
+        decode_response(resp).await.map_err(|e| match e {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            other => net_err(&other),
+        })
+    }
+}

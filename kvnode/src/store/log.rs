@@ -1,0 +1,226 @@
+//! The raft log and vote in RocksDB.
+//!
+//! Durability rule: openraft is told an append is flushed only after the
+//! write batch is synced to the WAL. Writes run on the blocking pool so an
+//! fsync never stalls a runtime worker.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use rocksdb::{WriteBatch, WriteOptions};
+
+use super::{CF_LOG, CF_META, Db, Result, StoreError, decode, encode};
+use crate::raft::types::{Entry, LogId, TypeConfig, Vote};
+
+const META_VOTE: &[u8] = b"vote";
+const META_COMMITTED: &[u8] = b"committed";
+const META_PURGED: &[u8] = b"last_purged";
+
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: Db,
+}
+
+fn synced() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    wo
+}
+
+impl LogStore {
+    pub fn new(db: Db) -> Self {
+        LogStore { db }
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>> {
+        let raw = self.db.db().get_cf(self.db.cf(CF_META)?, key)?;
+        raw.map(|b| decode(what, &b)).transpose()
+    }
+
+    fn read_range(&self, start: u64, end: Bound<u64>) -> Result<Vec<Entry>> {
+        let iter = self.db.db().iterator_cf(
+            self.db.cf(CF_LOG)?,
+            rocksdb::IteratorMode::From(&start.to_be_bytes(), rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for kv in iter {
+            let (k, v) = kv?;
+            let idx = super::decode_u64(&k).ok_or(StoreError::Corrupt("log key"))?;
+            let past_end = match end {
+                Bound::Included(e) => idx > e,
+                Bound::Excluded(e) => idx >= e,
+                Bound::Unbounded => false,
+            };
+            if past_end {
+                break;
+            }
+            out.push(decode("log entry", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs a blocking RocksDB operation off the async workers.
+    async fn blocking<T, F>(&self, f: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&LogStore) -> Result<T> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::from)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = range.end_bound().cloned();
+        self.read_range(start, end).map_err(io::Error::from)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.get_meta(META_VOTE, "vote").map_err(io::Error::from)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let last_purged: Option<LogId> = self.get_meta(META_PURGED, "last purged")?;
+        let cf = self.db.cf(CF_LOG)?;
+        let last = match self
+            .db
+            .db()
+            .iterator_cf(cf, rocksdb::IteratorMode::End)
+            .next()
+        {
+            Some(kv) => {
+                let (_, v) = kv.map_err(StoreError::from)?;
+                let e: Entry = decode("log entry", &v)?;
+                Some(e.log_id)
+            }
+            None => last_purged.clone(),
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let bytes = encode(vote)?;
+        self.blocking(move |s| {
+            s.db.db()
+                .put_cf_opt(s.db.cf(CF_META)?, META_VOTE, bytes, &synced())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        // Not synced: losing it only means re-applying from the last synced point.
+        let cf = self.db.cf(CF_META)?;
+        match committed {
+            Some(c) => self
+                .db
+                .db()
+                .put_cf(cf, META_COMMITTED, encode(&c)?)
+                .map_err(StoreError::from)?,
+            None => self
+                .db
+                .db()
+                .delete_cf(cf, META_COMMITTED)
+                .map_err(StoreError::from)?,
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        self.get_meta(META_COMMITTED, "committed")
+            .map_err(io::Error::from)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        {
+            let cf = self.db.cf(CF_LOG)?;
+            for e in entries {
+                batch.put_cf(cf, e.log_id.index.to_be_bytes(), encode(&e)?);
+            }
+        }
+        let res = self
+            .blocking(move |s| {
+                s.db.db().write_opt(batch, &synced())?;
+                Ok(())
+            })
+            .await;
+        match res {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let from = last_log_id.map(|l| l.index + 1).unwrap_or(0);
+        self.blocking(move |s| {
+            let cf = s.db.cf(CF_LOG)?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf, from.to_be_bytes(), u64::MAX.to_be_bytes());
+            // delete_range excludes its end; the last possible index goes too.
+            batch.delete_cf(cf, u64::MAX.to_be_bytes());
+            s.db.db().write_opt(batch, &synced())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        let purged = encode(&log_id)?;
+        self.blocking(move |s| {
+            // The state machine writes are not synced one by one; make them
+            // durable before the log that could rebuild them disappears.
+            s.db.sync()?;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(s.db.cf(CF_META)?, META_PURGED, purged);
+            batch.delete_range_cf(
+                s.db.cf(CF_LOG)?,
+                0u64.to_be_bytes(),
+                (log_id.index + 1).to_be_bytes(),
+            );
+            s.db.db().write_opt(batch, &synced())?;
+            Ok(())
+        })
+        .await
+    }
+}

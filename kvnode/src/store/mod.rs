@@ -1,0 +1,268 @@
+//! RocksDB storage: the raft log and vote (`log.rs`), the state machine
+//! (`sm.rs`) and snapshot files (`snapshot.rs`). This module is the only
+//! place that touches RocksDB.
+//!
+//! One database, four column families:
+//! - `log`: raft entries keyed by big-endian index;
+//! - `meta`: vote, committed log id, last purged log id, node identity;
+//! - `data`: user keys -> (revision, value);
+//! - `sm`: last-applied log id and membership, written in the same batch as
+//!   the data they describe.
+
+mod log;
+mod sm;
+mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+
+pub use log::LogStore;
+pub use sm::{Record, StateMachine};
+pub use snapshot::SnapshotFile;
+
+pub(crate) const CF_LOG: &str = "log";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_DATA: &str = "data";
+pub(crate) const CF_SM: &str = "sm";
+
+const META_NODE_ID: &[u8] = b"node_id";
+const META_CLUSTER_ID: &[u8] = b"cluster_id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("encoding: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("corrupt record {what}: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
+    #[error("corrupt record {0}")]
+    Corrupt(&'static str),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("column family {0} missing")]
+    MissingCf(&'static str),
+}
+
+impl From<StoreError> for std::io::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Io(io) => io,
+            other => std::io::Error::other(other),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The opened database, shared by the log store, the state machine and
+/// the read path of the API.
+#[derive(Debug, Clone)]
+pub struct Db {
+    inner: Arc<DB>,
+    dir: PathBuf,
+}
+
+impl Db {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(3);
+        let cfs = [CF_LOG, CF_META, CF_DATA, CF_SM]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
+        std::fs::create_dir_all(dir.join("snapshots"))?;
+        Ok(Db {
+            inner: Arc::new(db),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.inner
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily> {
+        self.inner.cf_handle(name).ok_or(StoreError::MissingCf(name))
+    }
+
+    pub(crate) fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+
+    /// The node id kept in this data dir, if any.
+    pub fn node_id(&self) -> Result<Option<u64>> {
+        let raw = self.db().get_cf(self.cf(CF_META)?, META_NODE_ID)?;
+        raw.map(|b| decode_u64(&b).ok_or(StoreError::Corrupt("node_id")))
+            .transpose()
+    }
+
+    /// Persists the node id; synced, since identity must survive a crash
+    /// right after start.
+    pub fn set_node_id(&self, id: u64) -> Result<()> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db()
+            .put_cf_opt(self.cf(CF_META)?, META_NODE_ID, id.to_be_bytes(), &wo)?;
+        Ok(())
+    }
+
+    pub fn cluster_id(&self) -> Result<Option<String>> {
+        let raw = self.db().get_cf(self.cf(CF_META)?, META_CLUSTER_ID)?;
+        Ok(raw.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    pub fn set_cluster_id(&self, id: &str) -> Result<()> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db()
+            .put_cf_opt(self.cf(CF_META)?, META_CLUSTER_ID, id.as_bytes(), &wo)?;
+        Ok(())
+    }
+
+    /// Reads one key of the state machine: `(revision, value)`.
+    pub fn get(&self, key: &str) -> Result<Option<Record>> {
+        let raw = self.db().get_cf(self.cf(CF_DATA)?, key.as_bytes())?;
+        raw.map(|b| Record::decode(&b)).transpose()
+    }
+
+    /// Ordered scan of keys `>= from` that start with `prefix`; returns at
+    /// most `limit` items and whether more follow.
+    pub fn scan(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<(Vec<(String, Record)>, Option<String>)> {
+        let start = if from.as_bytes() > prefix.as_bytes() {
+            from
+        } else {
+            prefix
+        };
+        let mut ro = rocksdb::ReadOptions::default();
+        // Keys of other prefixes are never needed: let RocksDB stop early.
+        if let Some(upper) = prefix_upper_bound(prefix.as_bytes()) {
+            ro.set_iterate_upper_bound(upper);
+        }
+        let iter = self.db().iterator_cf_opt(
+            self.cf(CF_DATA)?,
+            ro,
+            rocksdb::IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward),
+        );
+        let mut items = Vec::new();
+        for kv in iter {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8_lossy(&k).into_owned();
+            if items.len() == limit {
+                return Ok((items, Some(key)));
+            }
+            let mut rec = Record::decode(&v)?;
+            if keys_only {
+                rec.value.clear();
+            }
+            items.push((key, rec));
+        }
+        Ok((items, None))
+    }
+
+    /// On-disk sizes for the metrics endpoint: (live SST bytes, memtable bytes).
+    pub fn sizes(&self) -> (u64, u64) {
+        let mut sst = 0;
+        let mut mem = 0;
+        for name in [CF_LOG, CF_META, CF_DATA, CF_SM] {
+            if let Ok(cf) = self.cf(name) {
+                sst += self
+                    .db()
+                    .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                mem += self
+                    .db()
+                    .property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+            }
+        }
+        (sst, mem)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.db().flush_wal(true)?;
+        Ok(())
+    }
+}
+
+/// The smallest byte string greater than every string starting with `p`.
+fn prefix_upper_bound(p: &[u8]) -> Option<Vec<u8>> {
+    let mut v = p.to_vec();
+    while let Some(last) = v.pop() {
+        if last < 0xff {
+            v.push(last + 1);
+            return Some(v);
+        }
+    }
+    None
+}
+
+pub(crate) fn decode_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    Ok(rmp_serde::to_vec(v)?)
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(b).map_err(|source| StoreError::Decode { what, source })
+}
+
+/// Opens the log store and the state machine over one database.
+pub async fn open(dir: &Path) -> Result<(Db, LogStore, StateMachine)> {
+    let db = Db::open(dir)?;
+    let log = LogStore::new(db.clone());
+    let sm = StateMachine::open(db.clone())?;
+    Ok((db, log, sm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_bound_covers_the_prefix() {
+        assert_eq!(prefix_upper_bound(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_upper_bound(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_upper_bound(b""), None);
+    }
+
+    #[tokio::test]
+    async fn identity_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Db::open(dir.path()).expect("open");
+            assert_eq!(db.node_id().expect("read"), None);
+            db.set_node_id(42).expect("write");
+            db.set_cluster_id("c1").expect("write");
+        }
+        let db = Db::open(dir.path()).expect("reopen");
+        assert_eq!(db.node_id().expect("read"), Some(42));
+        assert_eq!(db.cluster_id().expect("read").as_deref(), Some("c1"));
+    }
+}

@@ -1,0 +1,320 @@
+//! Test harness: real kvnode processes on loopback, each with its own data
+//! dir and ports, driven through the real HTTP API with kvclient.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use kvclient::{Client, ClusterStatus, InitRequest, MemberInfo, Role};
+
+pub const HEARTBEAT_MS: u64 = 50;
+pub const ELECTION_MS: u64 = 300;
+
+/// Options every node of a test cluster starts with.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub heartbeat_ms: u64,
+    pub election_ms: u64,
+    pub snapshot_threshold: u64,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            heartbeat_ms: HEARTBEAT_MS,
+            election_ms: ELECTION_MS,
+            snapshot_threshold: 10_000,
+        }
+    }
+}
+
+pub struct NodeProc {
+    /// The id the node reports (learned from its status after start).
+    pub id: u64,
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    opts: Opts,
+    child: Option<Child>,
+}
+
+/// Ports from a per-process range so parallel test binaries rarely
+/// collide; each is checked free before use.
+fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 400) as u16 * 100;
+    loop {
+        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+impl NodeProc {
+    pub fn new(root: &std::path::Path, name: &str, opts: Opts) -> Self {
+        NodeProc {
+            id: 0,
+            name: name.to_owned(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: root.join(name),
+            log: root.join(format!("{name}.log")),
+            opts,
+            child: None,
+        }
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn info(&self) -> MemberInfo {
+        MemberInfo {
+            name: self.name.clone(),
+            peer_url: self.peer_url(),
+            client_url: self.client_url(),
+        }
+    }
+
+    pub fn command(&self, id: Option<u64>) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvnode"));
+        cmd.arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--client-addr")
+            .arg(format!("127.0.0.1:{}", self.client_port))
+            .arg("--peer-addr")
+            .arg(format!("127.0.0.1:{}", self.peer_port))
+            .arg("--heartbeat-interval-ms")
+            .arg(self.opts.heartbeat_ms.to_string())
+            .arg("--election-timeout-ms")
+            .arg(self.opts.election_ms.to_string())
+            .arg("--snapshot-log-threshold")
+            .arg(self.opts.snapshot_threshold.to_string())
+            .env("KVNODE_LOG", "info,openraft=warn");
+        if let Some(id) = id {
+            cmd.arg("--id").arg(id.to_string());
+        }
+        cmd
+    }
+
+    /// Starts the process and waits until its API answers.
+    pub async fn start(&mut self, id: Option<u64>) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = self
+            .command(id)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kvnode");
+        self.child = Some(child);
+        let c = self.client();
+        let st = wait_for(Duration::from_secs(20), &format!("{} to serve", self.name), || async {
+            c.status().await.ok()
+        })
+        .await;
+        self.id = st.id;
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&[self.client_url()])
+            .expect("valid url")
+            .single_shot()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < until, "{} did not exit after SIGTERM", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wipe(&mut self) {
+        assert!(self.child.is_none());
+        std::fs::remove_dir_all(&self.data_dir).expect("wipe data dir");
+    }
+
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub dir: tempfile::TempDir,
+    pub opts: Opts,
+}
+
+impl Cluster {
+    /// `n` nodes with ids 1..=n, initialized through node 1, all ready.
+    pub async fn start(n: usize, opts: Opts) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("raftkv-test-")
+            .tempdir()
+            .expect("tempdir");
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let mut node = NodeProc::new(dir.path(), &format!("n{i}"), opts.clone());
+            node.start(Some(i as u64)).await;
+            nodes.push(node);
+        }
+        let mut members = BTreeMap::new();
+        for n in &nodes {
+            members.insert(n.id.to_string(), n.info());
+        }
+        nodes[0]
+            .client()
+            .init(&InitRequest { members })
+            .await
+            .expect("init");
+        let c = Cluster { nodes, dir, opts };
+        c.wait_all_ready().await;
+        c
+    }
+
+    /// Adds a (not yet member) node process with a generated id.
+    pub async fn spawn_extra(&mut self, name: &str) -> usize {
+        let mut node = NodeProc::new(self.dir.path(), name, self.opts.clone());
+        node.start(None).await;
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.client_url())
+            .collect()
+    }
+
+    /// A client over every running node, with retries.
+    pub fn client(&self) -> Client {
+        Client::new(&self.endpoints()).expect("endpoints")
+    }
+
+    pub async fn wait_all_ready(&self) {
+        for n in self.nodes.iter().filter(|n| n.is_running()) {
+            let c = n.client();
+            wait_for(Duration::from_secs(20), &format!("{} ready", n.name), || async {
+                matches!(c.ready().await, Ok(Ok(()))).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Index of the node every running node agrees leads.
+    pub async fn leader(&self) -> usize {
+        wait_for(Duration::from_secs(20), "an agreed leader", || async {
+            let mut leader = None;
+            for n in self.nodes.iter().filter(|n| n.is_running()) {
+                let st = n.client().status().await.ok()?;
+                let l = st.leader?.id;
+                if *leader.get_or_insert(l) != l {
+                    return None;
+                }
+            }
+            self.nodes.iter().position(|n| Some(n.id) == leader && n.is_running())
+        })
+        .await
+    }
+
+    pub async fn status(&self, i: usize) -> ClusterStatus {
+        self.nodes[i].client().status().await.expect("status")
+    }
+
+    /// Waits until node `i` has applied at least `index`.
+    pub async fn wait_applied(&self, i: usize, index: u64) {
+        let c = self.nodes[i].client();
+        wait_for(
+            Duration::from_secs(20),
+            &format!("{} to apply {index}", self.nodes[i].name),
+            || async {
+                let st = c.status().await.ok()?;
+                (st.applied_index? >= index).then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub fn dump_logs(&self) {
+        for n in &self.nodes {
+            eprintln!("----- {} (id {}) -----\n{}", n.name, n.id, n.log_tail());
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it yields `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn is_voter(st: &ClusterStatus, id: u64) -> bool {
+    st.membership.voters.iter().any(|m| m.id == id)
+}
+
+pub fn role(st: &ClusterStatus) -> Role {
+    st.role
+}

@@ -1,0 +1,88 @@
+//! Kill -9 the leader under a stream of writes: a new leader takes over,
+//! writes resume through the survivors, and no acknowledged write is lost,
+//! also after every node restarts from its data dir.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, ELECTION_MS, Opts};
+use kvclient::Consistency;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_crash_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let old = c.leader().await;
+
+    // Writers go through all nodes and record every acknowledged write.
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let client = c.client();
+        let acked = acked.clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (k, v) = (format!("w{w}/{i:06}"), format!("value-{w}-{i}"));
+                if client.put(&k, v.clone()).await.is_ok() {
+                    acked.lock().expect("lock").insert(k, v);
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before_kill = acked.lock().expect("lock").len();
+    assert!(before_kill > 0, "writes flow before the crash");
+
+    let killed_at = Instant::now();
+    c.nodes[old].kill9();
+    let new = c.leader().await;
+    let failover = killed_at.elapsed();
+    assert_ne!(new, old);
+    // A few election timeouts (max timeout is 2x the configured minimum).
+    assert!(
+        failover < Duration::from_millis(ELECTION_MS * 2 * 5),
+        "new leader after {failover:?}"
+    );
+    eprintln!("new leader {} after {failover:?}", c.nodes[new].name);
+
+    // Writes resume through the survivors.
+    let at_failover = acked.lock().expect("lock").len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(acked.lock().expect("lock").len() > at_failover, "writes resumed");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    eprintln!("{} acknowledged writes", acked.len());
+    verify(&c, &acked).await;
+
+    // Every node restarts from its data dir: still all there.
+    for n in c.nodes.iter_mut() {
+        n.kill9();
+    }
+    for n in c.nodes.iter_mut() {
+        let id = n.id;
+        n.start(Some(id)).await;
+    }
+    c.wait_all_ready().await;
+    verify(&c, &acked).await;
+}
+
+async fn verify(c: &Cluster, acked: &BTreeMap<String, String>) {
+    let client = c.client();
+    for (k, v) in acked {
+        let got = client
+            .get_with(k, Consistency::Linearizable)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("acknowledged key {k} lost"));
+        assert_eq!(String::from_utf8_lossy(&got.value), *v, "key {k}");
+    }
+}
