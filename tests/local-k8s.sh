@@ -111,7 +111,8 @@ build_kube() {
 
 # ---------------------------------------------------------------- processes
 # pid files hold "PID STARTTIME" (STARTTIME from /proc/PID/stat guards against pid reuse)
-starttime() { awk '{sub(/.*\) /, ""); print $20}' "/proc/$1/stat" 2>/dev/null || true; }
+# (a zombie counts as gone: prints nothing)
+starttime() { awk '{sub(/.*\) /, ""); if ($1 != "Z" && $1 != "X") print $20}' "/proc/$1/stat" 2>/dev/null || true; }
 
 pid_alive() { # pidfile -> 0 if that very process is alive
   local f=$1 pid st

@@ -91,7 +91,10 @@ def proc_starttime(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
             data = f.read()
-        return int(data[data.rindex(")") + 2:].split()[19])
+        fields = data[data.rindex(")") + 2:].split()
+        if fields[0] in ("Z", "X"):  # exited, not reaped yet
+            return None
+        return int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -390,6 +393,10 @@ class PodWorker(threading.Thread):
                     c.pid, c.pid_start, c.started_at = rec["pid"], rec["pid_start"], rec["started_at"]
                     c.running = True
                     c.waiting = None
+                    c.run_t0 = time.time()
+                    c.started_probe_ok = not c.spec.get("startupProbe")
+                    c.probe = {k: {"next": time.time(), "ok": 0, "fail": 0}
+                               for k in ("readinessProbe", "livenessProbe", "startupProbe") if c.spec.get(k)}
                     c.log_path = os.path.join(self.log_dir, name + ".log")
                     self.volumes_ready = True
                     log("pod %s/%s: re-adopted container %s (pid %d)" % (self.ns, self.name, name, c.pid))
@@ -453,6 +460,8 @@ class PodWorker(threading.Thread):
                 self.on_exit(pod, c, policy)
                 return
             self.run_probes(pod, c)
+            if c.running and not c.spec.get("readinessProbe"):
+                c.ready = not c.spec.get("startupProbe") or c.started_probe_ok
             return
         if c.terminated and not self.should_restart(c, policy):
             return

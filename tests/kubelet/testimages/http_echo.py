@@ -3,7 +3,8 @@
 
 A tiny HTTP server for the environment's own smoke test. Env: PORT (8080),
 DATA_DIR (/data), POD_NAME. On start it appends a line to DATA_DIR/boots.
-GET /healthz, /readyz -> 200 (readyz 503 while DATA_DIR/notready exists);
+GET /healthz, /readyz -> 200 (500 / 503 while DATA_DIR/unhealthy / notready exist);
+GET /exit?code=N -> the process exits with N;
 GET /boots -> the boots file; GET /whoami -> pod name, hostname, boot count;
 GET /fetch?url=U -> fetches U from inside the pod (name resolution test);
 PUT /file/NAME stores the body in DATA_DIR/NAME, GET /file/NAME returns it.
@@ -33,7 +34,14 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         u = urllib.parse.urlparse(self.path)
         if u.path == "/healthz":
+            if os.path.exists(os.path.join(DATA, "unhealthy")):
+                return self.reply(500, "unhealthy\n")
             return self.reply(200, "ok\n")
+        if u.path == "/exit":
+            code = int(urllib.parse.parse_qs(u.query).get("code", ["1"])[0])
+            self.reply(200, "exiting with %d\n" % code)
+            self.wfile.flush()
+            os._exit(code)
         if u.path == "/readyz":
             if os.path.exists(os.path.join(DATA, "notready")):
                 return self.reply(503, "not ready\n")
