@@ -136,6 +136,12 @@ rc=0
 # exit 9: listing pods worked, which the default ServiceAccount must not be allowed to do (RBAC)
 [ $rc = 0 ] || fail "token check in pod exited $rc"
 
+step "API server proxy to a pod and to a Service (works on kind too)"
+out=$(kubectl get --raw "/api/v1/namespaces/$NS/pods/echo-0:8080/proxy/whoami") || fail "pod proxy"
+[ "$(echo "$out" | cut -d' ' -f1)" = echo-0 ] || fail "pod proxy answered: $out"
+out=$(kubectl get --raw "/api/v1/namespaces/$NS/services/echo:http/proxy/whoami") || fail "service proxy"
+case "$out" in echo-*) ;; *) fail "service proxy answered: $out" ;; esac
+
 step "kubectl logs (served by the process kubelet)"
 out=$($K logs echo-0 --tail=200) || fail "kubectl logs failed"
 grep -q "http-echo echo-0 listening" <<< "$out" || fail "kubectl logs echo-0 lacks the start line"

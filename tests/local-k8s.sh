@@ -103,8 +103,10 @@ build_kube() {
   mkdir -p "$K8S_BIN.tmp"
   cp "$src/_output/bin/kube-apiserver" "$src/_output/bin/kube-controller-manager" "$K8S_BIN.tmp/"
   rm -rf "$K8S_BIN"; mv "$K8S_BIN.tmp" "$K8S_BIN"
-  # the unpacked tree and Go's build cache are ~2 GB; keep only the tarball
-  rm -rf "$src" "$home"
+  # the unpacked tree and Go's build cache are ~2 GB; keep only the tarball. Removing
+  # them takes a minute or more on a busy disk: do it in the background (it ends by itself).
+  mv "$src" "$src.old.$$"
+  (nice rm -rf "$src.old.$$" "$home" >/dev/null 2>&1 &)
   log "kubernetes $K8S_VERSION built in $((SECONDS - t0))s -> $K8S_BIN"
   exec 9>&-
 }
