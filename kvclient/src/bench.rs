@@ -84,7 +84,9 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json: bool) -> anyhow::R
                 Consistency::Linearizable
             };
             while Instant::now() < deadline {
-                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let key = format!("{}{:010}", args.prefix, (n >> 11) % args.keys);
                 let read = ((n >> 33) as f64 / (1u64 << 31) as f64) < args.read_ratio;
                 let t = Instant::now();
@@ -146,7 +148,8 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json: bool) -> anyhow::R
 async fn prefill(clients: &[Client], args: &BenchArgs, value: &[u8]) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for c in clients.iter().cloned() {
+    for c in clients {
+        let c = c.clone();
         let next = next.clone();
         let value = value.to_vec();
         let (keys, prefix) = (args.keys, args.prefix.clone());

@@ -176,7 +176,11 @@ impl Client {
         self.put_with(key, value.into(), &[]).await
     }
 
-    pub async fn put_if_absent(&self, key: &str, value: impl Into<Bytes>) -> Result<u64, ClientError> {
+    pub async fn put_if_absent(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+    ) -> Result<u64, ClientError> {
         self.put_with(key, value.into(), &[("if_absent", "true".into())])
             .await
     }
@@ -330,9 +334,9 @@ impl Client {
     pub async fn ready(&self) -> Result<Result<(), String>, ClientError> {
         match self.call(Method::GET, "/readyz", &[], Body::None).await {
             Ok(_) => Ok(Ok(())),
-            Err(ClientError::Api { error, status, .. }) if status == 503 => {
-                Ok(Err(error.message))
-            }
+            Err(ClientError::Api {
+                error, status: 503, ..
+            }) => Ok(Err(error.message)),
             Err(e) => Err(e),
         }
     }

@@ -216,7 +216,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 let mut t = table::Table::new(&["KEY", "REVISION", "VALUE"]);
                 for it in &resp.items {
-                    let v = it.value.as_ref().map(|v| v.value.clone()).unwrap_or_default();
+                    let v = it
+                        .value
+                        .as_ref()
+                        .map(|v| v.value.clone())
+                        .unwrap_or_default();
                     t.row(vec![it.key.clone(), it.revision.to_string(), v]);
                 }
                 t.print();
@@ -253,7 +257,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_json(&v)?;
             } else {
                 let mut t = table::Table::new(&[
-                    "ENDPOINT", "ID", "NAME", "ROLE", "TERM", "LEADER", "COMMITTED", "APPLIED",
+                    "ENDPOINT",
+                    "ID",
+                    "NAME",
+                    "ROLE",
+                    "TERM",
+                    "LEADER",
+                    "COMMITTED",
+                    "APPLIED",
                 ]);
                 for (ep, r) in &rows {
                     match r {
@@ -263,7 +274,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             s.name.clone(),
                             format!("{:?}", s.role).to_lowercase(),
                             s.term.to_string(),
-                            s.leader.as_ref().map(|l| l.id.to_string()).unwrap_or("-".into()),
+                            s.leader
+                                .as_ref()
+                                .map(|l| l.id.to_string())
+                                .unwrap_or("-".into()),
                             opt(s.committed_index),
                             opt(s.applied_index),
                         ]),
@@ -283,7 +297,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 let mut t = table::Table::new(&["ID", "NAME", "ROLE", "PEER URL", "CLIENT URL"]);
                 let leader = s.leader.as_ref().map(|l| l.id);
-                for (role, list) in [("voter", &s.membership.voters), ("learner", &s.membership.learners)] {
+                for (role, list) in [
+                    ("voter", &s.membership.voters),
+                    ("learner", &s.membership.learners),
+                ] {
                     for m in list {
                         let r = if Some(m.id) == leader { "leader" } else { role };
                         t.row(vec![
@@ -409,7 +426,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }));
                 t.row(vec![
                     ep.clone(),
-                    if h.is_ok() { "ok".into() } else { "down".into() },
+                    if h.is_ok() {
+                        "ok".into()
+                    } else {
+                        "down".into()
+                    },
                     ready,
                 ]);
             }
@@ -419,7 +440,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 t.print();
             }
             if healthy < client.endpoints().len() {
-                bail!("{} of {} endpoints unhealthy", client.endpoints().len() - healthy, client.endpoints().len());
+                bail!(
+                    "{} of {} endpoints unhealthy",
+                    client.endpoints().len() - healthy,
+                    client.endpoints().len()
+                );
             }
         }
         Cmd::Bench(args) => bench::run(&cli.endpoints, args, json).await?,

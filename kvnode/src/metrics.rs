@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use openraft::async_runtime::WatchReceiver;
+
 use crate::node::Node;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,14 +117,14 @@ impl Metrics {
 
     /// Refreshes the gauges from the node and renders the text format.
     pub fn render(&self, node: &Node) -> String {
-        let m = node.raft.metrics().borrow().clone();
+        let m = node.raft.metrics().borrow_watched().clone();
         let idx = |l: &Option<crate::raft::types::LogId>| l.as_ref().map(|l| l.index).unwrap_or(0);
         self.term.set(m.current_term);
         self.leader_id.set(m.current_leader.unwrap_or(0));
         self.is_leader
             .set(i64::from(m.current_leader == Some(node.id())));
         self.last_log_index.set(m.last_log_index.unwrap_or(0));
-        let committed = idx(&m.committed);
+        let committed = idx(&m.local_committed);
         let applied = idx(&m.last_applied);
         self.committed_index.set(committed);
         self.applied_index.set(applied);

@@ -12,6 +12,7 @@ use kvclient::{
     ClusterStatus, ErrorCode, FollowerProgress, InitRequest, Member, MemberInfo,
     Membership as WireMembership, MembershipResponse, Role,
 };
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 
@@ -90,9 +91,7 @@ impl Node {
             heartbeat_interval: config.heartbeat_interval_ms,
             election_timeout_min: config.election_timeout_ms,
             election_timeout_max: config.election_timeout_ms * 2,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
-                config.snapshot_log_threshold,
-            ),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_log_threshold),
             // Keep some log behind a snapshot so that a briefly lagging
             // follower catches up from the log, not with a full snapshot.
             max_in_snapshot_log_to_keep: config.snapshot_log_threshold.min(1000),
@@ -101,15 +100,9 @@ impl Node {
         }
         .validate()?;
         let network = Network::new(identity.clone())?;
-        let raft = Raft::new(
-            identity.node_id,
-            Arc::new(raft_config),
-            network,
-            log,
-            sm,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(identity.node_id, Arc::new(raft_config), network, log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let info = MemberInfo {
             name: config.name(),
             peer_url: config.peer_url(),
@@ -139,7 +132,7 @@ impl Node {
     }
 
     fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
-        self.raft.metrics().borrow().clone()
+        self.raft.metrics().borrow_watched().clone()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -164,6 +157,7 @@ impl Node {
 
     /// Proposes a command and waits until it is applied here.
     pub async fn write(&self, cmd: Command) -> Outcome<CommandResult> {
+        self.check_initialized()?;
         match self.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
             Err(e) => Err(self.map_write_error(e)),
@@ -192,6 +186,7 @@ impl Node {
     /// Blocks until a read of the local state machine is linearizable:
     /// read-index through the leader's quorum, then wait for apply.
     pub async fn read_barrier(&self) -> Outcome<()> {
+        self.check_initialized()?;
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -269,7 +264,7 @@ impl Node {
             leader: self.leader(),
             membership,
             last_log_index: m.last_log_index,
-            committed_index: m.committed.as_ref().map(|l| l.index),
+            committed_index: m.local_committed.as_ref().map(|l| l.index),
             applied_index: m.last_applied.as_ref().map(|l| l.index),
             followers,
             peer_url: self.info.peer_url.clone(),
@@ -306,11 +301,9 @@ impl Node {
     pub async fn init(&self, req: InitRequest) -> Outcome<MembershipResponse> {
         let mut members = BTreeMap::new();
         for (id, info) in req.members {
-            let id: u64 = id
-                .parse()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| ApiError::bad_request(format!("member id {id:?} is not a positive integer")))?;
+            let id: u64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+                ApiError::bad_request(format!("member id {id:?} is not a positive integer"))
+            })?;
             validate_urls(&info)?;
             members.insert(id, info);
         }
@@ -342,10 +335,14 @@ impl Node {
         }
         tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "cluster initialized");
         Ok(MembershipResponse {
-            membership: wire_membership(&openraft::Membership::new_with_defaults(
-                vec![members.keys().copied().collect()],
-                members,
-            )),
+            membership: WireMembership {
+                voters: members
+                    .into_iter()
+                    .map(|(id, info)| Member { id, info })
+                    .collect(),
+                learners: vec![],
+                joint: false,
+            },
             log_index: None,
         })
     }
@@ -479,11 +476,15 @@ impl Node {
     }
 
     /// Waits until `pred(current_leader)` holds or `timeout` passes.
-    pub async fn wait_leader(&self, pred: impl Fn(Option<NodeId>) -> bool, timeout: Duration) -> bool {
+    pub async fn wait_leader(
+        &self,
+        pred: impl Fn(Option<NodeId>) -> bool,
+        timeout: Duration,
+    ) -> bool {
         let mut rx = self.raft.metrics();
         let until = Instant::now() + timeout;
         loop {
-            if pred(rx.borrow().current_leader) {
+            if pred(rx.borrow_watched().current_leader) {
                 return true;
             }
             let left = until.saturating_duration_since(Instant::now());
@@ -491,7 +492,7 @@ impl Node {
                 return false;
             }
             if tokio::time::timeout(left, rx.changed()).await.is_err() {
-                return pred(rx.borrow().current_leader);
+                return pred(rx.borrow_watched().current_leader);
             }
         }
     }
@@ -528,7 +529,10 @@ impl Node {
         }
         let me = self.id();
         let deadline = Duration::from_millis(self.config.election_timeout_ms * 3);
-        if self.wait_leader(|l| l.is_some() && l != Some(me), deadline).await {
+        if self
+            .wait_leader(|l| l.is_some() && l != Some(me), deadline)
+            .await
+        {
             tracing::info!(leader = ?self.metrics().current_leader, "leadership handed over");
         } else {
             tracing::warn!("leadership transfer did not finish in time");
@@ -551,7 +555,10 @@ fn not_initialized() -> ApiError {
 }
 
 fn validate_urls(info: &MemberInfo) -> Result<(), ApiError> {
-    for (what, u) in [("peer_url", &info.peer_url), ("client_url", &info.client_url)] {
+    for (what, u) in [
+        ("peer_url", &info.peer_url),
+        ("client_url", &info.client_url),
+    ] {
         let ok = url::Url::parse(u)
             .map(|p| p.scheme() == "http" && p.host().is_some())
             .unwrap_or(false);

@@ -67,7 +67,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "client server task failed");
         }
     };
-    if tokio::time::timeout(shutdown_timeout, graceful).await.is_err() {
+    if tokio::time::timeout(shutdown_timeout, graceful)
+        .await
+        .is_err()
+    {
         tracing::warn!(?shutdown_timeout, "graceful shutdown timed out");
     }
     if let Err(e) = node.raft.shutdown().await {

@@ -32,7 +32,12 @@ async fn bad_requests_get_json_errors() {
     let (s, v) = send(M::PUT, format!("{base}/v1/kv/{long_key}"), b"x".to_vec()).await;
     assert_eq!((s, code(&v)), (413, "too_large"));
 
-    let (s, v) = send(M::PUT, format!("{base}/v1/kv/big"), vec![b'x'; (1 << 20) + 1]).await;
+    let (s, v) = send(
+        M::PUT,
+        format!("{base}/v1/kv/big"),
+        vec![b'x'; (1 << 20) + 1],
+    )
+    .await;
     assert_eq!((s, code(&v)), (413, "too_large"));
 
     let (s, v) = send(M::POST, format!("{base}/v1/txn"), b"{not json".to_vec()).await;
@@ -41,12 +46,27 @@ async fn bad_requests_get_json_errors() {
     let unknown_op = br#"{"success": [{"op": "increment", "key": "a"}]}"#.to_vec();
     let (s, v) = send(M::POST, format!("{base}/v1/txn"), unknown_op).await;
     assert_eq!((s, code(&v)), (400, "bad_request"));
-    assert!(v["error"]["message"].as_str().unwrap_or("").contains("increment"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("increment")
+    );
 
-    let (s, v) = send(M::PUT, format!("{base}/v1/kv/a?if_revision=abc"), b"1".to_vec()).await;
+    let (s, v) = send(
+        M::PUT,
+        format!("{base}/v1/kv/a?if_revision=abc"),
+        b"1".to_vec(),
+    )
+    .await;
     assert_eq!((s, code(&v)), (400, "bad_request"));
 
-    let (s, v) = send(M::GET, format!("{base}/v1/kv/a?consistency=eventual"), vec![]).await;
+    let (s, v) = send(
+        M::GET,
+        format!("{base}/v1/kv/a?consistency=eventual"),
+        vec![],
+    )
+    .await;
     assert_eq!((s, code(&v)), (400, "bad_request"));
 
     let (s, v) = send(M::GET, format!("{base}/v1/kv/%FF%FE"), vec![]).await;
@@ -55,28 +75,56 @@ async fn bad_requests_get_json_errors() {
     let (s, v) = send(M::GET, format!("{base}/v1/kv/missing"), vec![]).await;
     assert_eq!((s, code(&v)), (404, "not_found"));
 
-    let (s, v) = send(M::DELETE, format!("{base}/v1/cluster/members/424242"), vec![]).await;
+    let (s, v) = send(
+        M::DELETE,
+        format!("{base}/v1/cluster/members/424242"),
+        vec![],
+    )
+    .await;
     assert_eq!((s, code(&v)), (404, "not_found"));
 
-    let (s, v) = send(M::PUT, format!("{base}/v1/cluster/voters"), br#"{"voters": [1, 424242]}"#.to_vec()).await;
+    let (s, v) = send(
+        M::PUT,
+        format!("{base}/v1/cluster/voters"),
+        br#"{"voters": [1, 424242]}"#.to_vec(),
+    )
+    .await;
     assert_eq!((s, code(&v)), (400, "bad_request"));
 
-    let (s, v) = send(M::POST, format!("{base}/v1/cluster/learners"), br#"{"id": 9, "peer_url": "nope", "client_url": "http://x:1"}"#.to_vec()).await;
+    let (s, v) = send(
+        M::POST,
+        format!("{base}/v1/cluster/learners"),
+        br#"{"id": 9, "peer_url": "nope", "client_url": "http://x:1"}"#.to_vec(),
+    )
+    .await;
     assert_eq!((s, code(&v)), (400, "bad_request"));
 
-    let (s, v) = send(M::POST, format!("{base}/v1/cluster/transfer-leader"), br#"{"to": "x"}"#.to_vec()).await;
+    let (s, v) = send(
+        M::POST,
+        format!("{base}/v1/cluster/transfer-leader"),
+        br#"{"to": "x"}"#.to_vec(),
+    )
+    .await;
     assert_eq!((s, code(&v)), (400, "bad_request"));
 
     let (s, v) = send(M::GET, format!("{base}/no/such/route"), vec![]).await;
     assert_eq!((s, code(&v)), (404, "not_found"));
 
     // Re-init of a 3-voter cluster as a one-node cluster is refused.
-    let (s, v) = send(M::POST, format!("{}/v1/cluster/init", c.nodes[0].client_url()), vec![]).await;
+    let (s, v) = send(
+        M::POST,
+        format!("{}/v1/cluster/init", c.nodes[0].client_url()),
+        vec![],
+    )
+    .await;
     assert_eq!((s, code(&v)), (412, "precondition_failed"), "{v}");
 
     // Still serving, nothing lost.
     let client = c.client();
-    let rev = client.put("after", "ok").await.expect("put after bad input");
+    let rev = client
+        .put("after", "ok")
+        .await
+        .expect("put after bad input");
     assert!(rev > 0);
     assert_eq!(client.get("big").await.expect("get"), None);
     for n in &c.nodes {
@@ -112,7 +160,10 @@ async fn uninitialized_node_says_so() {
 
     // init then works and is idempotent.
     n.client().init(&Default::default()).await.expect("init");
-    n.client().init(&Default::default()).await.expect("init again");
+    n.client()
+        .init(&Default::default())
+        .await
+        .expect("init again");
     common::wait_for(std::time::Duration::from_secs(10), "ready", || async {
         matches!(n.client().ready().await, Ok(Ok(()))).then_some(())
     })

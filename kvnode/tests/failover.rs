@@ -54,7 +54,10 @@ async fn leader_crash_loses_no_acknowledged_write() {
     // Writes resume through the survivors.
     let at_failover = acked.lock().expect("lock").len();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(acked.lock().expect("lock").len() > at_failover, "writes resumed");
+    assert!(
+        acked.lock().expect("lock").len() > at_failover,
+        "writes resumed"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer");

@@ -110,7 +110,13 @@ async fn peer_rpc_for_another_node_or_cluster_is_refused() {
         .await
         .expect("send");
     assert_eq!(wrong_cluster.status().as_u16(), 409);
-    assert!(wrong_cluster.text().await.expect("body").contains("cluster"));
+    assert!(
+        wrong_cluster
+            .text()
+            .await
+            .expect("body")
+            .contains("cluster")
+    );
 
     // The peer API is not on the client port at all.
     let on_client = http

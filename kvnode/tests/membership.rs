@@ -4,8 +4,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Cluster, Opts, is_voter, wait_for};
@@ -91,7 +91,11 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
     assert!(acked.len() > 20, "writes continued ({} acked)", acked.len());
     let client = c.client();
     for (k, rev) in &acked {
-        let got = client.get(k).await.expect("get").unwrap_or_else(|| panic!("{k} lost"));
+        let got = client
+            .get(k)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{k} lost"));
         assert_eq!(got.revision, *rev, "{k}");
     }
 }

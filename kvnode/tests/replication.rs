@@ -16,7 +16,10 @@ async fn writes_replicate_and_follower_reads_are_linearizable() {
     let lc = c.nodes[leader].client();
     let mut last = 0;
     for i in 0..50 {
-        last = lc.put(&format!("k{i:02}"), format!("v{i}")).await.expect("put");
+        last = lc
+            .put(&format!("k{i:02}"), format!("v{i}"))
+            .await
+            .expect("put");
     }
     for i in 0..3 {
         c.wait_applied(i, last).await;
@@ -77,15 +80,29 @@ async fn preconditions_and_transactions() {
     let cl = c.client();
 
     let r1 = cl.put_if_absent("lock", "a").await.expect("first create");
-    let err = cl.put_if_absent("lock", "b").await.expect_err("second create");
+    let err = cl
+        .put_if_absent("lock", "b")
+        .await
+        .expect_err("second create");
     assert_eq!(err.code(), Some(kvclient::ErrorCode::PreconditionFailed));
-    let err = cl.put_if_revision("lock", "c", r1 + 1000).await.expect_err("stale");
+    let err = cl
+        .put_if_revision("lock", "c", r1 + 1000)
+        .await
+        .expect_err("stale");
     assert_eq!(err.code(), Some(kvclient::ErrorCode::PreconditionFailed));
     let r2 = cl.put_if_revision("lock", "c", r1).await.expect("cas");
     assert!(r2 > r1);
-    let err = cl.delete_if_revision("lock", r1).await.expect_err("stale delete");
+    let err = cl
+        .delete_if_revision("lock", r1)
+        .await
+        .expect_err("stale delete");
     assert_eq!(err.code(), Some(kvclient::ErrorCode::PreconditionFailed));
-    assert!(cl.delete_if_revision("lock", r2).await.expect("delete").deleted);
+    assert!(
+        cl.delete_if_revision("lock", r2)
+            .await
+            .expect("delete")
+            .deleted
+    );
     assert!(!cl.delete("lock").await.expect("delete absent").deleted);
 
     // Binary values round-trip through the range API as base64.
@@ -115,7 +132,11 @@ async fn preconditions_and_transactions() {
     assert!(first.succeeded);
     assert_eq!(first.results.len(), 3);
     match &first.results[2] {
-        kvclient::TxnOpResult::Get { found, value, revision } => {
+        kvclient::TxnOpResult::Get {
+            found,
+            value,
+            revision,
+        } => {
             assert!(found);
             assert_eq!(value.as_ref().expect("value").value, "100");
             assert_eq!(*revision, first.revision);

@@ -41,8 +41,11 @@ async fn sigterm_on_leader_transfers_leadership() {
         "new leader only after {elapsed:?}: no handover"
     );
     // The survivors serve writes and still have the data.
-    let c2 = kvclient::Client::new(&[c.nodes[survivors[0]].client_url(), c.nodes[survivors[1]].client_url()])
-        .expect("client");
+    let c2 = kvclient::Client::new(&[
+        c.nodes[survivors[0]].client_url(),
+        c.nodes[survivors[1]].client_url(),
+    ])
+    .expect("client");
     c2.put("after", "x").await.expect("put after shutdown");
     assert!(c2.get("s19").await.expect("get").is_some());
 }

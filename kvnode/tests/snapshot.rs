@@ -17,7 +17,10 @@ async fn learner_catches_up_from_snapshot() {
     let client = c.client();
     let mut last = 0;
     for i in 0..600 {
-        last = client.put(&format!("key{i:04}"), format!("v{i}")).await.expect("put");
+        last = client
+            .put(&format!("key{i:04}"), format!("v{i}"))
+            .await
+            .expect("put");
     }
     let leader = c.leader().await;
     // The leader must have purged the start of its log, or this test would
@@ -39,7 +42,10 @@ async fn learner_catches_up_from_snapshot() {
         .expect("add learner");
     c.wait_applied(idx, last).await;
     let lm = c.nodes[idx].client().metrics().await.expect("metrics");
-    assert!(metric(&lm, "raftkv_raft_snapshot_index") > 0, "learner installed a snapshot");
+    assert!(
+        metric(&lm, "raftkv_raft_snapshot_index") > 0,
+        "learner installed a snapshot"
+    );
     let lc = c.nodes[idx].client();
     for i in [0, 299, 599] {
         let got = lc

@@ -4,6 +4,7 @@ use kvnode::raft::types::TypeConfig;
 use kvnode::store::{LogStore, StateMachine};
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
 
 struct Builder;
 
@@ -11,10 +12,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
-        let dir = tempfile::tempdir().map_err(|e| StorageError::read(&e))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         let (_db, log, sm) = kvnode::store::open(dir.path())
             .await
-            .map_err(|e| StorageError::read(&std::io::Error::from(e)))?;
+            .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, log, sm))
     }
 }

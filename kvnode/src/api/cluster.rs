@@ -4,7 +4,9 @@
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kvclient::{AddLearnerRequest, InitRequest, MemberInfo, SetVotersRequest, TransferLeaderRequest};
+use kvclient::{
+    AddLearnerRequest, InitRequest, MemberInfo, SetVotersRequest, TransferLeaderRequest,
+};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;

@@ -27,7 +27,8 @@ pub async fn resolve(app: &App, reject: Reject, parts: &Parts, body: Bytes) -> R
 async fn forward(app: &App, leader: Option<Member>, parts: &Parts, body: Bytes) -> Response {
     let me = app.node.id();
     let Some(leader) = leader.filter(|l| l.id != me) else {
-        return ApiError::new(ErrorCode::NoLeader, "no leader known; retry shortly").into_response();
+        return ApiError::new(ErrorCode::NoLeader, "no leader known; retry shortly")
+            .into_response();
     };
     if parts.headers.contains_key(FORWARDED) {
         return ApiError::new(
@@ -54,18 +55,21 @@ async fn forward(app: &App, leader: Option<Member>, parts: &Parts, body: Bytes) 
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
-            return ApiError::unavailable(format!("forwarding to leader {} failed: {e}", leader.id))
-                .with_leader(Some(leader))
-                .into_response();
+            return ApiError::unavailable(format!(
+                "forwarding to leader {} failed: {e}",
+                leader.id
+            ))
+            .with_leader(Some(leader))
+            .into_response();
         }
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = axum::http::HeaderMap::new();
     for name in ["content-type", "x-raftkv-revision"] {
-        if let Some(v) = resp.headers().get(name) {
-            if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
-                headers.insert(name, v);
-            }
+        if let Some(v) = resp.headers().get(name)
+            && let Ok(v) = HeaderValue::from_bytes(v.as_bytes())
+        {
+            headers.insert(name, v);
         }
     }
     match resp.bytes().await {

@@ -169,7 +169,10 @@ pub async fn delete_key(State(app): State<App>, req: Request) -> Response {
         };
         let res = app.node.write(cmd).await?;
         check_guard(&key, &res)?;
-        let deleted = matches!(res.results.first(), Some(OpResult::Delete { deleted: true }));
+        let deleted = matches!(
+            res.results.first(),
+            Some(OpResult::Delete { deleted: true })
+        );
         Ok(json_response(&DeleteResponse {
             deleted,
             revision: res.revision,
@@ -211,7 +214,9 @@ pub async fn range(State(app): State<App>, req: Request) -> Response {
         let limit = match parse_u64(&q, "limit")? {
             None => DEFAULT_RANGE_LIMIT,
             Some(0) => return Err(ApiError::bad_request("limit must be at least 1").into()),
-            Some(l) => usize::try_from(l).unwrap_or(MAX_RANGE_LIMIT).min(MAX_RANGE_LIMIT),
+            Some(l) => usize::try_from(l)
+                .unwrap_or(MAX_RANGE_LIMIT)
+                .min(MAX_RANGE_LIMIT),
         };
         let keys_only = parse_bool(&q, "keys_only")?;
         read_gate(&app, consistency(&q)?).await?;
@@ -318,7 +323,7 @@ fn wire_result(r: OpResult) -> TxnOpResult {
         OpResult::Get { found } => match found {
             Some((revision, value)) => TxnOpResult::Get {
                 found: true,
-                value: Some(JsonValue::from_bytes(&value)),
+                value: Some(JsonValue::from_bytes(value.as_ref())),
                 revision,
             },
             None => TxnOpResult::Get {

@@ -74,7 +74,10 @@ pub fn client_router(app: App) -> Router {
             "/v1/cluster/members/{id}",
             axum::routing::delete(cluster::remove_member),
         )
-        .route("/v1/cluster/transfer-leader", post(cluster::transfer_leader))
+        .route(
+            "/v1/cluster/transfer-leader",
+            post(cluster::transfer_leader),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

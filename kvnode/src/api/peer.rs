@@ -58,7 +58,7 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
 }
 
 fn encode<T: Serialize>(v: &T) -> Response {
-    match rmp_serde::to_vec(v) {
+    match rmp_serde::to_vec_named(v) {
         Ok(b) => (StatusCode::OK, b).into_response(),
         Err(e) => reject(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -131,7 +131,9 @@ async fn receive_snapshot(
 ) -> Result<(SnapshotHeader, SnapshotFile), String> {
     let mut stream = body.into_data_stream();
     let mut buf: Vec<u8> = Vec::new();
-    let mut file = tokio::fs::File::create(path).await.map_err(|e| e.to_string())?;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut header: Option<SnapshotHeader> = None;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| e.to_string())?;
@@ -151,7 +153,9 @@ async fn receive_snapshot(
             continue;
         }
         header = Some(rmp_serde::from_slice(&buf[4..4 + len]).map_err(|e| e.to_string())?);
-        file.write_all(&buf[4 + len..]).await.map_err(|e| e.to_string())?;
+        file.write_all(&buf[4 + len..])
+            .await
+            .map_err(|e| e.to_string())?;
         buf = Vec::new();
     }
     let header = header.ok_or("snapshot stream ended before its header")?;

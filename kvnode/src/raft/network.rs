@@ -10,13 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use kvclient::MemberInfo;
-use openraft::errors::{
-    NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable,
-};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::message::{TransferLeaderRequest, TransferLeaderResponse};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{RaftNetworkFactory, RaftNetworkV2};
 use serde::Serialize;
@@ -102,7 +100,8 @@ impl PeerClient {
         body: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let body = rmp_serde::to_vec(body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body =
+            rmp_serde::to_vec_named(body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let resp = self
             .request(path, option.soft_ttl())
             .body(body)
@@ -184,7 +183,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let net_err = |e: &dyn std::fmt::Display| {
             StreamingError::Network(NetworkError::from_string(e.to_string()))
         };
-        let header = rmp_serde::to_vec(&SnapshotHeader {
+        let header = rmp_serde::to_vec_named(&SnapshotHeader {
             vote,
             meta: snapshot.meta.clone(),
         })
@@ -193,13 +192,21 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut prefix = header_len.to_be_bytes().to_vec();
         prefix.extend_from_slice(&header);
 
-        let file = snapshot.snapshot.file.try_clone().map_err(|e| net_err(&e))?;
+        let file = snapshot
+            .snapshot
+            .file
+            .try_clone()
+            .map_err(|e| net_err(&e))?;
         let mut file = tokio::fs::File::from_std(file);
         file.seek(std::io::SeekFrom::Start(0))
             .await
             .map_err(|e| net_err(&e))?;
-        let body = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(prefix)) })
-            .chain(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+        let body =
+            futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(prefix)) })
+                .chain(tokio_util::io::ReaderStream::with_capacity(
+                    file,
+                    256 * 1024,
+                ));
 
         let send = self
             .request(PATH_SNAPSHOT, Duration::from_secs(600))

@@ -90,7 +90,7 @@ pub enum OpResult {
     },
     Get {
         /// `(revision, value)` when the key exists.
-        found: Option<(u64, #[serde(with = "serde_bytes")] Vec<u8>)>,
+        found: Option<(u64, serde_bytes::ByteBuf)>,
     },
 }
 

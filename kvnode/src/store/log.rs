@@ -116,7 +116,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let e: Entry = decode("log entry", &v)?;
                 Some(e.log_id)
             }
-            None => last_purged.clone(),
+            None => last_purged,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,

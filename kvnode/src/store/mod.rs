@@ -93,7 +93,9 @@ impl Db {
     }
 
     pub(crate) fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily> {
-        self.inner.cf_handle(name).ok_or(StoreError::MissingCf(name))
+        self.inner
+            .cf_handle(name)
+            .ok_or(StoreError::MissingCf(name))
     }
 
     pub(crate) fn snapshot_dir(&self) -> PathBuf {
@@ -144,7 +146,7 @@ impl Db {
         from: &str,
         limit: usize,
         keys_only: bool,
-    ) -> Result<(Vec<(String, Record)>, Option<String>)> {
+    ) -> Result<ScanPage> {
         let start = if from.as_bytes() > prefix.as_bytes() {
             from
         } else {
@@ -209,6 +211,9 @@ impl Db {
     }
 }
 
+/// One page of a scan: the items and the first key of the next page.
+pub type ScanPage = (Vec<(String, Record)>, Option<String>);
+
 /// The smallest byte string greater than every string starting with `p`.
 fn prefix_upper_bound(p: &[u8]) -> Option<Vec<u8>> {
     let mut v = p.to_vec();
@@ -226,7 +231,7 @@ pub(crate) fn decode_u64(b: &[u8]) -> Option<u64> {
 }
 
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
-    Ok(rmp_serde::to_vec(v)?)
+    Ok(rmp_serde::to_vec_named(v)?)
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T> {

@@ -191,7 +191,9 @@ fn execute(
                 OpResult::Delete { deleted: existed }
             }
             Op::Get { key } => OpResult::Get {
-                found: view.get(&key)?.map(|r| (r.revision, r.value)),
+                found: view
+                    .get(&key)?
+                    .map(|r| (r.revision, serde_bytes::ByteBuf::from(r.value))),
             },
         });
     }
@@ -208,7 +210,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
-        Ok((self.applied.clone(), self.membership.clone()))
+        Ok((self.applied, self.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
@@ -217,7 +219,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut batch = WriteBatch::default();
         let mut replies = Vec::new();
-        let mut applied = self.applied.clone();
+        let mut applied = self.applied;
         let mut membership = None;
         {
             let cf = self.db.cf(CF_DATA)?;
@@ -230,11 +232,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let index = entry.log_id.index;
                 let result = match entry.payload {
                     EntryPayload::Blank => CommandResult::default(),
-                    EntryPayload::Normal(cmd) => {
-                        execute(&mut view, &mut batch, cf, cmd, index)?
-                    }
+                    EntryPayload::Normal(cmd) => execute(&mut view, &mut batch, cf, cmd, index)?,
                     EntryPayload::Membership(m) => {
-                        membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m));
+                        membership = Some(StoredMembership::new(Some(entry.log_id), m));
                         CommandResult::default()
                     }
                 };
@@ -268,13 +268,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snap: SnapshotFile,
+    ) -> io::Result<()> {
         let db = self.db.clone();
         let meta2 = meta.clone();
         tokio::task::spawn_blocking(move || install(&db, &meta2, snap))
             .await
             .map_err(io::Error::other)??;
-        self.applied = meta.last_log_id.clone();
+        self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
     }
@@ -298,7 +302,7 @@ fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<()> {
     let mut batch = WriteBatch::default();
     let data = db.cf(CF_DATA)?;
     // Keys are UTF-8, which never contains 0xFF: this range is every key.
-    batch.delete_range_cf(data, b"", b"\xff");
+    batch.delete_range_cf(data, &b""[..], &b"\xff"[..]);
     let count = snapshot::read_all(&snap.file, |k, rec| batch.put_cf(data, k, rec.encode()))?;
     let sm = db.cf(CF_SM)?;
     batch.put_cf(sm, SM_APPLIED, encode(&meta.last_log_id)?);

@@ -144,8 +144,8 @@ mod tests {
         }
         assert_eq!(w.finish().expect("finish"), 100);
         let mut seen = Vec::new();
-        let n = read_all(&File::open(&path).expect("open"), |k, r| seen.push((k, r)))
-            .expect("read");
+        let n =
+            read_all(&File::open(&path).expect("open"), |k, r| seen.push((k, r))).expect("read");
         assert_eq!(n, 100);
         assert_eq!(seen[7].0, b"k007");
         assert_eq!(seen[7].1.value, vec![7u8; 7]);

@@ -126,9 +126,11 @@ impl NodeProc {
             .expect("spawn kvnode");
         self.child = Some(child);
         let c = self.client();
-        let st = wait_for(Duration::from_secs(20), &format!("{} to serve", self.name), || async {
-            c.status().await.ok()
-        })
+        let st = wait_for(
+            Duration::from_secs(20),
+            &format!("{} to serve", self.name),
+            || async { c.status().await.ok() },
+        )
         .await;
         self.id = st.id;
     }
@@ -164,7 +166,11 @@ impl NodeProc {
             if let Some(st) = c.try_wait().expect("wait") {
                 return st;
             }
-            assert!(Instant::now() < until, "{} did not exit after SIGTERM", self.name);
+            assert!(
+                Instant::now() < until,
+                "{} did not exit after SIGTERM",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -244,9 +250,11 @@ impl Cluster {
     pub async fn wait_all_ready(&self) {
         for n in self.nodes.iter().filter(|n| n.is_running()) {
             let c = n.client();
-            wait_for(Duration::from_secs(20), &format!("{} ready", n.name), || async {
-                matches!(c.ready().await, Ok(Ok(()))).then_some(())
-            })
+            wait_for(
+                Duration::from_secs(20),
+                &format!("{} ready", n.name),
+                || async { matches!(c.ready().await, Ok(Ok(()))).then_some(()) },
+            )
             .await;
         }
     }
@@ -262,7 +270,9 @@ impl Cluster {
                     return None;
                 }
             }
-            self.nodes.iter().position(|n| Some(n.id) == leader && n.is_running())
+            self.nodes
+                .iter()
+                .position(|n| Some(n.id) == leader && n.is_running())
         })
         .await
     }
