@@ -186,6 +186,65 @@ until_ok 30 sh -c "! kubectl -n $NS get pod echo-0 -o 'jsonpath={.status.conditi
 "$HERE/local-k8s.sh" exec "$NS" echo-0 -- rm -f /data/echo-0/notready
 until_ok 30 pod_ready echo-0 || fail "echo-0 did not become Ready again"
 
+step "crash restarts the container (restartCount 1), liveness failure restarts it again"
+http "http://$IP0:8080/exit?code=3" >/dev/null || true
+until_ok 30 sh -c "[ \"\$(kubectl -n $NS get pod echo-0 -o 'jsonpath={.status.containerStatuses[0].restartCount}')\" = 1 ]" || fail "no restart after crash"
+[ "$($K get pod echo-0 -o 'jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode}')" = 3 ] || fail "lastState exit code"
+until_ok 30 pod_ready echo-0 || fail "echo-0 not Ready after crash"
+http -X PUT --data-binary x "http://$IP0:8080/file/unhealthy" >/dev/null
+until_ok 30 sh -c "[ \"\$(kubectl -n $NS get pod echo-0 -o 'jsonpath={.status.containerStatuses[0].restartCount}')\" -ge 2 ]" || fail "no restart after liveness failure"
+"$HERE/local-k8s.sh" exec "$NS" echo-0 -- rm -f /data/echo-0/unhealthy || true
+until_ok 30 pod_ready echo-0 || fail "echo-0 not Ready after liveness restart"
+
+step "init container, configMap/secret env and volumes, emptyDir on /tmp, exec startup probe, restartPolicy Never"
+$K apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm}
+data: {greeting: hello}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: sec}
+stringData: {pw: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: features}
+spec:
+  initContainers:
+  - {name: init, image: busybox, command: [sh, -c, "echo init-ran > /scratch/init.txt"], volumeMounts: [{name: scratch, mountPath: /scratch}]}
+  containers:
+  - name: c
+    image: test/http-echo
+    env:
+    - {name: DATA_DIR, value: /tmp/data}
+    - {name: G, valueFrom: {configMapKeyRef: {name: cm, key: greeting}}}
+    - {name: PW, valueFrom: {secretKeyRef: {name: sec, key: pw}}}
+    startupProbe: {exec: {command: [test, -f, /scratch/init.txt]}, periodSeconds: 1}
+    volumeMounts:
+    - {name: scratch, mountPath: /scratch}
+    - {name: tmp, mountPath: /tmp}
+    - {name: cmv, mountPath: /scratch/cm, readOnly: true}
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - {name: tmp, emptyDir: {}}
+  - {name: cmv, configMap: {name: cm}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: once}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: busybox, command: [sh, -c, "echo $(MSG); exit 4"], env: [{name: MSG, value: bye}]}]
+YAML
+until_ok 60 pod_ready features || fail "pod features not Ready"
+out=$("$HERE/local-k8s.sh" exec "$NS" features -- sh -c 'cat /scratch/init.txt /scratch/cm/greeting; echo; wc -l < /tmp/data/boots; if touch /scratch/cm/x 2>/dev/null; then echo writable; fi') || fail "exec in pod features"
+[ "$(echo $out)" = "init-ran hello 1" ] || fail "features pod sees: $out"
+until_ok 30 sh -c "[ \"\$(kubectl -n $NS get pod once -o 'jsonpath={.status.phase}')\" = Failed ]" || fail "pod once not Failed"
+[ "$($K get pod once -o 'jsonpath={.status.containerStatuses[0].state.terminated.exitCode}')" = 4 ] || fail "pod once exit code"
+[ "$($K logs once | tail -1)" = bye ] || fail "logs of pod once"
+
 step "delete namespace $NS: pods stopped, PVs and their directories removed"
 PVS=$($K get pvc -o 'jsonpath={.items[*].spec.volumeName}')
 kubectl delete namespace "$NS" --timeout=180s >/dev/null || fail "namespace deletion"

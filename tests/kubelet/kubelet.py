@@ -306,7 +306,7 @@ def resource_value(container, ref, node_alloc):
     val = ((container.get("resources") or {}).get(kind) or {}).get(what)
     if val is None:
         val = node_alloc.get(what, "0") if kind == "limits" else "0"
-    divisor = parse_quantity(ref.get("divisor", "1") or "1")
+    divisor = parse_quantity(ref.get("divisor") or "1") or 1.0  # the API server defaults it to "0"
     v = parse_quantity(val) / divisor
     return str(int(-(-v // 1)))  # ceil, as the kubelet does
 
@@ -347,7 +347,7 @@ class Container:
     def record(self):
         return {"pid": self.pid, "pid_start": self.pid_start, "started_at": self.started_at,
                 "restart_count": self.restart_count, "env": self.env, "ever_started": self.ever_started,
-                "last_state": self.last_state}
+                "last_state": self.last_state, "terminated": self.terminated}
 
 
 class PodWorker(threading.Thread):
@@ -400,7 +400,12 @@ class PodWorker(threading.Thread):
                     c.log_path = os.path.join(self.log_dir, name + ".log")
                     self.volumes_ready = True
                     log("pod %s/%s: re-adopted container %s (pid %d)" % (self.ns, self.name, name, c.pid))
+                elif rec.get("terminated"):
+                    c.terminated = rec["terminated"]
+                    c.pid, c.started_at = rec.get("pid"), rec.get("started_at")
+                    c.waiting = None
                 elif rec.get("pid"):
+                    c.pid, c.pid_start, c.started_at = rec["pid"], rec.get("pid_start"), rec.get("started_at")
                     self.read_exit(c)
 
     # ---- persistence
@@ -509,6 +514,7 @@ class PodWorker(threading.Thread):
             t["message"] = msg
         c.terminated = t
         c.running = False
+        c.waiting = None
         return t
 
     def on_exit(self, pod, c, policy):
@@ -744,11 +750,23 @@ class PodWorker(threading.Thread):
                 src = os.path.join(src, expand(vm["subPath"], env))
                 if not os.path.exists(src):
                     os.makedirs(src, exist_ok=True)
-            dst = vm["mountPath"]
-            self.k.ensure_mountpoint(dst, os.path.isdir(src))
+            dst = os.path.normpath(vm["mountPath"])
             mounts.append({"src": src, "dst": dst, "ro": bool(vm.get("readOnly"))})
+        dsts = [m["dst"] for m in mounts]
+
+        def under_volume(path):
+            return any(path.startswith(d.rstrip("/") + "/") for d in dsts)
+
+        for m in mounts:
+            # containers share the host's filesystem: a volume must not hide the program
+            if argv[0] == m["dst"] or argv[0].startswith(m["dst"].rstrip("/") + "/"):
+                raise Waiting("CreateContainerError", "volumeMount %s would hide the program %s (the process kubelet "
+                              "runs containers on the host's filesystem)" % (m["dst"], argv[0]))
+            if not under_volume(m["dst"]):
+                self.k.ensure_mountpoint(m["dst"], os.path.isdir(m["src"]))
         workdir = cspec.get("workingDir") or image.get("workingDir") or "/"
-        self.k.ensure_mountpoint(workdir, True)
+        if not under_volume(workdir):
+            self.k.ensure_mountpoint(workdir, True)
         os.makedirs(self.dir, exist_ok=True)
         os.makedirs(self.log_dir, exist_ok=True)
         spec = {"hostname": pod["spec"].get("hostname") or self.name, "mounts": mounts, "workdir": workdir,
@@ -1023,7 +1041,8 @@ class PodWorker(threading.Thread):
             st["state"] = {"terminated": c.terminated}
         else:
             st["state"] = {"waiting": {"reason": "ContainerCreating"}}
-        st["lastState"] = {"terminated": c.last_state} if c.last_state else {}
+        last = c.terminated if (c.waiting and c.terminated) else c.last_state
+        st["lastState"] = {"terminated": last} if last else {}
         return st
 
     def push_status(self, pod):
@@ -1567,8 +1586,10 @@ class Kubelet:
                                 self.wfile.flush()
                             except OSError:
                                 return
-                        if not any(w.ns == ns and w.name == pod and not w.done for w in list(kubelet.workers.values())):
-                            return
+                        if not any(w.ns == ns and w.name == pod and not w.done and
+                                   getattr(w.containers.get(container), "running", False)
+                                   for w in list(kubelet.workers.values())):
+                            return  # the container stopped: end the stream as the kubelet does
 
             def send_text(self, code, body):
                 self.send_response(code)

@@ -12,16 +12,23 @@ container's process, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to it, waits, and
 writes the exit status to spec["exit_file"] (the kubelet may have been
 restarted meanwhile and then cannot wait() for us).
 """
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 
+LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC = 1, 32, 4096, 16384
+EXIT_DIR_FD = None
+
 
 def main():
+    global EXIT_DIR_FD
     with open(sys.argv[1]) as f:
         spec = json.load(f)
     try:
@@ -40,14 +47,36 @@ def main():
             socket.sethostname(spec["hostname"])
         except OSError as e:
             fail("sethostname: %s" % e)
-    for m in spec.get("mounts", []):
-        r = subprocess.run(["mount", "--bind", m["src"], m["dst"]], capture_output=True, text=True)
-        if r.returncode != 0:
-            fail("mount %s -> %s: %s" % (m["src"], m["dst"], r.stderr.strip()))
-        if m.get("ro"):
-            subprocess.run(["mount", "-o", "remount,bind,ro", m["dst"]], check=False)
+    # Open every volume source (and the directory of the exit file) before mounting
+    # anything: a volume mounted at e.g. /tmp would otherwise hide the sources that
+    # live under the kubelet's state dir. Mount through /proc/self/fd/N.
+    EXIT_DIR_FD = os.open(os.path.dirname(spec["exit_file"]), os.O_RDONLY | os.O_DIRECTORY)
+    mounts = spec.get("mounts", [])
+    fds = []
+    for m in mounts:
+        try:
+            fds.append(os.open(m["src"], os.O_PATH))
+        except OSError as e:
+            fail("volume source %s: %s" % (m["src"], e))
+    for m, fd in zip(mounts, fds):
+        dst = m["dst"]
+        if not os.path.lexists(dst):  # only under another volume: the kubelet made the others
+            try:
+                if os.path.isdir("/proc/self/fd/%d" % fd):
+                    os.makedirs(dst, exist_ok=True)
+                else:
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    open(dst, "a").close()
+            except OSError as e:
+                fail("mount point %s: %s" % (dst, e))
+        if LIBC.mount(("/proc/self/fd/%d" % fd).encode(), dst.encode(), None, MS_BIND | MS_REC, None) != 0:
+            fail("mount %s -> %s: %s" % (m["src"], dst, os.strerror(ctypes.get_errno())))
+        if m.get("ro") and LIBC.mount(None, dst.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None) != 0:
+            fail("remount %s read-only: %s" % (dst, os.strerror(ctypes.get_errno())))
+        os.close(fd)
     if spec.get("workdir"):
         try:
+            os.makedirs(spec["workdir"], exist_ok=True)  # if under a volume; else the kubelet made it
             os.chdir(spec["workdir"])
         except OSError as e:
             fail("workingDir %s: %s" % (spec["workdir"], e))
@@ -92,11 +121,15 @@ def main():
 
 
 def write_exit(spec, code, sig, msg):
-    tmp = spec["exit_file"] + ".tmp"
-    with open(tmp, "w") as f:
+    name = os.path.basename(spec["exit_file"])
+    dfd = EXIT_DIR_FD
+    if dfd is None:
+        dfd = os.open(os.path.dirname(spec["exit_file"]), os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(name + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dfd)
+    with os.fdopen(fd, "w") as f:
         json.dump({"exitCode": code, "signal": sig, "message": msg,
                    "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
-    os.rename(tmp, spec["exit_file"])
+    os.rename(name + ".tmp", name, src_dir_fd=dfd, dst_dir_fd=dfd)
 
 
 if __name__ == "__main__":
