@@ -128,7 +128,7 @@ start_daemon() { # name logfile cmd...
   # own session and process group; not a child of the caller's terminal
   setsid "$@" >>"$logf" 2>&1 </dev/null &
   local pid=$!
-  sleep 0.2
+  # record at once (start time is fixed at fork), so an interrupted up still leaves a pid file
   echo "$pid $(starttime "$pid")" > "$STATE/pids/$name.pid"
   log "started $name (pid $pid, log $logf)"
 }
@@ -229,7 +229,11 @@ api_ready() {
 wait_for() { # description timeout-seconds command...
   local what=$1 timeout=$2 t0=$SECONDS; shift 2
   until "$@"; do
-    if ((SECONDS - t0 > timeout)); then die "timed out after ${timeout}s waiting for $what"; fi
+    if ((SECONDS - t0 > timeout)); then
+      local f
+      for f in "$STATE"/logs/*.log; do log "---- last lines of $f"; tail -15 "$f" >&2 || true; done
+      die "timed out after ${timeout}s waiting for $what (run '$0 down' to clean up)"
+    fi
     sleep 0.5
   done
   log "$what ($((SECONDS - t0))s)"
@@ -259,7 +263,7 @@ start_kubelet() {
   RKV_STATE="$STATE" RKV_NODE_NAME=local-node RKV_HOST_IP="$HOST_IP" RKV_POD_NET="$NET" RKV_BRIDGE="$BRIDGE" \
   RKV_API_PORT="$API_PORT" RKV_TLS_CERT="$STATE/pki/kubelet.crt" RKV_TLS_KEY="$STATE/pki/kubelet.key" \
   RKV_PYTHON="$PYTHON" RAFTKV_BIN_DIR="$(bin_dir)" PYTHONUNBUFFERED=1 \
-    start_daemon kubelet "$STATE/logs/kubelet.log" "$PYTHON" "$HERE/kubelet/kubelet.py"
+    start_daemon kubelet "$STATE/logs/kubelet.log" "$PYTHON" "$HERE/kubelet/kubelet.py" "$STATE"
 }
 
 cmd_up() {
@@ -384,6 +388,19 @@ PY
   stop_pidfile "$STATE/pids/kube-controller-manager.pid" 10
   stop_pidfile "$STATE/pids/kube-apiserver.pid" 15
   stop_pidfile "$STATE/pids/etcd.pid" 10
+  # 4b. last resort for a run whose pid files were lost: our daemons all name the state
+  # dir on their command line; kill exactly those (by pid).
+  local p
+  local p cmd
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = $$ ] && continue
+    cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+    case " $cmd" in *" $STATE "*|*"=$STATE/"*|*" $STATE/"*) ;; *) continue ;; esac
+    case "${cmd%% *}" in etcd|*/etcd|*/kube-apiserver|*/kube-controller-manager|*python3*) ;; *) continue ;; esac
+    log "killing leftover ${cmd:0:70} (pid $pid, no pid file)"
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   # 5. network
   if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; log "deleted bridge $BRIDGE"; fi
   ip route del unreachable "$POD_SUPERNET" 2>/dev/null || true
