@@ -16,8 +16,12 @@ T_ALL=$SECONDS
 STEP_T0=$SECONDS
 STEP_NAME=
 
+PASSED=0
 step() {
-  if [ -n "$STEP_NAME" ]; then printf '[smoke] ok   %-62s %3ds\n' "$STEP_NAME" $((SECONDS - STEP_T0)); fi
+  if [ -n "$STEP_NAME" ]; then
+    printf '[smoke] ok   %-62s %3ds\n' "$STEP_NAME" $((SECONDS - STEP_T0))
+    PASSED=$((PASSED + 1))
+  fi
   STEP_NAME=$1
   STEP_T0=$SECONDS
   printf '[smoke] ...  %s\n' "$1"
@@ -28,7 +32,7 @@ fail() {
   tail -30 "$RAFTKV_STATE/logs/kubelet.log" >&2 2>/dev/null || true
   exit 1
 }
-trap 'rc=$?; [ $rc -eq 0 ] || printf "[smoke] FAILED in step: %s (exit %d)\n" "$STEP_NAME" $rc >&2' EXIT
+trap 'rc=$?; [ $rc -eq 0 ] || { printf "[smoke] FAILED in step: %s (exit %d)\n" "$STEP_NAME" $rc >&2; printf "smoke: %d passed, 1 failed\n" "$PASSED"; }' EXIT
 
 # until TIMEOUT CMD...: retry CMD every 0.5 s
 until_ok() {
@@ -256,3 +260,4 @@ done
 step "done"
 printf '[smoke] all steps passed in %ds\n' $((SECONDS - T_ALL))
 trap - EXIT
+printf 'smoke: %d passed, 0 failed\n' $((PASSED - 1))

@@ -106,7 +106,7 @@ build_kube() {
   # the unpacked tree and Go's build cache are ~2 GB; keep only the tarball. Removing
   # them takes a minute or more on a busy disk: do it in the background (it ends by itself).
   mv "$src" "$src.old.$$"
-  (nice rm -rf "$src.old.$$" "$home" >/dev/null 2>&1 &)
+  (exec 9>&-; nice rm -rf "$src.old.$$" "$home" >/dev/null 2>&1 &)
   log "kubernetes $K8S_VERSION built in $((SECONDS - t0))s -> $K8S_BIN"
   exec 9>&-
 }
