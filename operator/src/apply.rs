@@ -1,0 +1,252 @@
+//! Writes: server-side apply of the owned objects and the status with one
+//! field manager, PVC deletions, and the membership step sent to the nodes
+//! through kvclient.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kvclient::{ClientError, InitRequest};
+use serde::Serialize;
+use tracing::info;
+
+use crate::crd::{KvCluster, KvClusterStatus};
+use crate::names::{self, FIELD_MANAGER};
+use crate::observe::PdbSupport;
+use crate::plan::{Desired, Step};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name}: {source}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("listing PVCs of {cluster}: {source}")]
+    ListPvcs {
+        cluster: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("encoding {kind}: {source}")]
+    Encode {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// `force`: the operator is the only intended owner of these fields; a
+/// conflicting manager (someone's `kubectl apply`) is overridden, as any
+/// controller would revert a manual edit of the objects it owns.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply<K>(api: &Api<K>, kind: &'static str, object: &K) -> Result<(), ApplyError>
+where
+    K: kube::Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError::Apply { kind, name, source })
+}
+
+pub async fn apply_objects(
+    client: &kube::Client,
+    namespace: &str,
+    desired: &Desired,
+    pdb: PdbSupport,
+) -> Result<(), ApplyError> {
+    // Services first: the StatefulSet's pods advertise names of the peer
+    // Service, which should exist when they start.
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    apply(&services, "Service", &desired.peer_service).await?;
+    apply(&services, "Service", &desired.client_service).await?;
+    apply(
+        &Api::<StatefulSet>::namespaced(client.clone(), namespace),
+        "StatefulSet",
+        &desired.statefulset,
+    )
+    .await?;
+    if let Some(budget) = &desired.pdb {
+        apply_pdb(client, namespace, budget, pdb).await?;
+    }
+    Ok(())
+}
+
+async fn apply_pdb(
+    client: &kube::Client,
+    namespace: &str,
+    budget: &PodDisruptionBudget,
+    support: PdbSupport,
+) -> Result<(), ApplyError> {
+    match support {
+        PdbSupport::V1 => {
+            let api = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
+            apply(&api, "PodDisruptionBudget", budget).await
+        }
+        PdbSupport::V1Beta1 => {
+            // k8s-openapi has no v1beta1 type; the fields the builder sets
+            // are identical there, only the group version differs.
+            let mut value = serde_json::to_value(budget).map_err(|source| ApplyError::Encode {
+                kind: "PodDisruptionBudget",
+                source,
+            })?;
+            value["apiVersion"] = "policy/v1beta1".into();
+            let resource = ApiResource {
+                group: "policy".into(),
+                version: "v1beta1".into(),
+                api_version: "policy/v1beta1".into(),
+                kind: "PodDisruptionBudget".into(),
+                plural: "poddisruptionbudgets".into(),
+            };
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
+            let name = budget.metadata.name.clone().unwrap_or_default();
+            api.patch(&name, &apply_params(), &Patch::Apply(value))
+                .await
+                .map(drop)
+                .map_err(|source| ApplyError::Apply {
+                    kind: "PodDisruptionBudget",
+                    name,
+                    source,
+                })
+        }
+        PdbSupport::None => Ok(()),
+    }
+}
+
+/// Status through server-side apply on the status subresource: the whole
+/// status is ours, so fields the plan leaves out are removed.
+pub async fn write_status(
+    api: &Api<KvCluster>,
+    name: &str,
+    status: &KvClusterStatus,
+) -> Result<(), ApplyError> {
+    let patch = serde_json::json!({
+        "apiVersion": "raftkv.io/v1alpha1",
+        "kind": "KvCluster",
+        "status": status,
+    });
+    api.patch_status(name, &apply_params(), &Patch::Apply(patch))
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError::Apply {
+            kind: "KvCluster status",
+            name: name.to_owned(),
+            source,
+        })
+}
+
+/// Deletes a PVC; one already gone is fine (the previous reconcile may have
+/// deleted it before crashing).
+pub async fn delete_pvc(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ApplyError> {
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {
+            info!(pvc = name, "deleted PVC");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(source) => Err(ApplyError::Delete {
+            kind: "PersistentVolumeClaim",
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// All data volumes of a cluster (finalizer with `whenDeleted: Delete`).
+/// The pods may still be terminating: Kubernetes' PVC protection keeps each
+/// volume until its pod is gone.
+pub async fn delete_all_pvcs(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<usize, ApplyError> {
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+    let list = api
+        .list(&ListParams::default().labels(&names::selector_string(cluster)))
+        .await
+        .map_err(|source| ApplyError::ListPvcs {
+            cluster: cluster.to_owned(),
+            source,
+        })?;
+    let mut deleted = 0;
+    for pvc in &list.items {
+        let Some(name) = pvc.metadata.name.as_deref() else {
+            continue;
+        };
+        // Only volumes the StatefulSet made for this cluster, whatever else
+        // carries the same labels.
+        if names::pvc_ordinal(cluster, name).is_some() {
+            delete_pvc(client, namespace, name).await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Sends the membership step to the node that must execute it.
+pub async fn execute_step(step: &Step, timeout: Duration) -> Result<(), ClientError> {
+    let node = |endpoint: &str| {
+        kvclient::Client::new(&[endpoint]).and_then(|c| c.single_shot().with_timeout(timeout))
+    };
+    match step {
+        Step::Initialize { endpoint, .. } => node(endpoint)?
+            .init(&InitRequest::default())
+            .await
+            .map(drop),
+        Step::AddLearner {
+            leader, request, ..
+        } => node(leader)?.add_learner(request).await.map(drop),
+        Step::Promote { leader, voters, .. } | Step::Demote { leader, voters, .. } => {
+            node(leader)?.set_voters(voters).await.map(drop)
+        }
+        Step::TransferLeadership { leader, to, .. } => {
+            node(leader)?.transfer_leader(*to).await.map(drop)
+        }
+        Step::Remove { leader, id, .. } => node(leader)?.remove_member(*id).await.map(drop),
+    }
+}
+
+/// Which PodDisruptionBudget API the server serves. Absent group versions
+/// answer 404; anything else is a real error (retry at startup).
+pub async fn discover_pdb(client: &kube::Client) -> Result<PdbSupport, kube::Error> {
+    for (group_version, support) in [
+        ("policy/v1", PdbSupport::V1),
+        ("policy/v1beta1", PdbSupport::V1Beta1),
+    ] {
+        match client.list_api_group_resources(group_version).await {
+            Ok(list)
+                if list
+                    .resources
+                    .iter()
+                    .any(|r| r.name == "poddisruptionbudgets") =>
+            {
+                return Ok(support);
+            }
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(PdbSupport::None)
+}

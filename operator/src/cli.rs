@@ -1,0 +1,187 @@
+//! Command line of `raftkv-operator`. Every `run` flag also reads an
+//! environment variable `RAFTKV_OPERATOR_<FLAG>` (what the Helm chart sets).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+
+use crate::controller::{LeaderElection, Settings};
+use crate::plan::PlanConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "raftkv-operator",
+    version,
+    about = "Kubernetes operator for raftkv KvClusters"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller.
+    Run(Box<RunArgs>),
+    /// Print the KvCluster CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Namespace to watch; all namespaces when unset.
+    #[arg(long, env = "RAFTKV_OPERATOR_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Address of the /metrics and /healthz HTTP server.
+    #[arg(
+        long,
+        env = "RAFTKV_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_addr: SocketAddr,
+    /// Reconcile only while holding a coordination.k8s.io Lease, so that
+    /// several replicas can run.
+    #[arg(long, env = "RAFTKV_OPERATOR_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    pub leader_election: bool,
+    #[arg(
+        long,
+        env = "RAFTKV_OPERATOR_LEASE_NAME",
+        default_value = "raftkv-operator"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease; defaults to the operator pod's namespace
+    /// (env POD_NAMESPACE), else the watched namespace, else `default`.
+    #[arg(long, env = "RAFTKV_OPERATOR_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a learner must stay caught up and healthy before it is
+    /// promoted to voter (e.g. `30s`, `500ms`, `2m`).
+    #[arg(long, env = "RAFTKV_OPERATOR_STABILIZATION", default_value = "30s", value_parser = parse_duration)]
+    pub stabilization: Duration,
+    /// A learner is caught up when at most this many log entries behind.
+    #[arg(long, env = "RAFTKV_OPERATOR_MAX_LAG", default_value_t = 1000)]
+    pub max_lag: u64,
+    /// DNS suffix of the Kubernetes cluster, used in the nodes' advertised URLs.
+    #[arg(
+        long,
+        env = "RAFTKV_OPERATOR_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+    /// Timeout of one node status call.
+    #[arg(long, env = "RAFTKV_OPERATOR_NODE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
+    /// Timeout of one membership call (init, add learner, set voters, ...).
+    #[arg(long, env = "RAFTKV_OPERATOR_STEP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub step_timeout: Duration,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info,raftkv_operator=debug`).
+    #[arg(long, env = "RAFTKV_OPERATOR_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, env = "RAFTKV_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            namespace: self.watch_namespace.clone(),
+            plan: PlanConfig {
+                stabilization: self.stabilization,
+                max_lag: self.max_lag,
+                cluster_domain: self.cluster_domain.clone(),
+            },
+            node_timeout: self.node_timeout,
+            step_timeout: self.step_timeout,
+        }
+    }
+
+    /// `pod_namespace` and `identity` come from the environment of the
+    /// operator pod (downward API); passed in to keep this testable.
+    pub fn leader_election(
+        &self,
+        pod_namespace: Option<String>,
+        identity: String,
+    ) -> Option<LeaderElection> {
+        self.leader_election.then(|| LeaderElection {
+            lease_name: self.lease_name.clone(),
+            lease_namespace: self
+                .lease_namespace
+                .clone()
+                .or(pod_namespace)
+                .or_else(|| self.watch_namespace.clone())
+                .unwrap_or_else(|| "default".to_owned()),
+            identity,
+        })
+    }
+}
+
+/// `500ms`, `30s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 30s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
+        _ => Err(format!("invalid duration unit in {text:?}: use ms, s or m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn run_flags_have_defaults_and_lease_namespace_falls_back() {
+        let cli = Cli::try_parse_from(["raftkv-operator", "run", "--stabilization", "200ms"])
+            .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        assert_eq!(
+            args.settings().plan.stabilization,
+            Duration::from_millis(200)
+        );
+        assert_eq!(args.metrics_addr.port(), 8080);
+        let election = args
+            .leader_election(Some("ops".into()), "op-0".into())
+            .expect("on by default");
+        assert_eq!(
+            (
+                election.lease_namespace.as_str(),
+                election.identity.as_str()
+            ),
+            ("ops", "op-0")
+        );
+
+        let cli = Cli::try_parse_from(["raftkv-operator", "run", "--leader-election=false"])
+            .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        assert!(args.leader_election(None, "x".into()).is_none());
+    }
+}

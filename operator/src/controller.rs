@@ -1,0 +1,391 @@
+//! Controller wiring: watches, the reconcile pipeline
+//! (observe -> plan -> apply -> status) inside a finalizer, events, the
+//! error policy, and leader election between operator replicas.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Resource, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
+use tracing::{error, info, warn};
+
+use crate::apply::{self, ApplyError};
+use crate::build::Owner;
+use crate::crd::{KvCluster, RetentionPolicy};
+use crate::metrics::Metrics;
+use crate::names::{self, FINALIZER, LABEL_INSTANCE};
+use crate::observe::{self, ObserveError, PdbSupport};
+use crate::plan::{self, PlanConfig, PlanInput};
+
+/// How soon a failed reconcile is retried.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch one namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    pub plan: PlanConfig,
+    /// Bound on one node status call while observing.
+    pub node_timeout: Duration,
+    /// Bound on one membership call (a voter change waits for its commit).
+    pub step_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    pub lease_namespace: String,
+    /// Unique per operator replica (the pod name).
+    pub identity: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("KvCluster has no name, namespace or uid")]
+    MissingIdentity,
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("{step}: {source}")]
+    Step {
+        step: String,
+        reason: &'static str,
+        #[source]
+        source: kvclient::ClientError,
+    },
+    #[error(transparent)]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// Low-cardinality label for the failures metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::MissingIdentity => "missing_identity",
+            Error::Observe(_) => "observe",
+            Error::Apply(_) => "apply",
+            Error::Step { .. } => "membership_step",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("discovering the PodDisruptionBudget API: {0}")]
+    Discovery(#[source] kube::Error),
+    #[error("cannot list KvClusters (is the CRD installed and the RBAC granted?): {0}")]
+    Crd(#[source] kube::Error),
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("lost the leader lease; exiting so that only one replica reconciles")]
+    LostLease,
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub pdb: PdbSupport,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    async fn publish(&self, kvc: &KvCluster, warning: bool, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        // Events are for humans; failing to record one must not fail the
+        // reconcile that did the work.
+        if let Err(e) = self.recorder.publish(&event, &kvc.object_ref(&())).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+pub async fn reconcile(kvc: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let namespace = kvc.namespace().ok_or(Error::MissingIdentity)?;
+    let api = Api::<KvCluster>::namespaced(ctx.client.clone(), &namespace);
+    let (context, clusters) = (ctx.as_ref(), &api);
+    let result = finalizer(&api, FINALIZER, kvc, |event| async move {
+        match event {
+            Finalizer::Apply(kvc) => reconcile_cluster(&kvc, context, clusters).await,
+            Finalizer::Cleanup(kvc) => cleanup(&kvc, context).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_cluster(
+    kvc: &KvCluster,
+    ctx: &Context,
+    api: &Api<KvCluster>,
+) -> Result<Action, Error> {
+    let owner = Owner::of(kvc).ok_or(Error::MissingIdentity)?;
+    let observed = observe::observe(
+        &ctx.client,
+        &owner.namespace,
+        &owner.name,
+        ctx.settings.node_timeout,
+    )
+    .await?;
+    let previous = kvc.status.clone().unwrap_or_default();
+    let plan = plan::plan(
+        &PlanInput {
+            owner: &owner,
+            spec: &kvc.spec,
+            generation: kvc.metadata.generation,
+            previous: &previous,
+            observed: &observed,
+            pdb: ctx.pdb,
+            now: Timestamp::now(),
+        },
+        &ctx.settings.plan,
+    );
+    info!(
+        cluster = %owner.name,
+        namespace = %owner.namespace,
+        phase = ?plan.status.phase,
+        step = plan.step.as_ref().map(|s| s.reason()),
+        pvcs_to_delete = plan.delete_pvcs.len(),
+        "planned"
+    );
+
+    if let Some(objects) = &plan.objects {
+        apply::apply_objects(&ctx.client, &owner.namespace, objects, ctx.pdb).await?;
+    }
+    for pvc in &plan.delete_pvcs {
+        apply::delete_pvc(&ctx.client, &owner.namespace, pvc).await?;
+        ctx.publish(
+            kvc,
+            false,
+            "DeletedVolume",
+            format!("deleted PVC {pvc} of a removed pod"),
+        )
+        .await;
+    }
+
+    let step_result = match &plan.step {
+        None => Ok(()),
+        Some(step) => {
+            info!(cluster = %owner.name, namespace = %owner.namespace, step = %step, "membership step");
+            let result = apply::execute_step(step, ctx.settings.step_timeout).await;
+            ctx.metrics.step(step.reason(), result.is_ok());
+            match &result {
+                Ok(()) => {
+                    ctx.publish(kvc, false, step.reason(), step.to_string())
+                        .await
+                }
+                Err(e) => {
+                    ctx.publish(kvc, true, "MembershipStepFailed", format!("{step}: {e}"))
+                        .await;
+                }
+            }
+            result.map_err(|source| Error::Step {
+                step: step.to_string(),
+                reason: step.reason(),
+                source,
+            })
+        }
+    };
+
+    apply::write_status(api, &owner.name, &plan.status).await?;
+    for notice in &plan.notices {
+        ctx.publish(kvc, notice.warning, notice.reason, notice.message.clone())
+            .await;
+    }
+    step_result?;
+    // After a step, look again soon: the next one depends on its effect.
+    let requeue = if plan.step.is_some() {
+        plan.requeue_after.min(Duration::from_secs(1))
+    } else {
+        plan.requeue_after
+    };
+    Ok(Action::requeue(requeue))
+}
+
+/// The KvCluster is being deleted. Owned objects go with it (owner
+/// references); PVCs are not owned, so they are deleted here if asked.
+async fn cleanup(kvc: &KvCluster, ctx: &Context) -> Result<Action, Error> {
+    let owner = Owner::of(kvc).ok_or(Error::MissingIdentity)?;
+    if kvc.spec.pvc_retention_policy.when_deleted == RetentionPolicy::Delete {
+        let deleted = apply::delete_all_pvcs(&ctx.client, &owner.namespace, &owner.name).await?;
+        info!(cluster = %owner.name, namespace = %owner.namespace, deleted, "deleted volumes of a deleted cluster");
+    } else {
+        info!(cluster = %owner.name, namespace = %owner.namespace, "cluster deleted; volumes retained");
+    }
+    Ok(Action::await_change())
+}
+
+pub fn error_policy(kvc: Arc<KvCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(error.metric_label());
+    warn!(
+        cluster = %kvc.name_any(),
+        namespace = kvc.namespace().unwrap_or_default(),
+        reason = error.metric_label(),
+        error = %error,
+        "reconcile failed"
+    );
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// Runs the controller until SIGTERM, only while holding the leader lease
+/// when `election` is set.
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    election: Option<LeaderElection>,
+) -> Result<(), RunError> {
+    let Some(election) = election else {
+        return run_controller(client, settings, metrics).await;
+    };
+    let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+        .with_namespace(&election.lease_namespace)
+        .with_identity(&election.identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+    let (mut leading, lease_task) = manager.watch().await;
+    info!(lease = %election.lease_name, identity = %election.identity, "waiting for the leader lease");
+    while !*leading.borrow_and_update() {
+        if leading.changed().await.is_err() {
+            return Err(match lease_task.await {
+                Ok(Err(e)) => RunError::Lease(e),
+                _ => RunError::LostLease,
+            });
+        }
+    }
+    info!(identity = %election.identity, "acquired the leader lease");
+    let controller = run_controller(client, settings, metrics);
+    tokio::pin!(controller);
+    loop {
+        tokio::select! {
+            result = &mut controller => {
+                // Closing the channel makes the lease task release the
+                // lease, so another replica takes over without waiting
+                // for it to expire.
+                drop(leading);
+                if let Ok(Err(e)) = lease_task.await {
+                    warn!(error = %e, "releasing the leader lease");
+                }
+                return result;
+            }
+            changed = leading.changed() => {
+                // A replica that may have lost the lease must stop at once:
+                // two reconcilers could take conflicting membership steps.
+                if changed.is_err() || !*leading.borrow_and_update() {
+                    error!("lost the leader lease");
+                    return Err(RunError::LostLease);
+                }
+            }
+        }
+    }
+}
+
+/// One namespace, or all of them.
+fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_controller(
+    client: kube::Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+) -> Result<(), RunError> {
+    let pdb = apply::discover_pdb(&client)
+        .await
+        .map_err(RunError::Discovery)?;
+    if pdb == PdbSupport::None {
+        warn!("the server has no PodDisruptionBudget API; clusters get none");
+    }
+    let namespace = settings.namespace.as_deref();
+    let clusters: Api<KvCluster> = scoped(&client, namespace);
+    clusters
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(RunError::Crd)?;
+
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        names::LABEL_MANAGED_BY,
+        names::FIELD_MANAGER
+    ));
+    let statefulsets: Api<StatefulSet> = scoped(&client, namespace);
+    let services: Api<Service> = scoped(&client, namespace);
+    let pods: Api<Pod> = scoped(&client, namespace);
+    let reporter = Reporter {
+        controller: names::FIELD_MANAGER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        settings,
+        pdb,
+        metrics,
+    });
+    info!(namespace = ?ctx.settings.namespace, ?pdb, "starting the KvCluster controller");
+    Controller::new(clusters, watcher::Config::default())
+        .owns(statefulsets, managed.clone())
+        .owns(services, managed)
+        // Pods belong to the StatefulSet, not to the KvCluster; their
+        // readiness and restarts still matter to the plan.
+        .watches(
+            pods,
+            watcher::Config::default().labels(&format!("{}=raftkv", names::LABEL_NAME)),
+            |pod| {
+                let cluster = pod.labels().get(LABEL_INSTANCE)?.clone();
+                let namespace = pod.namespace()?;
+                Some(ObjectRef::<KvCluster>::new(&cluster).within(&namespace))
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "controller event");
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}

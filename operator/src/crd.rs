@@ -1,0 +1,391 @@
+//! The KvCluster custom resource (raftkv.io/v1alpha1). These types are the
+//! only source of `crds/kvclusters.raftkv.io.yaml`: `raftkv-operator crd`
+//! prints [`crd_yaml`], and a test fails when the committed file drifts.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The most voters a cluster may have. Larger raft groups only add
+/// replication cost; nine already tolerates four failures.
+pub const MAX_REPLICAS: i32 = 9;
+
+/// A raftkv cluster: a StatefulSet of kvnode pods whose raft membership the
+/// operator manages.
+#[expect(
+    clippy::duplicated_attributes,
+    reason = "printcolumn(...) entries legitimately repeat `type_ = ...`"
+)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "raftkv.io",
+    version = "v1alpha1",
+    kind = "KvCluster",
+    plural = "kvclusters",
+    shortname = "kvc",
+    namespaced,
+    status = "KvClusterStatus",
+    doc = "A replicated raftkv key-value cluster managed by raftkv-operator",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KvClusterSpec {
+    /// Number of kvnode pods, each a raft voter once it has caught up. Odd
+    /// numbers give the best failure tolerance per pod.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+    /// kvnode container image.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Image pull policy of the kvnode container (Kubernetes default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pull_policy_schema")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    /// The persistent volume each node keeps its raft log and data on.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// Compute resources of the kvnode container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceSpec>,
+    /// What happens to the volumes when the cluster shrinks or is deleted.
+    #[serde(default)]
+    pub pvc_retention_policy: PvcRetentionPolicy,
+    /// Raft tuning passed to every node.
+    #[serde(default)]
+    pub raft: RaftSpec,
+    /// Scheduling and metadata of the kvnode pods.
+    #[serde(default)]
+    pub pod: PodOverrides,
+    /// Stop all changes: no objects are updated and no membership step is
+    /// taken until this is false again. Status keeps being reported.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+
+fn default_image() -> String {
+    format!("raftkv/kvnode:{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each node's volume, e.g. `10Gi`. Fixed once the StatefulSet
+    /// exists (Kubernetes does not allow changing its volume claim templates).
+    #[schemars(schema_with = "quantity_schema")]
+    pub size: Quantity,
+    /// Storage class of the volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: Quantity("1Gi".into()),
+            storage_class_name: None,
+        }
+    }
+}
+
+/// Container resources with the shape of a Kubernetes ResourceRequirements,
+/// limited to the fields every supported Kubernetes version knows.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map_schema")]
+    pub limits: BTreeMap<String, Quantity>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map_schema")]
+    pub requests: BTreeMap<String, Quantity>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RetentionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetentionPolicy {
+    /// Volume of a pod removed by a scale-down. The operator deletes it
+    /// itself after the member left the cluster and the pod is gone.
+    #[serde(default)]
+    pub when_scaled: RetentionPolicy,
+    /// Volumes of all pods when the KvCluster is deleted.
+    #[serde(default)]
+    pub when_deleted: RetentionPolicy,
+}
+
+/// Signed integer types on purpose: their schema formats (int32, int64)
+/// are the ones every apiserver version knows.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftSpec {
+    /// `--heartbeat-interval-ms`; the kvnode default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub heartbeat_interval_ms: Option<i32>,
+    /// `--election-timeout-ms`; must exceed twice the heartbeat interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub election_timeout_ms: Option<i32>,
+    /// `--snapshot-log-threshold`: log entries between snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub snapshot_log_threshold: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Extra pod labels (the operator's own selector labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Replaces the default, a preferred anti-affinity that spreads the
+    /// pods over nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// Coarse state for humans and `kubectl get`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// No raft cluster exists yet (waiting for pod 0 to serve).
+    Pending,
+    /// Members, voters or pods do not match the spec yet; a step is under way.
+    Scaling,
+    /// All desired pods are healthy voters.
+    Running,
+    /// A quorum, the leader or the data is missing; changes are held.
+    Degraded,
+    /// `spec.paused` is set.
+    Paused,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MemberRole {
+    Leader,
+    Voter,
+    Learner,
+}
+
+/// One raft member as the operator last saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Raft node id, as a decimal string: ids are u64 and may exceed what
+    /// JSON integers carry exactly.
+    pub id: String,
+    /// The pod this member runs in; unset when no pod reports this id
+    /// (a member whose volume was lost, or one not created by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    pub role: MemberRole,
+    /// Its pod serves and reports this id as a member of the cluster.
+    pub healthy: bool,
+    /// Log entries behind the leader (unset when the leader has no report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Learners only: since when it has been healthy and within the lag
+    /// threshold. Kept in status so an operator restart does not reset the
+    /// stabilization time before promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caught_up_since: Option<Time>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KvClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// kvnode pods that exist (the scale subresource reads this).
+    #[serde(default)]
+    pub replicas: i32,
+    /// kvnode pods that pass their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Pod name of the raft leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Set once the cluster was initialized; the operator never initializes
+    /// a second cluster under the same KvCluster (that would lose the data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// How many voters may fail while a quorum remains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_tolerance: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// `Available`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The regular expression Kubernetes itself publishes for quantities.
+const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// A quantity as the apiserver validates it (k8s-openapi's own schema has
+/// no pattern, so `size: lots` would only fail later in the StatefulSet).
+/// The pattern applies to the string form; integers are always valid.
+fn quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "pattern": QUANTITY_PATTERN,
+        "x-kubernetes-int-or-string": true,
+    })
+}
+
+/// A plain string enum: the derived schema of an optional enum lists
+/// `null` among the values, which older apiservers may refuse.
+fn pull_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Always", "IfNotPresent", "Never"],
+    })
+}
+
+fn quantity_map_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": quantity_schema(generator),
+    })
+}
+
+/// The CRD as YAML, exactly what `crds/kvclusters.raftkv.io.yaml` holds.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&KvCluster::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_spec_gets_documented_defaults() {
+        let spec: KvClusterSpec = serde_json::from_str("{}").expect("empty spec parses");
+        assert_eq!(spec.replicas, 3);
+        assert_eq!(spec.storage.size, Quantity("1Gi".into()));
+        assert_eq!(
+            spec.pvc_retention_policy.when_scaled,
+            RetentionPolicy::Retain
+        );
+        assert_eq!(
+            spec.pvc_retention_policy.when_deleted,
+            RetentionPolicy::Retain
+        );
+        assert!(spec.image.starts_with("raftkv/kvnode:"));
+        assert!(!spec.paused);
+    }
+
+    #[test]
+    fn crd_has_names_subresources_and_validation() {
+        let crd = KvCluster::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("kvclusters.raftkv.io"));
+        assert_eq!(crd.spec.names.short_names, Some(vec!["kvc".to_owned()]));
+        let version = &crd.spec.versions[0];
+        let sub = version.subresources.as_ref().expect("subresources");
+        assert!(sub.status.is_some());
+        let scale = sub.scale.as_ref().expect("scale subresource");
+        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+        assert_eq!(scale.status_replicas_path, ".status.replicas");
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["Replicas", "Ready", "Leader", "Phase", "Age"]);
+
+        let schema = serde_json::to_value(&version.schema).expect("schema serializes");
+        let spec = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert_eq!(spec["replicas"]["minimum"].as_f64(), Some(1.0));
+        assert_eq!(
+            spec["replicas"]["maximum"].as_f64(),
+            Some(f64::from(MAX_REPLICAS))
+        );
+        assert_eq!(
+            spec["pvcRetentionPolicy"]["properties"]["whenScaled"]["enum"],
+            serde_json::json!(["Retain", "Delete"])
+        );
+        assert_eq!(
+            spec["storage"]["properties"]["size"]["pattern"],
+            QUANTITY_PATTERN
+        );
+        // kube-apiserver 1.20 ignores CEL rules: validation must not depend on them.
+        let text = schema.to_string();
+        assert!(!text.contains("x-kubernetes-validations"));
+        assert!(
+            !text.contains("\"uint"),
+            "formats unknown to older apiservers"
+        );
+        assert!(!has_null_enum_value(&schema), "an enum lists null: {text}");
+    }
+
+    /// Older apiservers may refuse a schema whose enum lists `null`.
+    fn has_null_enum_value(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Object(map) => map.iter().any(|(key, v)| {
+                (key == "enum"
+                    && v.as_array()
+                        .is_some_and(|e| e.contains(&serde_json::Value::Null)))
+                    || has_null_enum_value(v)
+            }),
+            serde_json::Value::Array(items) => items.iter().any(has_null_enum_value),
+            _ => false,
+        }
+    }
+}
