@@ -146,6 +146,44 @@ out=$(kubectl get --raw "/api/v1/namespaces/$NS/pods/echo-0:8080/proxy/whoami") 
 out=$(kubectl get --raw "/api/v1/namespaces/$NS/services/echo:http/proxy/whoami") || fail "service proxy"
 case "$out" in echo-*) ;; *) fail "service proxy answered: $out" ;; esac
 
+step "CustomResourceDefinition with a schema; create, patch and read a custom resource"
+# (an API server built against an old reflect2 crashes right here)
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.smoke.raftkv.io}
+spec:
+  group: smoke.raftkv.io
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {anyOf: [{type: integer}, {type: string}], x-kubernetes-int-or-string: true}
+              labels: {type: object, additionalProperties: {type: string}}
+YAML
+until_ok 30 kubectl get --raw /apis/smoke.raftkv.io/v1 || fail "CRD not served"
+$K apply -f - >/dev/null <<'YAML' || fail "create custom resource"
+apiVersion: smoke.raftkv.io/v1
+kind: Widget
+metadata: {name: w1, labels: {a: b}, annotations: {x: y}}
+spec: {size: 1Gi, labels: {k: v}}
+YAML
+$K patch widget w1 --type=merge -p '{"spec":{"size":3}}' >/dev/null || fail "patch custom resource"
+[ "$($K get widget w1 -o 'jsonpath={.spec.size}')" = 3 ] || fail "custom resource not updated"
+kubectl delete crd widgets.smoke.raftkv.io >/dev/null || fail "delete CRD"
+api_ok() { kubectl get --raw /readyz >/dev/null; }
+api_ok || fail "API server unhealthy after custom resources"
+
 step "kubectl logs (served by the process kubelet)"
 out=$($K logs echo-0 --tail=200) || fail "kubectl logs failed"
 grep -q "http-echo echo-0 listening" <<< "$out" || fail "kubectl logs echo-0 lacks the start line"

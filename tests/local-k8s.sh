@@ -20,12 +20,16 @@ set -euo pipefail
 K8S_VERSION=1.20.2
 K8S_DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
 K8S_ORIG_TARBALL=kubernetes_1.20.5+really1.20.2.orig.tar.gz
+# Bump when the build recipe changes, so that cached binaries of an older recipe are not reused.
+# r2: vendored modern-go/reflect2 1.0.1 replaced by Debian's 1.0.2 (1.0.1 makes the API server
+#     segfault under Go >= 1.18 when it encodes maps, e.g. on the first custom resource).
+K8S_BUILD_REV=r2
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 CACHE=${RAFTKV_CACHE:-$HOME/.cache/raftkv}
 STATE=${RAFTKV_STATE:-/tmp/raftkv-k8s}
-K8S_BIN=$CACHE/k8s-$K8S_VERSION/bin
+K8S_BIN=$CACHE/k8s-$K8S_VERSION-$K8S_BUILD_REV/bin
 NET=${RAFTKV_NET:-10.244.0}
 HOST_IP=$NET.1
 BRIDGE=${RAFTKV_BRIDGE:-rkvbr0}
@@ -46,7 +50,7 @@ die() { log "ERROR: $*"; exit 1; }
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, mounts)"; }
 
 # ---------------------------------------------------------------- packages
-APT_PKGS=(golang-go rsync make etcd-server etcd-client openssl iproute2 nftables util-linux procps curl ca-certificates)
+APT_PKGS=(golang-go golang-github-modern-go-reflect2-dev rsync make etcd-server etcd-client openssl iproute2 nftables util-linux procps curl ca-certificates)
 
 ensure_packages() {
   local missing=() p
@@ -78,10 +82,10 @@ build_kube() {
   need_root
   ensure_packages
   local t0=$SECONDS work
-  work=$CACHE/k8s-$K8S_VERSION/src
+  work=$CACHE/k8s-$K8S_VERSION-src
   mkdir -p "$work"
   # one build at a time (e.g. a CI run and a developer)
-  exec 9>"$CACHE/k8s-$K8S_VERSION/.build.lock"
+  exec 9>"$work/.build.lock"
   flock 9
   if [ -x "$K8S_BIN/kube-apiserver" ] && [ -x "$K8S_BIN/kube-controller-manager" ]; then
     exec 9>&-; return 0
@@ -94,6 +98,11 @@ build_kube() {
   rm -rf "$work/kubernetes-$K8S_VERSION"
   tar -C "$work" -xzf "$work/$K8S_ORIG_TARBALL"
   local src=$work/kubernetes-$K8S_VERSION home
+  local r2=/usr/share/gocode/src/github.com/modern-go/reflect2
+  [ -f "$r2/go_above_118.go" ] || die "$r2 (Debian's golang-github-modern-go-reflect2-dev) is missing"
+  rm -rf "$src/vendor/github.com/modern-go/reflect2"
+  cp -r "$r2" "$src/vendor/github.com/modern-go/reflect2"
+  rm -f "$src/vendor/github.com/modern-go/reflect2/go.mod"
   mkdir -p "$src/.go/src/k8s.io"
   ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
   home=$(mktemp -d)
