@@ -36,10 +36,24 @@ pub struct BenchArgs {
     /// Key prefix.
     #[arg(long, default_value = "bench/")]
     prefix: String,
+    /// Where requests go: `leader` (found through the status API, as a
+    /// leader-aware client would) or `all` endpoints round-robin (followers
+    /// forward to the leader).
+    #[arg(long, value_enum, default_value = "leader")]
+    target: Target,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Leader,
+    All,
 }
 
 #[derive(serde::Serialize)]
 struct Report {
+    target: Target,
+    endpoints: Vec<String>,
     clients: usize,
     duration_s: f64,
     read_ratio: f64,
@@ -60,6 +74,16 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json: bool) -> anyhow::R
     if args.clients == 0 || args.keys == 0 || args.duration == 0 {
         anyhow::bail!("--clients, --keys and --duration must be positive");
     }
+    let endpoints = match args.target {
+        Target::All => endpoints.to_vec(),
+        Target::Leader => {
+            let st = Client::new(endpoints)?.status().await?;
+            let leader = st
+                .leader
+                .ok_or_else(|| anyhow::anyhow!("no leader known; is the cluster initialized?"))?;
+            vec![leader.info.client_url]
+        }
+    };
     let clients: Vec<Client> = (0..args.clients)
         .map(|i| Client::new(&[&endpoints[i % endpoints.len()]]).map(|c| c.with_attempts(1)))
         .collect::<Result<_, _>>()?;
@@ -111,6 +135,8 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json: bool) -> anyhow::R
     let elapsed = start.elapsed().as_secs_f64();
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let report = Report {
+        target: args.target,
+        endpoints: endpoints.clone(),
         clients: args.clients,
         duration_s: elapsed,
         read_ratio: args.read_ratio,
@@ -127,7 +153,9 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json: bool) -> anyhow::R
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} ops in {:.1}s with {} clients ({} errors): {:.0} ops/s\nlatency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            "target {:?} {:?}\n{} ops in {:.1}s with {} clients ({} errors): {:.0} ops/s\nlatency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            report.target,
+            report.endpoints,
             report.ops,
             report.duration_s,
             report.clients,

@@ -96,6 +96,9 @@ impl Node {
             // follower catches up from the log, not with a full snapshot.
             max_in_snapshot_log_to_keep: config.snapshot_log_threshold.min(1000),
             max_payload_entries: 128,
+            // Replicate as soon as entries are written, while the local
+            // fsync is still running (see store/log.rs).
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         }
         .validate()?;
