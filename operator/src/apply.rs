@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kvclient::{ClientError, InitRequest};
+use kvclient::{ClientError, ErrorCode, InitRequest};
 use serde::Serialize;
 use tracing::info;
 
@@ -223,7 +223,12 @@ pub async fn execute_step(step: &Step, timeout: Duration) -> Result<(), ClientEr
         Step::TransferLeadership { leader, to, .. } => {
             node(leader)?.transfer_leader(*to).await.map(drop)
         }
-        Step::Remove { leader, id, .. } => node(leader)?.remove_member(*id).await.map(drop),
+        Step::Remove { leader, id, .. } => match node(leader)?.remove_member(*id).await {
+            // Already gone: the previous attempt succeeded before a crash
+            // or a timeout hid its answer.
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(()),
+            result => result.map(drop),
+        },
     }
 }
 
@@ -249,4 +254,104 @@ pub async fn discover_pdb(client: &kube::Client) -> Result<PdbSupport, kube::Err
         }
     }
     Ok(PdbSupport::None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::routing::{delete, post, put};
+    use kvclient::{AddLearnerRequest, Membership, MembershipResponse};
+
+    use super::*;
+    use crate::plan::Removal;
+
+    type Calls = Arc<Mutex<Vec<String>>>;
+
+    fn ok() -> axum::Json<MembershipResponse> {
+        axum::Json(MembershipResponse {
+            membership: Membership::default(),
+            log_index: Some(1),
+        })
+    }
+
+    /// A fake kvnode admin API on loopback that records each call.
+    async fn fake_node() -> (String, Calls) {
+        let calls = Calls::default();
+        let app = Router::new()
+            .route(
+                "/v1/cluster/learners",
+                post(|State(c): State<Calls>, body: String| async move {
+                    c.lock().expect("lock").push(format!("learners {body}"));
+                    ok()
+                }),
+            )
+            .route(
+                "/v1/cluster/voters",
+                put(|State(c): State<Calls>, body: String| async move {
+                    c.lock().expect("lock").push(format!("voters {body}"));
+                    ok()
+                }),
+            )
+            .route(
+                "/v1/cluster/members/{id}",
+                delete(|State(c): State<Calls>, Path(id): Path<u64>| async move {
+                    c.lock().expect("lock").push(format!("remove {id}"));
+                    let body = r#"{"error":{"code":"not_found","message":"no member"}}"#;
+                    (StatusCode::NOT_FOUND, body)
+                }),
+            )
+            .with_state(calls.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), calls)
+    }
+
+    #[tokio::test]
+    async fn steps_map_to_the_admin_api_and_removal_is_idempotent() {
+        let (leader, calls) = fake_node().await;
+        let timeout = Duration::from_secs(5);
+        let add = Step::AddLearner {
+            leader: leader.clone(),
+            pod: "kv-1".into(),
+            request: AddLearnerRequest {
+                id: 11,
+                name: "kv-1".into(),
+                peer_url: "http://kv-1.kv-peer:7380".into(),
+                client_url: "http://kv-1.kv-peer:7379".into(),
+            },
+        };
+        execute_step(&add, timeout).await.expect("add learner");
+        let promote = Step::Promote {
+            leader: leader.clone(),
+            pod: "kv-1".into(),
+            id: 11,
+            voters: vec![10, 11],
+        };
+        execute_step(&promote, timeout).await.expect("promote");
+        let remove = Step::Remove {
+            leader,
+            pod: "kv-2".into(),
+            id: 12,
+            why: Removal::ScaleDown,
+        };
+        execute_step(&remove, timeout)
+            .await
+            .expect("a member already gone counts as removed");
+        let calls = calls.lock().expect("lock").clone();
+        assert_eq!(
+            calls,
+            [
+                r#"learners {"id":11,"name":"kv-1","peer_url":"http://kv-1.kv-peer:7380","client_url":"http://kv-1.kv-peer:7379"}"#,
+                r#"voters {"voters":[10,11]}"#,
+                "remove 12",
+            ]
+        );
+    }
 }
