@@ -13,5 +13,8 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
 
+step "Helm chart: lint, render, schema and RBAC checks"
+scripts/check-chart.sh
+
 step "unit and integration tests"
 cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}"
