@@ -279,12 +279,23 @@ pub async fn run(
         .await?;
     let (mut leading, lease_task) = manager.watch().await;
     info!(lease = %election.lease_name, identity = %election.identity, "waiting for the leader lease");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     while !*leading.borrow_and_update() {
-        if leading.changed().await.is_err() {
-            return Err(match lease_task.await {
-                Ok(Err(e)) => RunError::Lease(e),
-                _ => RunError::LostLease,
-            });
+        tokio::select! {
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    return Err(match lease_task.await {
+                        Ok(Err(e)) => RunError::Lease(e),
+                        _ => RunError::LostLease,
+                    });
+                }
+            }
+            // A standby replica must still stop promptly on SIGTERM.
+            () = &mut shutdown => {
+                info!("stopping before acquiring the leader lease");
+                return Ok(());
+            }
         }
     }
     info!(identity = %election.identity, "acquired the leader lease");
@@ -311,6 +322,26 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// SIGTERM (what the kubelet sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            // Without a SIGTERM handler only Ctrl-C can stop the wait.
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 
