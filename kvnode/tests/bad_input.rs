@@ -110,6 +110,28 @@ async fn bad_requests_get_json_errors() {
     let (s, v) = send(M::GET, format!("{base}/no/such/route"), vec![]).await;
     assert_eq!((s, code(&v)), (404, "not_found"));
 
+    let ops: Vec<Value> = (0..129)
+        .map(|i| serde_json::json!({"op": "put", "key": format!("k{i}"), "value": "v"}))
+        .collect();
+    let too_many = serde_json::to_vec(&serde_json::json!({ "success": ops })).expect("json");
+    let (s, v) = send(M::POST, format!("{base}/v1/txn"), too_many).await;
+    assert_eq!((s, code(&v)), (400, "bad_request"));
+
+    // Garbage on the peer port, correctly addressed, is refused too.
+    let st = c.status(1).await;
+    let garbage = reqwest::Client::new()
+        .post(format!("{}/raft/append", c.nodes[1].peer_url()))
+        .header("x-raftkv-target-id", st.id.to_string())
+        .header(
+            "x-raftkv-cluster-id",
+            st.cluster_id.clone().unwrap_or_default(),
+        )
+        .body(vec![0xc1u8, 0xff, 0x00, 0x13])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(garbage.status().as_u16(), 400);
+
     // Re-init of a 3-voter cluster as a one-node cluster is refused.
     let (s, v) = send(
         M::POST,

@@ -112,6 +112,11 @@ impl NodeProc {
 
     /// Starts the process and waits until its API answers.
     pub async fn start(&mut self, id: Option<u64>) {
+        self.start_with(id, &[]).await
+    }
+
+    /// `start` with extra kvnode flags.
+    pub async fn start_with(&mut self, id: Option<u64>, extra: &[&str]) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -120,6 +125,7 @@ impl NodeProc {
             .expect("open log");
         let child = self
             .command(id)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
