@@ -175,7 +175,7 @@ until_ok 30 kubectl get --raw /apis/smoke.raftkv.io/v1 || fail "CRD not served"
 $K apply -f - >/dev/null <<'YAML' || fail "create custom resource"
 apiVersion: smoke.raftkv.io/v1
 kind: Widget
-metadata: {name: w1, labels: {a: b}, annotations: {x: y}}
+metadata: {name: w1, labels: {a: b}, annotations: {note: hello}}
 spec: {size: 1Gi, labels: {k: v}}
 YAML
 $K patch widget w1 --type=merge -p '{"spec":{"size":3}}' >/dev/null || fail "patch custom resource"
