@@ -2,6 +2,7 @@
 //! (observe -> plan -> apply -> status) inside a finalizer, events, the
 //! error policy, and leader election between operator replicas.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
@@ -325,6 +326,19 @@ pub async fn run(
     }
 }
 
+/// Changes that need a reconcile: the spec (generation), finalizers and
+/// the start of deletion.
+fn spec_or_lifecycle(kvc: &KvCluster) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    (
+        kvc.metadata.generation,
+        kvc.finalizers(),
+        kvc.metadata.deletion_timestamp.is_some(),
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// SIGTERM (what the kubelet sends) or Ctrl-C.
 async fn shutdown_signal() {
     let terminate = async {
@@ -395,7 +409,17 @@ async fn run_controller(
         metrics,
     });
     info!(namespace = ?ctx.settings.namespace, ?pdb, "starting the KvCluster controller");
-    Controller::new(clusters, watcher::Config::default())
+    // Only spec and lifecycle changes of a KvCluster trigger a reconcile,
+    // not status writes: the operator's own status write (lag changes on
+    // every write in a busy cluster) would otherwise trigger the next
+    // reconcile at once, forever. Requeues and child events cover the rest.
+    let (store, writer) = reflector::store();
+    let triggers = watcher(clusters, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
+    Controller::for_stream(triggers, store)
         .owns(statefulsets, managed.clone())
         .owns(services, managed)
         // Pods belong to the StatefulSet, not to the KvCluster; their
