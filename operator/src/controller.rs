@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
@@ -106,8 +106,37 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
 }
 
+/// The object an event is also about, besides the KvCluster.
+enum Related<'a> {
+    None,
+    Pod(&'a str),
+    Pvc(&'a str),
+}
+
 impl Context {
-    async fn publish(&self, kvc: &KvCluster, warning: bool, reason: &str, note: String) {
+    async fn publish(
+        &self,
+        kvc: &KvCluster,
+        warning: bool,
+        reason: &str,
+        note: String,
+        related: Related<'_>,
+    ) {
+        // The recorder folds events with the same reason into one series
+        // and keeps the first note; naming the pod or PVC keeps one event
+        // per member ("add kv-1", "add kv-2") instead of a count.
+        let secondary = match related {
+            Related::None => None,
+            Related::Pod(name) => Some(("v1", "Pod", name)),
+            Related::Pvc(name) => Some(("v1", "PersistentVolumeClaim", name)),
+        }
+        .map(|(api_version, kind, name)| ObjectReference {
+            api_version: Some(api_version.to_owned()),
+            kind: Some(kind.to_owned()),
+            name: Some(name.to_owned()),
+            namespace: kvc.metadata.namespace.clone(),
+            ..ObjectReference::default()
+        });
         let event = KubeEvent {
             type_: if warning {
                 EventType::Warning
@@ -117,7 +146,7 @@ impl Context {
             reason: reason.to_owned(),
             note: Some(note),
             action: "Reconcile".to_owned(),
-            secondary: None,
+            secondary,
         };
         // Events are for humans; failing to record one must not fail the
         // reconcile that did the work.
@@ -192,6 +221,7 @@ async fn reconcile_cluster(
             false,
             "DeletedVolume",
             format!("deleted PVC {pvc} of a removed pod"),
+            Related::Pvc(pvc),
         )
         .await;
     }
@@ -202,13 +232,15 @@ async fn reconcile_cluster(
             info!(cluster = %owner.name, namespace = %owner.namespace, step = %step, "membership step");
             let result = apply::execute_step(step, ctx.settings.step_timeout).await;
             ctx.metrics.step(step.reason(), result.is_ok());
+            let pod = Related::Pod(step.pod());
             match &result {
                 Ok(()) => {
-                    ctx.publish(kvc, false, step.reason(), step.to_string())
-                        .await
+                    ctx.publish(kvc, false, step.reason(), step.to_string(), pod)
+                        .await;
                 }
                 Err(e) => {
-                    ctx.publish(kvc, true, "MembershipStepFailed", format!("{step}: {e}"))
+                    let note = format!("{step}: {e}");
+                    ctx.publish(kvc, true, "MembershipStepFailed", note, pod)
                         .await;
                 }
             }
@@ -222,8 +254,14 @@ async fn reconcile_cluster(
 
     apply::write_status(api, &owner.name, &plan.status).await?;
     for notice in &plan.notices {
-        ctx.publish(kvc, notice.warning, notice.reason, notice.message.clone())
-            .await;
+        ctx.publish(
+            kvc,
+            notice.warning,
+            notice.reason,
+            notice.message.clone(),
+            Related::None,
+        )
+        .await;
     }
     step_result?;
     // After a step, look again soon: the next one depends on its effect.

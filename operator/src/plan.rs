@@ -120,6 +120,19 @@ pub enum Removal {
 }
 
 impl Step {
+    /// The pod whose member the step changes (the leader's pod for a
+    /// leadership transfer away from it).
+    pub fn pod(&self) -> &str {
+        match self {
+            Step::Initialize { pod, .. }
+            | Step::AddLearner { pod, .. }
+            | Step::Promote { pod, .. }
+            | Step::Demote { pod, .. }
+            | Step::Remove { pod, .. } => pod,
+            Step::TransferLeadership { from_pod, .. } => from_pod,
+        }
+    }
+
     /// Event reason and metric label.
     pub fn reason(&self) -> &'static str {
         match self {
