@@ -17,4 +17,15 @@ step "Helm chart: lint, render, schema and RBAC checks"
 scripts/check-chart.sh
 
 step "unit and integration tests"
-cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}"
+# raftkv-e2e needs a Kubernetes cluster: it runs in the last step.
+cargo nextest run --workspace --exclude raftkv-e2e --profile "${NEXTEST_PROFILE:-default}"
+
+step "end-to-end scenarios on a local Kubernetes control plane (tests/e2e, docs/e2e.md)"
+if [ "${RAFTKV_SKIP_E2E:-0}" = 1 ]; then
+  echo "skipped (RAFTKV_SKIP_E2E=1)"
+else
+  # up -> suite -> down; down also runs when the suite fails or is interrupted.
+  trap 'tests/local-k8s.sh down >/dev/null 2>&1 || true' EXIT
+  kubeconfig=$(tests/local-k8s.sh up)
+  KUBECONFIG=$kubeconfig tests/e2e/run.sh
+fi

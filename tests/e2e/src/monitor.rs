@@ -1,0 +1,116 @@
+//! Watches a scale operation while it happens: the StatefulSet's size next to
+//! the raft membership at the leader. The safety rule a scale-down must keep:
+//! the StatefulSet never shrinks past a pod that is still a voter (that pod
+//! would be deleted while the cluster still counts it for its quorum). Only
+//! the end state is visible afterwards; this catches the order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::Api;
+
+use crate::kv::Kv;
+use crate::kvc;
+use crate::scenario::Scenario;
+
+const PERIOD: Duration = Duration::from_millis(300);
+
+pub struct MembershipMonitor {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<MonitorReport>,
+}
+
+#[derive(Debug, Default)]
+pub struct MonitorReport {
+    pub samples: usize,
+    /// Each distinct (StatefulSet size, voters, learners) seen, with the time.
+    pub transitions: Vec<String>,
+    /// Rule violations, each seen in two samples in a row (so that two reads
+    /// that straddle a change cannot produce one).
+    pub violations: Vec<String>,
+}
+
+impl MembershipMonitor {
+    /// Samples KvCluster `name` (pods `name-0` … `name-<max_pods-1>`).
+    pub fn start(s: &Scenario, name: &str, max_pods: usize) -> MembershipMonitor {
+        let stop = Arc::new(AtomicBool::new(false));
+        let statefulsets: Api<StatefulSet> = s.api();
+        let kv: Kv = s.kv.clone();
+        let name = name.to_owned();
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let pods = kvc::pod_names(&name, max_pods);
+            let t0 = Instant::now();
+            let mut report = MonitorReport::default();
+            let mut last_state = String::new();
+            let mut suspects: Vec<String> = Vec::new();
+            let mut reported: Vec<String> = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                // The StatefulSet first, then the membership: a voter seen
+                // after a smaller size was read was a voter while it was in force.
+                let replicas = match statefulsets.get_opt(&name).await {
+                    Ok(sts) => sts.and_then(|s| s.spec).and_then(|s| s.replicas),
+                    Err(_) => None,
+                };
+                let leader = kvc::node_leader(&kv, &pods).await;
+                if let (Some(replicas), Some((leader_pod, status))) = (replicas, leader) {
+                    report.samples += 1;
+                    let names = |members: &[kvclient::Member]| {
+                        members
+                            .iter()
+                            .map(|m| m.info.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    let state = format!(
+                        "StatefulSet {replicas} | voters [{}] | learners [{}] | leader {leader_pod}",
+                        names(&status.membership.voters),
+                        names(&status.membership.learners)
+                    );
+                    if state != last_state {
+                        report
+                            .transitions
+                            .push(format!("{:6.1}s  {state}", t0.elapsed().as_secs_f64()));
+                        last_state = state;
+                    }
+                    let now: Vec<String> = status
+                        .membership
+                        .voters
+                        .iter()
+                        .filter(|m| {
+                            kvc::ordinal(&name, &m.info.name)
+                                .is_some_and(|o| o >= usize::try_from(replicas).unwrap_or(0))
+                        })
+                        .map(|m| {
+                            format!(
+                                "{} (id {}) is a voter while StatefulSet {name} has {replicas} replicas",
+                                m.info.name, m.id
+                            )
+                        })
+                        .collect();
+                    for v in now.iter().filter(|v| suspects.contains(v)) {
+                        if !reported.contains(v) {
+                            reported.push(v.clone());
+                            report
+                                .violations
+                                .push(format!("{:6.1}s  {v}", t0.elapsed().as_secs_f64()));
+                        }
+                    }
+                    suspects = now;
+                }
+                tokio::time::sleep(PERIOD).await;
+            }
+            report
+        });
+        MembershipMonitor { stop, task }
+    }
+
+    pub async fn stop(self) -> anyhow::Result<MonitorReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task
+            .await
+            .map_err(|e| anyhow::anyhow!("membership monitor task: {e}"))
+    }
+}
