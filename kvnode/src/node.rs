@@ -47,6 +47,7 @@ pub type Outcome<T> = Result<T, Reject>;
 
 pub struct Node {
     pub raft: Raft,
+    network: Network,
     pub db: Db,
     pub identity: Arc<Identity>,
     pub config: Config,
@@ -103,9 +104,15 @@ impl Node {
         }
         .validate()?;
         let network = Network::new(identity.clone())?;
-        let raft = Raft::new(identity.node_id, Arc::new(raft_config), network, log, sm)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            identity.node_id,
+            Arc::new(raft_config),
+            network.clone(),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         let info = MemberInfo {
             name: config.name(),
             peer_url: config.peer_url(),
@@ -121,6 +128,7 @@ impl Node {
         );
         Ok(Arc::new(Node {
             raft,
+            network,
             db,
             identity,
             config,
@@ -187,20 +195,59 @@ impl Node {
     }
 
     /// Blocks until a read of the local state machine is linearizable:
-    /// read-index through the leader's quorum, then wait for apply.
+    /// read-index through the leader's quorum, then wait for apply. On a
+    /// follower the leader supplies the read index and the read is served
+    /// here; if that fails the request is forwarded instead.
     pub async fn read_barrier(&self) -> Outcome<()> {
         self.check_initialized()?;
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 if let Some(f) = e.forward_to_leader() {
-                    return Err(Reject::Forward(forward_target(f.clone())));
+                    let leader = forward_target(f.clone());
+                    if let Some(l) = &leader
+                        && self.follower_read_barrier(l).await
+                    {
+                        return Ok(());
+                    }
+                    return Err(Reject::Forward(leader));
                 }
                 Err(Reject::Api(
                     ApiError::new(ErrorCode::Unavailable, e.to_string()).with_leader(self.leader()),
                 ))
             }
         }
+    }
+
+    async fn follower_read_barrier(&self, leader: &Member) -> bool {
+        let timeout = Duration::from_millis(self.config.election_timeout_ms * 2);
+        let index = match self
+            .network
+            .client(leader.id, &leader.info)
+            .read_index(timeout)
+            .await
+        {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::debug!(error = %e, leader = leader.id, "read index from leader failed");
+                return false;
+            }
+        };
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "follower read")
+            .await
+            .is_ok()
+    }
+
+    /// The leader's side of a follower read: the log index a read must see.
+    pub async fn leader_read_index(&self) -> Result<u64, String> {
+        let lin = self
+            .raft
+            .get_read_linearizer(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(lin.read_log_id().log_id().index)
     }
 
     /// A serializable read needs only an initialized node.

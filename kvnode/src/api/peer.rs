@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::node::Node;
 use crate::raft::network::{
-    HDR_CLUSTER, HDR_TARGET, PATH_APPEND, PATH_PRE_VOTE, PATH_SNAPSHOT, PATH_TRANSFER, PATH_VOTE,
-    SnapshotHeader,
+    HDR_CLUSTER, HDR_TARGET, PATH_APPEND, PATH_PRE_VOTE, PATH_READ_INDEX, PATH_SNAPSHOT,
+    PATH_TRANSFER, PATH_VOTE, SnapshotHeader,
 };
 use crate::store::SnapshotFile;
 
@@ -32,6 +32,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(PATH_PRE_VOTE, post(pre_vote))
         .route(PATH_TRANSFER, post(transfer))
         .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_READ_INDEX, post(read_index))
         .layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
         .with_state(node)
 }
@@ -92,6 +93,18 @@ rpc_handler!(append, append_entries);
 rpc_handler!(vote, vote);
 rpc_handler!(pre_vote, pre_vote);
 rpc_handler!(transfer, handle_transfer_leader);
+
+/// A follower's request for a read index: answered only by the leader,
+/// after it has confirmed its leadership with a quorum.
+async fn read_index(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&node, &headers) {
+        return r;
+    }
+    match node.leader_read_index().await {
+        Ok(index) => encode(&index),
+        Err(e) => raft_failed(e),
+    }
+}
 
 /// Receives a streamed snapshot: spools it to a file in the data dir, then
 /// hands it to raft, which installs it through the state machine.

@@ -34,6 +34,7 @@ pub const PATH_VOTE: &str = "/raft/vote";
 pub const PATH_PRE_VOTE: &str = "/raft/pre-vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 pub const PATH_TRANSFER: &str = "/raft/transfer-leader";
+pub const PATH_READ_INDEX: &str = "/raft/read-index";
 
 /// Header of a streamed snapshot, sent before the file bytes.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -60,16 +61,22 @@ impl Network {
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = PeerClient;
-
-    async fn new_client(&mut self, target: NodeId, node: &MemberInfo) -> PeerClient {
+impl Network {
+    pub fn client(&self, target: NodeId, node: &MemberInfo) -> PeerClient {
         PeerClient {
             http: self.http.clone(),
             identity: self.identity.clone(),
             target,
             base: node.peer_url.trim_end_matches('/').to_owned(),
         }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &MemberInfo) -> PeerClient {
+        self.client(target, node)
     }
 }
 
@@ -109,6 +116,14 @@ impl PeerClient {
             .await
             .map_err(|e| to_rpc_error(&e))?;
         decode_response(resp).await
+    }
+}
+
+impl PeerClient {
+    /// Asks the leader for a read index (ReadIndex confirmed by a quorum),
+    /// so a follower can serve a linearizable read from its own state.
+    pub async fn read_index(&self, ttl: Duration) -> Result<u64, RPCError<TypeConfig>> {
+        self.call(PATH_READ_INDEX, &(), &RPCOption::new(ttl)).await
     }
 }
 

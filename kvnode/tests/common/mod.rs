@@ -45,10 +45,12 @@ pub struct NodeProc {
 }
 
 /// Ports from a per-process range so parallel test binaries rarely
-/// collide; each is checked free before use.
+/// collide; each is checked free before use. The ranges stay below the
+/// kernel's ephemeral ports (32768+), or a restarted node could find its
+/// port taken by some client's outgoing connection.
 fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 400) as u16 * 100;
+    let base = 10000 + (std::process::id() % 220) as u16 * 100;
     loop {
         let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100;
         if TcpListener::bind(("127.0.0.1", p)).is_ok() {
@@ -304,6 +306,15 @@ impl Cluster {
     pub fn dump_logs(&self) {
         for n in &self.nodes {
             eprintln!("----- {} (id {}) -----\n{}", n.name, n.id, n.log_tail());
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// A failing test shows what the nodes logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
         }
     }
 }
