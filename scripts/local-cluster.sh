@@ -10,10 +10,12 @@ DATA="${RAFTKV_LOCAL_DIR:-$PWD/data/local-cluster}"
 PROFILE_DIR="$CARGO_TARGET_DIR/${RAFTKV_PROFILE:-debug}"
 
 echo "building kvnode and kvctl (first build compiles RocksDB: ~20 min on 2 cores)..." >&2
+# The whole workspace, as the tests build it: cargo unifies dependency
+# features per selection, and a narrower one would compile RocksDB again.
 if [ "${RAFTKV_PROFILE:-debug}" = release ]; then
-  cargo build --release -q -p kvnode -p kvclient
+  cargo build --release -q --workspace --all-targets
 else
-  cargo build -q -p kvnode -p kvclient
+  cargo build -q --workspace --all-targets
 fi
 KVNODE="$PROFILE_DIR/kvnode"
 KVCTL="$PROFILE_DIR/kvctl"

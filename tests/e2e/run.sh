@@ -23,6 +23,7 @@
 #                               take a minute longer to form)
 #      RAFTKV_E2E_ACCESS        proxy (default, API server proxy) | pod-ip
 #      RAFTKV_E2E_SKIP_BUILD=1  do not build the binaries (kind: images carry them)
+#      RAFTKV_HELM              helm binary (default: the one scripts/check-chart.sh caches)
 #      RAFTKV_E2E_KEEP_INSTALL=1  leave the operator installed afterwards
 #      RAFTKV_E2E_KEEP=1        keep each scenario's namespace (debugging)
 set -euo pipefail
@@ -46,22 +47,28 @@ command -v cargo-nextest >/dev/null || die "cargo-nextest is needed (cargo insta
 kubectl get --raw /readyz >/dev/null || die "the API server of $KUBECONFIG does not answer"
 
 # ---------------------------------------------------------------- helm
-# The pinned helm that scripts/check-chart.sh keeps in the cache; it fetches it when missing.
+# $RAFTKV_HELM, else the pinned helm that scripts/check-chart.sh keeps in the cache,
+# else helm from PATH, else let scripts/check-chart.sh fetch the pinned one.
 HELM_VERSION=$(sed -n 's/^HELM_VERSION="\([^"]*\)".*/\1/p' scripts/check-chart.sh)
-HELM=$CACHE/helm-$HELM_VERSION/helm
-if [ ! -x "$HELM" ]; then
-  log "no helm $HELM_VERSION in $CACHE: running scripts/check-chart.sh, which installs it"
+HELM=${RAFTKV_HELM:-$CACHE/helm-$HELM_VERSION/helm}
+if [ ! -x "$HELM" ] && [ -z "${RAFTKV_HELM:-}" ] && command -v helm >/dev/null; then
+  HELM=$(command -v helm)
+elif [ ! -x "$HELM" ]; then
+  log "no helm at $HELM: running scripts/check-chart.sh, which installs helm $HELM_VERSION"
   scripts/check-chart.sh >/dev/null || true
   [ -x "$HELM" ] || die "helm is still missing at $HELM"
 fi
+# `helm template` only: no release state, no access to the user's helm config.
 export HELM_CONFIG_HOME=$CACHE/helm-home/config HELM_CACHE_HOME=$CACHE/helm-home/cache HELM_DATA_HOME=$CACHE/helm-home/data
 
 # ---------------------------------------------------------------- build
 VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' $CHART/Chart.yaml)
 if [ "${RAFTKV_E2E_SKIP_BUILD:-0}" != 1 ]; then
   log "building kvnode, raftkv-operator and the suite (target dir $CARGO_TARGET_DIR)"
-  cargo build -q -p kvnode -p raftkv-operator --bins
-  cargo nextest list -p raftkv-e2e >/dev/null
+  # Same selection as scripts/test.sh (whole workspace, all targets): cargo
+  # unifies features per selection, and another selection would mean another
+  # 20-minute RocksDB build.
+  cargo build -q --workspace --all-targets
 fi
 
 # ---------------------------------------------------------------- install
@@ -112,7 +119,7 @@ export RAFTKV_E2E_OPERATOR_SELECTOR="app.kubernetes.io/name=raftkv-operator,app.
 log "running the scenarios ($THREADS at a time)"
 t0=$SECONDS
 rc=0
-cargo nextest run -p raftkv-e2e --profile e2e --test-threads "$THREADS" "$@" || rc=$?
+cargo nextest run --workspace -E "package(raftkv-e2e)" --profile e2e --test-threads "$THREADS" "$@" || rc=$?
 
 echo
 echo "== e2e summary ($((SECONDS - t0))s for the suite)"
