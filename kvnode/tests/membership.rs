@@ -38,25 +38,15 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
     for name in ["n4", "n5"] {
         let i = c.spawn_extra(name).await;
         let n = &c.nodes[i];
-        admin
-            .add_learner(&AddLearnerRequest {
-                id: n.id,
-                name: n.name.clone(),
-                peer_url: n.peer_url(),
-                client_url: n.client_url(),
-            })
-            .await
-            .expect("add learner");
+        let req = AddLearnerRequest {
+            id: n.id,
+            name: n.name.clone(),
+            peer_url: n.peer_url(),
+            client_url: n.client_url(),
+        };
+        admin.add_learner(&req).await.expect("add learner");
         // Idempotent: the same request again is fine.
-        admin
-            .add_learner(&AddLearnerRequest {
-                id: n.id,
-                name: n.name.clone(),
-                peer_url: n.peer_url(),
-                client_url: n.client_url(),
-            })
-            .await
-            .expect("add learner again");
+        admin.add_learner(&req).await.expect("add learner again");
         new_ids.push(n.id);
     }
     let all: Vec<u64> = c.nodes.iter().map(|n| n.id).collect();
