@@ -24,6 +24,7 @@
 #      RAFTKV_E2E_ACCESS        proxy (default, API server proxy) | pod-ip
 #      RAFTKV_E2E_SKIP_BUILD=1  do not build the binaries (kind: images carry them)
 #      RAFTKV_HELM              helm binary (default: the one scripts/check-chart.sh caches)
+#      RAFTKV_E2E_OPERATOR_IMAGE  operator image REPOSITORY:TAG (default raftkv/operator:<appVersion>)
 #      RAFTKV_E2E_KEEP_INSTALL=1  leave the operator installed afterwards
 #      RAFTKV_E2E_KEEP=1        keep each scenario's namespace (debugging)
 set -euo pipefail
@@ -63,6 +64,7 @@ export HELM_CONFIG_HOME=$CACHE/helm-home/config HELM_CACHE_HOME=$CACHE/helm-home
 
 # ---------------------------------------------------------------- build
 VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' $CHART/Chart.yaml)
+OPERATOR_IMAGE=${RAFTKV_E2E_OPERATOR_IMAGE:-raftkv/operator:$VERSION}
 if [ "${RAFTKV_E2E_SKIP_BUILD:-0}" != 1 ]; then
   log "building kvnode, raftkv-operator and the suite (target dir $CARGO_TARGET_DIR)"
   # Same selection as scripts/test.sh (whole workspace, all targets): cargo
@@ -77,7 +79,7 @@ SERVER_VERSION=$(kubectl get --raw /version | sed -n 's/.*"gitVersion": *"v\{0,1
 [ -n "$SERVER_VERSION" ] || die "cannot read the server version"
 "$HELM" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --include-crds \
   --kube-version "$SERVER_VERSION" \
-  --set image.tag="$VERSION" --set logFormat=text \
+  --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" --set logFormat=text \
   --set "extraArgs[0]=--stabilization=$STABILIZATION" > "$WORK/install.yaml"
 
 uninstall() {
@@ -99,7 +101,7 @@ finish() {
 }
 trap finish EXIT
 
-log "installing the chart (release $RELEASE in $RELEASE_NS, image raftkv/operator:$VERSION, --stabilization=$STABILIZATION)"
+log "installing the chart (release $RELEASE in $RELEASE_NS, image $OPERATOR_IMAGE, --stabilization=$STABILIZATION)"
 existed=0
 kubectl -n "$RELEASE_NS" get deployment "$RELEASE" >/dev/null 2>&1 && existed=1
 kubectl create namespace "$RELEASE_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
