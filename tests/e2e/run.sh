@@ -13,7 +13,7 @@
 #    `helm template --include-crds | kubectl apply --server-side`, image
 #    raftkv/operator:<chart appVersion>: the operator runs as a pod with the chart's
 #    ServiceAccount and RBAC, so a missing permission fails a scenario;
-# 3. cargo nextest run -p raftkv-e2e (profile e2e: one scenario at a time);
+# 3. cargo nextest run --workspace -E "package(raftkv-e2e)" (profile e2e: one scenario at a time);
 # 4. uninstalls: leftover test namespaces, KvClusters, the chart's objects, the CRD.
 #
 # Env: KUBECONFIG (required)
