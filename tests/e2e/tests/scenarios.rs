@@ -452,14 +452,16 @@ async fn scale_to_5_and_back_to_3() -> anyhow::Result<()> {
             let to = c5.ids["kv-4"];
             s.kv.transfer_leader(&Target::pod(&c5.leader_pod), to)
                 .await?;
-            s.wait("kv-4 to lead", CHANGE, async || {
+        }
+        let term = s
+            .wait("kv-4 to lead", CHANGE, async || {
                 match kvc::node_leader(&s.kv, &kvc::pod_names("kv", 5)).await {
-                    Some((pod, _)) if pod == "kv-4" => Ok(()),
+                    Some((pod, st)) if pod == "kv-4" => Ok(st.term),
                     other => Err(format!("leader {:?}", other.map(|(p, _)| p))),
                 }
             })
             .await?;
-        }
+        s.log(format_args!("kv-4 leads in term {term}"));
 
         let t1 = Instant::now();
         kvc::scale(s, "kv", 3).await?;
@@ -489,6 +491,12 @@ async fn scale_to_5_and_back_to_3() -> anyhow::Result<()> {
         )
         .await?;
         check_keys(s, "kv", &keys).await?;
+        let st = s.kv.status(&Target::service("kv")).await?;
+        s.log(format_args!(
+            "after the scale-down: leader {:?} in term {} (kv-4 led in term {term})",
+            st.leader.map(|l| l.info.name),
+            st.term
+        ));
 
         let report = monitor.stop().await?;
         s.log(format_args!(
