@@ -28,6 +28,9 @@ if [ "${RAFTKV_SKIP_E2E:-0}" = 1 ]; then
 else
   # up -> suite -> down; down also runs when the suite fails or is interrupted.
   trap 'tests/local-k8s.sh down >/dev/null 2>&1 || true' EXIT
+  # Start from nothing: an earlier run on this machine that was killed (no trap ran) may
+  # have left processes, namespaces or a bridge behind.
+  tests/local-k8s.sh down >/dev/null
   kubeconfig=$(tests/local-k8s.sh up)
   KUBECONFIG=$kubeconfig tests/e2e/run.sh
 fi

@@ -218,15 +218,14 @@ KC
 
 # ---------------------------------------------------------------- network
 setup_network() {
-  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
-    ip link add "$BRIDGE" type bridge
-    log "created bridge $BRIDGE"
-  fi
-  ip addr show dev "$BRIDGE" | grep -q "inet $HOST_IP/24" || ip addr add "$HOST_IP/24" dev "$BRIDGE"
+  # Every step is idempotent ("replace", not "add"): a run that was killed may have left any
+  # part of this behind, and `up` must then finish the job rather than fail on "File exists".
+  ip link show "$BRIDGE" >/dev/null 2>&1 || { ip link add "$BRIDGE" type bridge && log "created bridge $BRIDGE"; }
+  ip addr replace "$HOST_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   # Nothing addressed to the pod or service ranges may leave the machine.
-  ip route show type unreachable | grep -q "^unreachable $POD_SUPERNET" || ip route add unreachable "$POD_SUPERNET"
-  ip route show type unreachable | grep -q "^unreachable $SERVICE_CIDR" || ip route add unreachable "$SERVICE_CIDR"
+  ip route replace unreachable "$POD_SUPERNET"
+  ip route replace unreachable "$SERVICE_CIDR"
 }
 
 # ---------------------------------------------------------------- up
