@@ -60,6 +60,9 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        if matches!(e, crate::store::StoreError::Installing) {
+            return ApiError::unavailable(e.to_string());
+        }
         tracing::error!(error = %e, "storage error");
         ApiError::internal(format!("storage: {e}"))
     }

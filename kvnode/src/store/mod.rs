@@ -14,7 +14,7 @@ mod sm;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
@@ -48,6 +48,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("column family {0} missing")]
     MissingCf(&'static str),
+    /// The state machine is being replaced by a snapshot; retry shortly.
+    #[error("installing a snapshot; retry shortly")]
+    Installing,
 }
 
 impl From<StoreError> for std::io::Error {
@@ -67,6 +70,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Db {
     inner: Arc<DB>,
     dir: PathBuf,
+    /// Held for writing while a snapshot replaces the `data` column family
+    /// (not one atomic batch: see `sm::install`), so nobody reads or dumps a
+    /// half-installed state. Client reads only try it and answer "retry".
+    install_gate: Arc<RwLock<()>>,
 }
 
 impl Db {
@@ -85,6 +92,7 @@ impl Db {
         Ok(Db {
             inner: Arc::new(db),
             dir: dir.to_path_buf(),
+            install_gate: Arc::default(),
         })
     }
 
@@ -96,6 +104,20 @@ impl Db {
         self.inner
             .cf_handle(name)
             .ok_or(StoreError::MissingCf(name))
+    }
+
+    /// A shared hold on the state machine for a client read; fails at once
+    /// while a snapshot is being installed (the caller answers 503).
+    fn read_gate(&self) -> Result<RwLockReadGuard<'_, ()>> {
+        match self.install_gate.try_read() {
+            Ok(g) => Ok(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => Err(StoreError::Installing),
+        }
+    }
+
+    pub(crate) fn install_gate(&self) -> &RwLock<()> {
+        &self.install_gate
     }
 
     pub(crate) fn snapshot_dir(&self) -> PathBuf {
@@ -134,6 +156,13 @@ impl Db {
 
     /// Reads one key of the state machine: `(revision, value)`.
     pub fn get(&self, key: &str) -> Result<Option<Record>> {
+        let _gate = self.read_gate()?;
+        self.get_ungated(key)
+    }
+
+    /// `get` for the state machine's own use (apply), which never runs
+    /// during an install.
+    pub(crate) fn get_ungated(&self, key: &str) -> Result<Option<Record>> {
         let raw = self.db().get_cf(self.cf(CF_DATA)?, key.as_bytes())?;
         raw.map(|b| Record::decode(&b)).transpose()
     }
@@ -147,6 +176,7 @@ impl Db {
         limit: usize,
         keys_only: bool,
     ) -> Result<ScanPage> {
+        let _gate = self.read_gate()?;
         let start = if from.as_bytes() > prefix.as_bytes() {
             from
         } else {

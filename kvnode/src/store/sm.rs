@@ -23,6 +23,9 @@ use kvclient::CompareOp;
 const SM_APPLIED: &[u8] = b"applied";
 const SM_MEMBERSHIP: &[u8] = b"membership";
 const SM_SNAPSHOT: &[u8] = b"snapshot";
+/// Present while a snapshot install is under way: names the snapshot file,
+/// so that `open` can finish an install a crash interrupted.
+const SM_INSTALLING: &[u8] = b"installing";
 
 /// A stored value with the revision (log index) that last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +70,15 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub fn open(db: Db) -> Result<Self> {
+        if let Some(raw) = db.db().get_cf(db.cf(CF_SM)?, SM_INSTALLING)? {
+            let cur: CurrentSnapshot = decode("installing", &raw)?;
+            tracing::warn!(file = %cur.file, last_log_id = ?cur.meta.last_log_id,
+                "finishing a snapshot install that was interrupted");
+            let file = db.snapshot_dir().join(&cur.file);
+            let sst = prepare_sst(&file)?;
+            let _gate = db.install_gate().write().unwrap_or_else(|p| p.into_inner());
+            replace_data(&db, &cur, sst.as_deref())?;
+        }
         let cf = db.cf(CF_SM)?;
         let applied = db
             .db()
@@ -91,7 +103,9 @@ impl StateMachine {
         raw.map(|b| decode("snapshot", &b)).transpose()
     }
 
-    /// Records `file` as the current snapshot and removes older files.
+    /// Records `file` as the current snapshot and removes older files. Only
+    /// called with the install gate held (read or write), so no install is
+    /// using the files it removes.
     fn set_current_snapshot(db: &Db, meta: &SnapshotMeta, file: &str) -> Result<()> {
         let cur = CurrentSnapshot {
             meta: meta.clone(),
@@ -104,7 +118,9 @@ impl StateMachine {
         for e in std::fs::read_dir(db.snapshot_dir())?.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".snap") && name != file {
+            // .sst: the ingestion copy of an install that did not finish.
+            let stale_sst = name.ends_with(".sst");
+            if stale_sst || (name.ends_with(".snap") && name != file) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -122,7 +138,7 @@ impl View<'_> {
     fn get(&self, key: &str) -> Result<Option<Record>> {
         match self.overlay.get(key) {
             Some(v) => Ok(v.clone()),
-            None => self.db.get(key),
+            None => self.db.get_ungated(key),
         }
     }
 
@@ -297,27 +313,96 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Replaces the whole state machine with the snapshot in one atomic batch.
+/// Replaces the whole state machine with a snapshot without holding it in
+/// memory: the records are written into an SST file that RocksDB ingests.
+/// Deleting the old data, ingesting and recording the new applied index and
+/// membership are three writes, not one batch, so a synced marker naming the
+/// snapshot file goes first and `StateMachine::open` repeats the steps (each
+/// can be redone) if a crash falls between them.
 fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<()> {
-    let mut batch = WriteBatch::default();
-    let data = db.cf(CF_DATA)?;
-    // Keys are UTF-8, which never contains 0xFF: this range is every key.
-    batch.delete_range_cf(data, &b""[..], &b"\xff"[..]);
-    let count = snapshot::read_all(&snap.file, |k, rec| batch.put_cf(data, k, rec.encode()))?;
-    let sm = db.cf(CF_SM)?;
-    batch.put_cf(sm, SM_APPLIED, encode(&meta.last_log_id)?);
-    batch.put_cf(sm, SM_MEMBERSHIP, encode(&meta.last_membership)?);
-    let mut wo = rocksdb::WriteOptions::default();
-    wo.set_sync(true);
-    db.db().write_opt(batch, &wo).map_err(StoreError::from)?;
-
+    // Taken first: a snapshot being built meanwhile would delete our files
+    // when it becomes the current one.
+    let _gate = db.install_gate().write().unwrap_or_else(|p| p.into_inner());
     let name = snapshot_file_name(meta);
     let dest = db.snapshot_dir().join(&name);
     if snap.path != dest {
         std::fs::rename(&snap.path, &dest)?;
     }
-    StateMachine::set_current_snapshot(db, meta, &name)?;
-    tracing::info!(keys = count, last_log_id = ?meta.last_log_id, "installed snapshot");
+    let sst = prepare_sst(&dest)?;
+    let cur = CurrentSnapshot {
+        meta: meta.clone(),
+        file: name,
+    };
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    db.db()
+        .put_cf_opt(db.cf(CF_SM)?, SM_INSTALLING, encode(&cur)?, &wo)
+        .map_err(StoreError::from)?;
+    replace_data(db, &cur, sst.as_deref())?;
+    Ok(())
+}
+
+/// Writes the records of snapshot file `snap` into a sorted SST file next
+/// to it; `None` for a snapshot without records (RocksDB cannot write an
+/// empty SST). Fails on unsorted or duplicate keys, which a snapshot built
+/// by `build` never has.
+fn prepare_sst(snap: &std::path::Path) -> io::Result<Option<std::path::PathBuf>> {
+    let sst = snap.with_extension("sst");
+    let opts = rocksdb::Options::default();
+    let mut w = rocksdb::SstFileWriter::create(&opts);
+    w.open(&sst).map_err(StoreError::from)?;
+    let mut failed = None;
+    let count = snapshot::read_all(&std::fs::File::open(snap)?, |k, rec| {
+        if failed.is_none()
+            && let Err(e) = w.put(&k, rec.encode())
+        {
+            failed = Some(e);
+        }
+    })?;
+    if let Some(e) = failed {
+        let _ = std::fs::remove_file(&sst);
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot {}: {e}", snap.display()),
+        ));
+    }
+    if count == 0 {
+        drop(w);
+        let _ = std::fs::remove_file(&sst);
+        return Ok(None);
+    }
+    w.finish().map_err(StoreError::from)?;
+    tracing::debug!(keys = count, sst = %sst.display(), "snapshot converted for ingestion");
+    Ok(Some(sst))
+}
+
+/// The install steps after the marker: empty `data`, ingest the SST, then
+/// record applied index and membership and drop the marker in one synced
+/// batch. The caller holds the install gate.
+fn replace_data(db: &Db, cur: &CurrentSnapshot, sst: Option<&std::path::Path>) -> io::Result<()> {
+    let data = db.cf(CF_DATA)?;
+    // Keys are UTF-8, which never contains 0xFF: this range is every key.
+    db.db()
+        .delete_range_cf(data, &b""[..], &b"\xff"[..])
+        .map_err(StoreError::from)?;
+    if let Some(sst) = sst {
+        let mut io = rocksdb::IngestExternalFileOptions::default();
+        // The SST is rebuilt from the snapshot file if this has to be redone.
+        io.set_move_files(true);
+        db.db()
+            .ingest_external_file_cf_opts(data, &io, vec![sst])
+            .map_err(StoreError::from)?;
+    }
+    let sm = db.cf(CF_SM)?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(sm, SM_APPLIED, encode(&cur.meta.last_log_id)?);
+    batch.put_cf(sm, SM_MEMBERSHIP, encode(&cur.meta.last_membership)?);
+    batch.delete_cf(sm, SM_INSTALLING);
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    db.db().write_opt(batch, &wo).map_err(StoreError::from)?;
+    StateMachine::set_current_snapshot(db, &cur.meta, &cur.file)?;
+    tracing::info!(last_log_id = ?cur.meta.last_log_id, file = %cur.file, "installed snapshot");
     Ok(())
 }
 
@@ -347,6 +432,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// Dumps the state machine as of one RocksDB snapshot, so data, applied
 /// index and membership in the file all describe the same moment.
 fn build(db: &Db) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>> {
+    // Not during an install (its intermediate states are no state at all),
+    // and an install waits for this dump before it replaces files.
+    let _gate = db.install_gate().read().unwrap_or_else(|p| p.into_inner());
     let view = db.db().snapshot();
     let sm = db.cf(CF_SM)?;
     let applied: Option<LogId> = view
@@ -381,4 +469,174 @@ fn build(db: &Db) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, Snapshot
         meta,
         snapshot: SnapshotFile::open(path)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::NodeId;
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(openraft::testing::log_id::<TypeConfig>(
+                2,
+                NodeId::from(1u64),
+                index,
+            )),
+            last_membership: StoredMembership::default(),
+        }
+    }
+
+    /// A snapshot file in the receiver's spool location, as peer.rs leaves it.
+    fn snapshot_file(db: &Db, records: &[(&str, u64, &str)]) -> SnapshotFile {
+        let path = db.snapshot_dir().join("incoming-test.tmp");
+        let mut w = snapshot::Writer::create(&path).expect("create");
+        for (k, rev, v) in records {
+            let rec = Record {
+                revision: *rev,
+                value: v.as_bytes().to_vec(),
+            };
+            w.add(k.as_bytes(), &rec).expect("add");
+        }
+        w.finish().expect("finish");
+        SnapshotFile::open(path).expect("open")
+    }
+
+    fn put(db: &Db, key: &str, rev: u64, value: &str) {
+        let rec = Record {
+            revision: rev,
+            value: value.as_bytes().to_vec(),
+        };
+        db.db()
+            .put_cf(db.cf(CF_DATA).expect("cf"), key, rec.encode())
+            .expect("put");
+    }
+
+    fn contents(db: &Db) -> Vec<(String, u64, String)> {
+        let (items, more) = db.scan("", "", 1000, false).expect("scan");
+        assert!(more.is_none());
+        items
+            .into_iter()
+            .map(|(k, r)| (k, r.revision, String::from_utf8(r.value).expect("utf8")))
+            .collect()
+    }
+
+    fn files(db: &Db) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(db.snapshot_dir())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn install_replaces_every_key_and_records_the_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        put(&db, "a", 1, "old-a");
+        put(&db, "b", 2, "old-b");
+        put(&db, "zz", 3, "old-zz");
+        let snap = snapshot_file(&db, &[("b", 7, "new-b"), ("c", 8, "new-c")]);
+        install(&db, &meta(9), snap).expect("install");
+
+        assert_eq!(
+            contents(&db),
+            vec![
+                ("b".into(), 7, "new-b".into()),
+                ("c".into(), 8, "new-c".into())
+            ]
+        );
+        let sm = StateMachine::open(db.clone()).expect("reopen sm");
+        assert_eq!(sm.applied.map(|l| l.index), Some(9));
+        let cur = sm.current_snapshot().expect("read").expect("current");
+        assert_eq!(cur.meta.last_log_id.map(|l| l.index), Some(9));
+        // Only the installed snapshot is left: no spool file, no SST copy.
+        assert_eq!(files(&db), vec![cur.file.clone()]);
+        assert!(
+            db.db()
+                .get_cf(db.cf(CF_SM).expect("cf"), SM_INSTALLING)
+                .expect("get")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn empty_snapshot_empties_the_state_machine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        put(&db, "a", 1, "x");
+        let snap = snapshot_file(&db, &[]);
+        install(&db, &meta(4), snap).expect("install");
+        assert!(contents(&db).is_empty());
+    }
+
+    #[test]
+    fn unsorted_snapshot_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        put(&db, "a", 1, "kept");
+        let snap = snapshot_file(&db, &[("b", 2, "x"), ("a", 3, "y")]);
+        let err = install(&db, &meta(5), snap).expect_err("unsorted keys");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert_eq!(contents(&db), vec![("a".into(), 1, "kept".into())]);
+        assert!(StateMachine::open(db).expect("sm").applied.is_none());
+    }
+
+    /// A crash after the marker (here: right after the old data was deleted,
+    /// before the ingest) is finished by the next open.
+    #[test]
+    fn interrupted_install_is_finished_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Db::open(dir.path()).expect("open");
+            put(&db, "a", 1, "old-a");
+            put(&db, "q", 2, "old-q");
+            let snap = snapshot_file(&db, &[("k1", 5, "v1"), ("k2", 6, "v2")]);
+            let name = "00000000000000000006-crash.snap";
+            std::fs::rename(&snap.path, db.snapshot_dir().join(name)).expect("rename");
+            let cur = CurrentSnapshot {
+                meta: meta(6),
+                file: name.into(),
+            };
+            let sm = db.cf(CF_SM).expect("cf");
+            db.db()
+                .put_cf(sm, SM_INSTALLING, encode(&cur).expect("encode"))
+                .expect("marker");
+            db.db()
+                .delete_range_cf(db.cf(CF_DATA).expect("cf"), &b"a"[..], &b"b"[..])
+                .expect("partial delete");
+        }
+        let db = Db::open(dir.path()).expect("reopen");
+        let sm = StateMachine::open(db.clone()).expect("sm finishes the install");
+        assert_eq!(sm.applied.map(|l| l.index), Some(6));
+        assert_eq!(
+            contents(&db),
+            vec![("k1".into(), 5, "v1".into()), ("k2".into(), 6, "v2".into())]
+        );
+        assert_eq!(
+            sm.current_snapshot()
+                .expect("read")
+                .map(|c| c.file)
+                .as_deref(),
+            Some("00000000000000000006-crash.snap")
+        );
+    }
+
+    #[test]
+    fn client_reads_answer_retry_while_an_install_holds_the_gate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        put(&db, "a", 1, "x");
+        {
+            let _held = db.install_gate().write().expect("gate");
+            assert!(matches!(db.get("a"), Err(StoreError::Installing)));
+            assert!(matches!(
+                db.scan("", "", 10, false),
+                Err(StoreError::Installing)
+            ));
+        }
+        assert_eq!(db.get("a").expect("get").map(|r| r.revision), Some(1));
+    }
 }
