@@ -11,9 +11,11 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
+
 use rocksdb::{WriteBatch, WriteOptions};
 
 use super::{CF_LOG, CF_META, Db, Result, StoreError, decode, encode};
@@ -26,7 +28,27 @@ const META_PURGED: &[u8] = b"last_purged";
 #[derive(Debug, Clone)]
 pub struct LogStore {
     db: Db,
-    syncer: std::sync::mpsc::Sender<IOFlushed<TypeConfig>>,
+    syncer: Arc<Syncer>,
+}
+
+/// The sync thread and the sending end of its queue. Dropped with the last
+/// LogStore clone: closing the queue ends the thread, and the drop waits for
+/// it, so the thread's database handle is released before the drop returns.
+/// (Left detached, the thread could close RocksDB while the process exits,
+/// which aborts in RocksDB's background threads.)
+#[derive(Debug)]
+struct Syncer {
+    tx: Option<std::sync::mpsc::Sender<IOFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn synced() -> WriteOptions {
@@ -39,8 +61,7 @@ impl LogStore {
     pub fn new(db: Db) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<IOFlushed<TypeConfig>>();
         let sync_db = db.clone();
-        // The thread ends when the last LogStore (and so the sender) is dropped.
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -55,9 +76,15 @@ impl LogStore {
                     }
                 }
             })
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start log sync thread"));
-        LogStore { db, syncer: tx }
+            .inspect_err(|e| tracing::error!(error = %e, "cannot start log sync thread"))
+            .ok();
+        LogStore {
+            db,
+            syncer: Arc::new(Syncer {
+                tx: Some(tx),
+                thread,
+            }),
+        }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -201,6 +228,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Unsynced: a memtable insert plus a buffered WAL append.
         self.db.db().write(batch).map_err(StoreError::from)?;
         self.syncer
+            .tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("log sync thread is gone"))?
             .send(callback)
             .map_err(|_| io::Error::other("log sync thread is gone"))
     }
