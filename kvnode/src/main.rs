@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    kvnode::crash::announce();
     match kvnode::server::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

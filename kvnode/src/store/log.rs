@@ -227,6 +227,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Unsynced: a memtable insert plus a buffered WAL append.
         self.db.db().write(batch).map_err(StoreError::from)?;
+        crate::crash::point("log-append-unsynced");
         self.syncer
             .tx
             .as_ref()

@@ -265,6 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(m) = &membership {
             batch.put_cf(sm_cf, SM_MEMBERSHIP, encode(m)?);
         }
+        crate::crash::point("sm-apply-before-write");
         // Not synced per batch: the synced raft log can rebuild it, and
         // `purge` syncs before dropping any log entry.
         self.db.db().write(batch).map_err(StoreError::from)?;
@@ -338,6 +339,7 @@ fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<()> {
     db.db()
         .put_cf_opt(db.cf(CF_SM)?, SM_INSTALLING, encode(&cur)?, &wo)
         .map_err(StoreError::from)?;
+    crate::crash::point("snapshot-install-after-marker");
     replace_data(db, &cur, sst.as_deref())?;
     Ok(())
 }
@@ -385,6 +387,7 @@ fn replace_data(db: &Db, cur: &CurrentSnapshot, sst: Option<&std::path::Path>) -
     db.db()
         .delete_range_cf(data, &b""[..], &b"\xff"[..])
         .map_err(StoreError::from)?;
+    crate::crash::point("snapshot-install-after-delete");
     if let Some(sst) = sst {
         let mut io = rocksdb::IngestExternalFileOptions::default();
         // The SST is rebuilt from the snapshot file if this has to be redone.
@@ -392,6 +395,7 @@ fn replace_data(db: &Db, cur: &CurrentSnapshot, sst: Option<&std::path::Path>) -
         db.db()
             .ingest_external_file_cf_opts(data, &io, vec![sst])
             .map_err(StoreError::from)?;
+        crate::crash::point("snapshot-install-after-ingest");
     }
     let sm = db.cf(CF_SM)?;
     let mut batch = WriteBatch::default();

@@ -119,6 +119,11 @@ impl NodeProc {
 
     /// `start` with extra kvnode flags.
     pub async fn start_with(&mut self, id: Option<u64>, extra: &[&str]) {
+        self.start_env(id, extra, &[]).await
+    }
+
+    /// `start_with` plus environment variables (e.g. `KVNODE_CRASH_AT`).
+    pub async fn start_env(&mut self, id: Option<u64>, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -128,6 +133,7 @@ impl NodeProc {
         let child = self
             .command(id)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -180,6 +186,26 @@ impl NodeProc {
                 self.name
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit by itself (a crash point) and returns
+    /// its status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let until = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut().expect("running");
+            if let Some(st) = c.try_wait().expect("wait") {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                Instant::now() < until,
+                "{} still running after {timeout:?}; log:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -236,8 +262,13 @@ impl Cluster {
 
     /// Adds a (not yet member) node process with a generated id.
     pub async fn spawn_extra(&mut self, name: &str) -> usize {
+        self.spawn_extra_env(name, &[]).await
+    }
+
+    /// `spawn_extra` with environment variables for the new process.
+    pub async fn spawn_extra_env(&mut self, name: &str, env: &[(&str, &str)]) -> usize {
         let mut node = NodeProc::new(self.dir.path(), name, self.opts.clone());
-        node.start(None).await;
+        node.start_env(None, &[], env).await;
         self.nodes.push(node);
         self.nodes.len() - 1
     }

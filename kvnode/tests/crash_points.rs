@@ -1,0 +1,151 @@
+//! Crash points (`KVNODE_CRASH_AT`, see `kvnode/src/crash.rs`): a node
+//! aborts at a chosen place around a durable write, is restarted without the
+//! crash point, and must recover to a state that holds every acknowledged
+//! write.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, NodeProc, Opts};
+use kvclient::{AddLearnerRequest, Client, Consistency};
+
+/// Puts `n` keys `prefix-0000..` and returns the last revision.
+async fn write(client: &Client, prefix: &str, n: usize) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = client
+            .put(&format!("{prefix}-{i:04}"), format!("{prefix}{i}"))
+            .await
+            .expect("put");
+    }
+    last
+}
+
+/// Every key of `write(prefix, n)` read from node `i`'s own state.
+async fn assert_holds(c: &Cluster, i: usize, prefix: &str, n: usize) {
+    let client = c.nodes[i].client();
+    for k in 0..n {
+        let key = format!("{prefix}-{k:04}");
+        let got = client
+            .get_with(&key, Consistency::Serializable)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{key} missing on {}", c.nodes[i].name));
+        assert_eq!(
+            String::from_utf8_lossy(&got.value),
+            format!("{prefix}{k}"),
+            "{key} on {}",
+            c.nodes[i].name
+        );
+    }
+}
+
+/// Waits for `node` to die at its crash point (and not somewhere else).
+async fn expect_crash(node: &mut NodeProc, point: &str) {
+    let status = node.wait_exit(Duration::from_secs(30)).await;
+    assert!(
+        !status.success(),
+        "{point}: {} exited with {status}",
+        node.name
+    );
+    assert!(
+        node.log_tail().contains("crash point reached"),
+        "{point}: {} died elsewhere:\n{}",
+        node.name,
+        node.log_tail()
+    );
+}
+
+/// A learner that already holds data is removed, misses writes the leader
+/// then compacts away, and is added back, so it must install a snapshot; it
+/// dies at each step of that install. Restarted, it finishes the install
+/// from its marker instead of serving a half-replaced state machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_each_snapshot_install_step_is_recovered_on_restart() {
+    let mut c = Cluster::start(
+        3,
+        Opts {
+            snapshot_threshold: 100,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let client = c.client();
+    let l = c.spawn_extra("learner").await;
+    let add = AddLearnerRequest {
+        id: c.nodes[l].id,
+        name: c.nodes[l].name.clone(),
+        peer_url: c.nodes[l].peer_url(),
+        client_url: c.nodes[l].client_url(),
+    };
+    client.add_learner(&add).await.expect("add learner");
+    let last = write(&client, "base", 100).await;
+    c.wait_applied(l, last).await;
+    let id = add.id;
+    let mut written = vec![("base".to_owned(), 100)];
+    for point in [
+        "snapshot-install-after-marker",
+        "snapshot-install-after-delete",
+        "snapshot-install-after-ingest",
+    ] {
+        client.remove_member(id).await.expect("remove learner");
+        c.nodes[l].kill9();
+        write(&client, point, 300).await;
+        written.push((point.to_owned(), 300));
+        c.nodes[l]
+            .start_env(Some(id), &[], &[("KVNODE_CRASH_AT", point)])
+            .await;
+        client.add_learner(&add).await.expect("add learner again");
+        expect_crash(&mut c.nodes[l], point).await;
+
+        let last = client.put("marker", point).await.expect("put");
+        c.nodes[l].start(Some(id)).await;
+        c.wait_applied(l, last).await;
+        assert!(
+            c.nodes[l]
+                .log_tail()
+                .contains("finishing a snapshot install that was interrupted"),
+            "{point}: no resumed install in the log:\n{}",
+            c.nodes[l].log_tail()
+        );
+        for (prefix, n) in &written {
+            assert_holds(&c, l, prefix, *n).await;
+        }
+    }
+}
+
+/// A follower that dies at `point` (a pass after its restart) while writes
+/// continue: the other two keep the quorum, and the restarted follower ends
+/// up with every acknowledged write.
+async fn follower_crash_at(point: &str) {
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let client = c.client();
+    write(&client, "before", 50).await;
+    let leader = c.leader().await;
+    let f = (leader + 1) % 3;
+    c.nodes[f].kill9();
+    let id = c.nodes[f].id;
+    let spec = format!("{point}@10");
+    c.nodes[f]
+        .start_env(Some(id), &[], &[("KVNODE_CRASH_AT", &spec)])
+        .await;
+    let last = write(&client, "during", 200).await;
+    expect_crash(&mut c.nodes[f], point).await;
+    let last = last.max(write(&client, "after", 50).await);
+    c.nodes[f].start(Some(id)).await;
+    c.wait_applied(f, last).await;
+    for (prefix, n) in [("before", 50), ("during", 200), ("after", 50)] {
+        assert_holds(&c, f, prefix, n).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_crash_between_wal_write_and_sync_is_recovered() {
+    follower_crash_at("log-append-unsynced").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_crash_before_writing_applied_entries_is_recovered() {
+    follower_crash_at("sm-apply-before-write").await;
+}
