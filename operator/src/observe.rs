@@ -12,7 +12,8 @@ use kube::api::{Api, ListParams};
 use kvclient::ClusterStatus;
 use tracing::debug;
 
-use crate::names::{self, CLIENT_PORT};
+use crate::crd::StorageSpec;
+use crate::names::{self, CLIENT_PORT, DATA_VOLUME};
 
 /// Which PodDisruptionBudget API the server offers (found by discovery).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,9 @@ pub enum PdbSupport {
 pub struct Observed {
     /// `spec.replicas` of the StatefulSet; `None` when it does not exist.
     pub statefulset_replicas: Option<i32>,
+    /// The data volume template of the existing StatefulSet, which
+    /// Kubernetes never lets change.
+    pub statefulset_storage: Option<StorageSpec>,
     /// Pods of this cluster, sorted by ordinal (numerically).
     pub pods: Vec<ObservedPod>,
     /// PVCs of this cluster's data volumes.
@@ -123,6 +127,7 @@ pub async fn observe(
     )
     .await;
     let mut observed = Observed {
+        statefulset_storage: statefulset.as_ref().and_then(data_volume_template),
         statefulset_replicas: statefulset.map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(1)),
         pods,
         pvcs: pvcs
@@ -141,6 +146,27 @@ pub async fn observe(
     observed.pods.sort_by_key(|p| p.ordinal);
     observed.pvcs.sort_by_key(|p| p.ordinal);
     Ok(observed)
+}
+
+fn data_volume_template(sts: &StatefulSet) -> Option<StorageSpec> {
+    let claim = sts
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(DATA_VOLUME))?;
+    let spec = claim.spec.as_ref()?;
+    Some(StorageSpec {
+        size: spec
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")?
+            .clone(),
+        storage_class_name: spec.storage_class_name.clone(),
+    })
 }
 
 /// `None` for a pod that matches the labels but is not one of ours by name.

@@ -729,12 +729,75 @@ fn trouble(view: &View, input: &PlanInput) -> Option<(&'static str, String)> {
         .filter(|m| !m.healthy)
         .map(|m| m.name)
         .collect();
-    (!unhealthy.is_empty()).then(|| {
-        (
+    if !unhealthy.is_empty() {
+        return Some((
             "MembersUnhealthy",
             format!("unhealthy members: {}", unhealthy.join(", ")),
+        ));
+    }
+    storage_change(input).map(|m| ("StorageChangeNotApplied", m))
+}
+
+/// Why `spec.storage` differs from the volumes the StatefulSet creates, if
+/// it does. A StatefulSet's volume claim templates are immutable, so the
+/// change is reported and not applied.
+fn storage_change(input: &PlanInput) -> Option<String> {
+    let kept = input.observed.statefulset_storage.as_ref()?;
+    let want = &input.spec.storage;
+    let mut changes = Vec::new();
+    if !same_quantity(&kept.size.0, &want.size.0) {
+        changes.push(format!("size {} -> {}", kept.size.0, want.size.0));
+    }
+    if kept.storage_class_name != want.storage_class_name {
+        let class = |c: &Option<String>| c.clone().unwrap_or_else(|| "(default)".into());
+        changes.push(format!(
+            "storageClassName {} -> {}",
+            class(&kept.storage_class_name),
+            class(&want.storage_class_name)
+        ));
+    }
+    (!changes.is_empty()).then(|| {
+        format!(
+            "spec.storage changed ({}) but a StatefulSet's volume templates cannot change: \
+             existing and new volumes keep the old values. Expand the PVCs yourself if the \
+             storage class allows it, or set spec.storage back",
+            changes.join(", ")
         )
     })
+}
+
+/// Quantities compare by value: `1Gi` and `1024Mi` are the same size.
+fn same_quantity(a: &str, b: &str) -> bool {
+    match (quantity_value(a), quantity_value(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()),
+        _ => a.trim() == b.trim(),
+    }
+}
+
+fn quantity_value(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => return None,
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
 }
 
 /// The StatefulSet grows by one pod once every existing pod is a voter,
@@ -791,10 +854,19 @@ fn pvcs_to_delete(view: &View, input: &PlanInput) -> Vec<String> {
 
 fn desired(input: &PlanInput, config: &PlanConfig, replicas: i32) -> Desired {
     let owner = input.owner;
+    // The StatefulSet keeps the volume template it was created with, or the
+    // API server would refuse the whole apply, image and resources included.
+    let spec = match &input.observed.statefulset_storage {
+        Some(kept) if storage_change(input).is_some() => &KvClusterSpec {
+            storage: kept.clone(),
+            ..input.spec.clone()
+        },
+        _ => input.spec,
+    };
     Desired {
         statefulset: build::statefulset(
             owner,
-            input.spec,
+            spec,
             &StatefulSetParams {
                 replicas,
                 cluster_domain: &config.cluster_domain,

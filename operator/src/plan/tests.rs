@@ -5,12 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kvclient::{FollowerProgress, Member, MemberInfo, Membership};
 use serde_json::json;
 
 use super::*;
 use crate::build::fixtures;
+use crate::crd::StorageSpec;
 use crate::observe::{NodeView, ObservedPvc};
 
 const STABILIZATION: Duration = Duration::from_secs(10);
@@ -237,6 +239,7 @@ impl World {
             .collect();
         Observed {
             statefulset_replicas: self.statefulset,
+            statefulset_storage: None,
             pods,
             pvcs: self
                 .volumes
@@ -1120,4 +1123,107 @@ fn operator_restart_between_any_two_steps_of_a_volume_recovery() {
         with(World::running(3, 1), |w| w.lose_volume(1)),
         json!({"replicas": 3}),
     );
+}
+
+/// Changing spec.storage after the StatefulSet exists: the StatefulSet
+/// keeps its volume template (so the apply still succeeds for everything
+/// else), Degraded says why, and one warning event is published.
+#[test]
+fn storage_change_is_reported_and_not_applied() {
+    let world = World::running(3, 0);
+    let kvc = fixtures::kvc(json!({
+        "replicas": 3,
+        "image": "raftkv/kvnode:0.2.0",
+        "storage": {"size": "5Gi", "storageClassName": "fast"}
+    }));
+    let owner = Owner::of(&kvc).expect("identity");
+    let mut observed = world.observe();
+    observed.statefulset_storage = Some(StorageSpec {
+        size: Quantity("1Gi".into()),
+        storage_class_name: None,
+    });
+    let input = |previous, observed| PlanInput {
+        owner: &owner,
+        spec: &kvc.spec,
+        generation: Some(2),
+        previous,
+        observed,
+        pdb: PdbSupport::V1,
+        now: at(0),
+    };
+    let none = KvClusterStatus::default();
+    let first = plan(&input(&none, &observed), &config());
+    let sts = &first.objects.as_ref().expect("objects").statefulset;
+    let sts_spec = sts.spec.as_ref().expect("spec");
+    let claim = sts_spec.volume_claim_templates.as_ref().expect("claims")[0]
+        .spec
+        .as_ref()
+        .expect("claim spec");
+    let size = claim
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"));
+    assert_eq!(size, Some(&Quantity("1Gi".into())));
+    assert_eq!(claim.storage_class_name, None);
+    let image = sts_spec
+        .template
+        .spec
+        .as_ref()
+        .expect("pod spec")
+        .containers[0]
+        .image
+        .clone();
+    assert_eq!(
+        image.as_deref(),
+        Some("raftkv/kvnode:0.2.0"),
+        "other changes still apply"
+    );
+    assert_eq!(
+        condition_reason(&first.status, "Degraded"),
+        "True/StorageChangeNotApplied"
+    );
+    let degraded = first
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded");
+    assert!(
+        degraded.message.contains("size 1Gi -> 5Gi")
+            && degraded
+                .message
+                .contains("storageClassName (default) -> fast"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(
+        first.notices.iter().map(|n| n.reason).collect::<Vec<_>>(),
+        ["StorageChangeNotApplied"]
+    );
+    assert_eq!(first.status.phase, Some(Phase::Running));
+    let second = plan(&input(&first.status, &observed), &config());
+    assert!(second.notices.is_empty(), "one event per episode");
+
+    // The same size written differently is no change.
+    let kvc_same = fixtures::kvc(json!({"replicas": 3, "storage": {"size": "1024Mi"}}));
+    let same = plan(
+        &PlanInput {
+            spec: &kvc_same.spec,
+            ..input(&none, &observed)
+        },
+        &config(),
+    );
+    assert_eq!(condition_reason(&same.status, "Degraded"), "False/Healthy");
+}
+
+#[test]
+fn quantities_compare_by_value() {
+    assert!(same_quantity("1Gi", "1024Mi"));
+    assert!(same_quantity("1G", "1000M"));
+    assert!(same_quantity("1.5Gi", "1536Mi"));
+    assert!(!same_quantity("1Gi", "1G"));
+    assert!(!same_quantity("1Gi", "2Gi"));
+    assert!(same_quantity("odd", "odd"));
+    assert!(!same_quantity("odd", "1Gi"));
 }

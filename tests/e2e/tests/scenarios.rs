@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Resource as _, ResourceExt};
@@ -279,6 +280,48 @@ async fn apply_example_then_write_and_read_1000_keys() -> anyhow::Result<()> {
         for pod in c.ids.keys() {
             wait_pod_has(s, pod, &keys).await?;
         }
+
+        // A StatefulSet's volume templates are immutable: a storage change
+        // is reported, and the rest of the spec is still reconciled (the
+        // status is written for the new generation).
+        let mut bigger = manifest.clone();
+        bigger["spec"]["storage"]["size"] = json!("2Gi");
+        let generation = kvc::apply(s, &bigger).await?.metadata.generation;
+        s.wait(
+            "Degraded=True/StorageChangeNotApplied",
+            CHANGE,
+            async || {
+                let (_, st) = kvc::status(s, "kv").await?;
+                let degraded = st.condition("Degraded");
+                match degraded {
+                    Some(c)
+                        if c.status == "True"
+                            && c.reason.as_deref() == Some("StorageChangeNotApplied")
+                            && st.observed_generation == generation =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(format!(
+                        "Degraded {degraded:?}, observedGeneration {:?} of {generation:?}",
+                        st.observed_generation
+                    )),
+                }
+            },
+        )
+        .await?;
+        let sts = s.api::<StatefulSet>().get("kv").await?;
+        let size = sts
+            .spec
+            .and_then(|s| s.volume_claim_templates)
+            .and_then(|t| t.into_iter().next())
+            .and_then(|c| c.spec)
+            .and_then(|c| c.resources)
+            .and_then(|r| r.requests)
+            .and_then(|r| r.get("storage").map(|q| q.0.clone()));
+        anyhow::ensure!(
+            size.as_deref() == Some("1Gi"),
+            "StatefulSet volume template size {size:?}"
+        );
         Ok(())
     })
     .await
