@@ -9,14 +9,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RAFTKV_CACHE:-$HOME/.cache/raftkv
 DATA="${RAFTKV_LOCAL_DIR:-$PWD/data/local-cluster}"
 PROFILE_DIR="$CARGO_TARGET_DIR/${RAFTKV_PROFILE:-debug}"
 
-echo "building kvnode and kvctl (first build compiles RocksDB: ~20 min on 2 cores)..." >&2
-# The whole workspace, as the tests build it: cargo unifies dependency
-# features per selection, and a narrower one would compile RocksDB again.
-if [ "${RAFTKV_PROFILE:-debug}" = release ]; then
-  cargo build --release -q --workspace --all-targets
-else
-  cargo build -q --workspace --all-targets
-fi
+# Installs what is missing (libclang for RocksDB's bindings, curl), then
+# builds the workspace as the tests do, with progress.
+if [ "${RAFTKV_PROFILE:-debug}" = release ]; then scripts/build.sh --release; else scripts/build.sh; fi
 KVNODE="$PROFILE_DIR/kvnode"
 KVCTL="$PROFILE_DIR/kvctl"
 

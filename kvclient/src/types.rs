@@ -24,6 +24,23 @@ pub struct DeleteResponse {
     pub revision: u64,
 }
 
+/// Response of `DELETE /v1/kv?prefix=P` (or `?start=A&end=B`): how many keys
+/// the range delete removed, and the store revision after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRangeResponse {
+    pub deleted: u64,
+    pub revision: u64,
+}
+
+/// `GET /version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionResponse {
+    /// The kvnode crate version, e.g. `0.1.0`.
+    pub version: String,
+    /// The HTTP API version the node serves (`v1`).
+    pub api: String,
+}
+
 /// A value as it travels inside JSON: UTF-8 values are plain strings, any
 /// other bytes are base64 (standard alphabet, padded) and flagged with
 /// `"value_encoding": "base64"`.
@@ -82,8 +99,14 @@ pub struct RangeResponse {
 }
 
 /// What a transaction compare looks at. Exactly one target per compare.
+///
+/// On the wire a target is a flat object with one field:
+/// `{"revision": 3}`, `{"exists": false}`, `{"value": "10"}` or, for a value
+/// that is not UTF-8, `{"value": "AAEC", "value_encoding": "base64"}`. The
+/// nested form `{"value": {"value": "10"}}` that early clients sent is
+/// accepted too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "RawTarget", into = "RawTarget")]
 pub enum CompareTarget {
     /// The key's last-modified revision (0 = absent).
     Revision(u64),
@@ -91,6 +114,70 @@ pub enum CompareTarget {
     Value(JsonValue),
     /// Whether the key exists.
     Exists(bool),
+}
+
+/// `value` of a compare target: a plain string, or the early nested object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawValue {
+    Plain(String),
+    Nested(JsonValue),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value_encoding: Option<ValueEncoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exists: Option<bool>,
+}
+
+impl TryFrom<RawTarget> for CompareTarget {
+    type Error = String;
+
+    fn try_from(t: RawTarget) -> Result<Self, String> {
+        const ONE: &str = "a compare target has exactly one of revision, value, exists";
+        match (t.revision, t.value, t.exists) {
+            (Some(r), None, None) if t.value_encoding.is_none() => Ok(CompareTarget::Revision(r)),
+            (None, None, Some(e)) if t.value_encoding.is_none() => Ok(CompareTarget::Exists(e)),
+            (None, Some(RawValue::Plain(value)), None) => Ok(CompareTarget::Value(JsonValue {
+                value,
+                value_encoding: t.value_encoding,
+            })),
+            (None, Some(RawValue::Nested(v)), None) if t.value_encoding.is_none() => {
+                Ok(CompareTarget::Value(v))
+            }
+            (_, _, _) if t.value_encoding.is_some() => {
+                Err("value_encoding belongs next to a value".to_owned())
+            }
+            _ => Err(ONE.to_owned()),
+        }
+    }
+}
+
+impl From<CompareTarget> for RawTarget {
+    fn from(t: CompareTarget) -> Self {
+        match t {
+            CompareTarget::Revision(r) => RawTarget {
+                revision: Some(r),
+                ..RawTarget::default()
+            },
+            CompareTarget::Exists(e) => RawTarget {
+                exists: Some(e),
+                ..RawTarget::default()
+            },
+            CompareTarget::Value(v) => RawTarget {
+                value: Some(RawValue::Plain(v.value)),
+                value_encoding: v.value_encoding,
+                ..RawTarget::default()
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -365,5 +452,33 @@ mod tests {
         let txn: TxnRequest = serde_json::from_str(ok).expect("valid txn");
         assert_eq!(txn.compare[0].op, CompareOp::Eq);
         assert_eq!(txn.compare[0].target, CompareTarget::Revision(0));
+    }
+
+    #[test]
+    fn compare_targets_are_flat_objects() {
+        let parse = |s: &str| serde_json::from_str::<CompareTarget>(s);
+        let plain = parse(r#"{"value": "10"}"#).expect("plain value");
+        assert_eq!(plain, CompareTarget::Value(JsonValue::from_bytes(b"10")));
+        let bin = parse(r#"{"value": "AAEC", "value_encoding": "base64"}"#).expect("base64");
+        assert_eq!(
+            bin,
+            CompareTarget::Value(JsonValue::from_bytes(&[0, 1, 2]))
+        );
+        let nested = parse(r#"{"value": {"value": "10"}}"#).expect("nested form");
+        assert_eq!(nested, plain);
+        assert_eq!(parse(r#"{"exists": true}"#).expect("exists"), CompareTarget::Exists(true));
+        for bad in [
+            r#"{}"#,
+            r#"{"revision": 1, "exists": true}"#,
+            r#"{"revision": 1, "value_encoding": "base64"}"#,
+            r#"{"modified": 3}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad} must be rejected");
+        }
+        // What clients send is the documented flat form.
+        assert_eq!(
+            serde_json::to_string(&bin).expect("serialize"),
+            r#"{"value":"AAEC","value_encoding":"base64"}"#
+        );
     }
 }
