@@ -88,6 +88,28 @@ pub enum Consistency {
     Serializable,
 }
 
+/// The keys a range delete removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRange {
+    /// Every key starting with the prefix; `""` is every key.
+    Prefix(String),
+    /// Every key in `[start, end)`, as etcd's `del key range_end`.
+    Between { start: String, end: String },
+}
+
+impl KeyRange {
+    /// The query of `DELETE /v1/kv`. An empty prefix is still sent
+    /// (`prefix=`): the server refuses a range delete without one.
+    fn query(&self) -> Vec<(&'static str, String)> {
+        match self {
+            KeyRange::Prefix(p) => vec![("prefix", p.clone())],
+            KeyRange::Between { start, end } => {
+                vec![("start", start.clone()), ("end", end.clone())]
+            }
+        }
+    }
+}
+
 /// Options of a range scan.
 #[derive(Debug, Clone, Default)]
 pub struct RangeOptions {
@@ -258,6 +280,13 @@ impl Client {
         .await
     }
 
+    /// `DELETE /v1/kv?prefix=P` or `?start=A&end=B`: one atomic delete of
+    /// every key in the range.
+    pub async fn delete_range(&self, range: &KeyRange) -> Result<DeleteRangeResponse, ClientError> {
+        self.call_json(Method::DELETE, "/v1/kv", &range.query(), Body::None)
+            .await
+    }
+
     pub async fn range(&self, opts: &RangeOptions) -> Result<RangeResponse, ClientError> {
         let mut query = consistency_query(opts.consistency);
         if let Some(p) = &opts.prefix {
@@ -339,6 +368,12 @@ impl Client {
             }) => Ok(Err(error.message)),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /version`: the node's crate and API version.
+    pub async fn version(&self) -> Result<VersionResponse, ClientError> {
+        self.call_json(Method::GET, "/version", &[], Body::None)
+            .await
     }
 
     pub async fn metrics(&self) -> Result<String, ClientError> {
@@ -461,7 +496,85 @@ pub fn key_path(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// Answers one request with `200` and `body`, and yields the request
+    /// line it received (method, path and query as sent on the wire).
+    async fn answer_once(body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            // These requests have no body: the head is all there is to read.
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            sock.write_all(resp.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn delete_range_sends_prefix_even_when_empty() {
+        let (url, req) = answer_once(r#"{"deleted": 3, "revision": 9}"#).await;
+        let c = Client::new(&[url]).expect("url").single_shot();
+        let resp = c
+            .delete_range(&KeyRange::Prefix(String::new()))
+            .await
+            .expect("delete_range");
+        assert_eq!(
+            resp,
+            DeleteRangeResponse {
+                deleted: 3,
+                revision: 9
+            }
+        );
+        assert_eq!(req.await.expect("server"), "DELETE /v1/kv?prefix= HTTP/1.1");
+    }
+
+    #[tokio::test]
+    async fn delete_range_between_sends_start_and_end() {
+        let (url, req) = answer_once(r#"{"deleted": 0, "revision": 1}"#).await;
+        let c = Client::new(&[url]).expect("url").single_shot();
+        let range = KeyRange::Between {
+            start: "a/b".into(),
+            end: "a c".into(),
+        };
+        c.delete_range(&range).await.expect("delete_range");
+        assert_eq!(
+            req.await.expect("server"),
+            "DELETE /v1/kv?start=a%2Fb&end=a+c HTTP/1.1"
+        );
+    }
+
+    #[tokio::test]
+    async fn version_reads_get_version() {
+        let (url, req) = answer_once(r#"{"version": "0.1.0", "api": "v1"}"#).await;
+        let c = Client::new(&[url]).expect("url").single_shot();
+        let v = c.version().await.expect("version");
+        assert_eq!((v.version.as_str(), v.api.as_str()), ("0.1.0", "v1"));
+        assert_eq!(req.await.expect("server"), "GET /version HTTP/1.1");
+    }
 
     #[test]
     fn keys_are_percent_encoded_as_one_segment() {
