@@ -43,10 +43,6 @@ impl Table {
         }
         out
     }
-
-    pub fn print(&self) {
-        print!("{}", self.render());
-    }
 }
 
 /// One table cell on one line: newline, carriage return and tab as `\n`,

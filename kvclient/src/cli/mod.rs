@@ -1,0 +1,159 @@
+//! kvctl's command line: the clap definitions and the context every command
+//! runs with. The commands themselves are in `kv` (keys and values),
+//! `cluster` (membership and status) and `misc` (health, bench);
+//! all output goes through `print`.
+
+pub mod cluster;
+pub mod kv;
+pub mod misc;
+pub mod print;
+
+use clap::{Parser, Subcommand};
+use kvclient::Client;
+
+use crate::bench::BenchArgs;
+use print::Output;
+
+#[derive(Parser, Debug)]
+#[command(name = "kvctl", version, about = "raftkv command-line client")]
+pub struct Cli {
+    /// Comma-separated node URLs; each is tried in turn.
+    // `global`: accepted after the subcommand too (`kvctl get k --endpoints ...`).
+    #[arg(
+        long,
+        env = "KVCTL_ENDPOINTS",
+        default_value = "http://127.0.0.1:7379",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
+    pub output: Output,
+
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Write a value (`-` reads it from stdin).
+    Put(kv::PutArgs),
+    /// Read a value (raw bytes to stdout in table mode).
+    Get(kv::GetArgs),
+    /// Delete a key.
+    Del(kv::DelArgs),
+    /// List keys in order.
+    Ls(kv::LsArgs),
+    /// Run a transaction given as JSON (see docs/api.md), from a file or `-` for stdin.
+    Txn(kv::TxnArgs),
+    /// Status of every endpoint.
+    Status,
+    /// Cluster membership.
+    Members,
+    /// Initialize a cluster on the first endpoint (alone, or with --member).
+    Init(cluster::InitArgs),
+    /// Add a learner.
+    AddLearner(cluster::AddLearnerArgs),
+    /// Make learners voters (keeps the current voters).
+    Promote(cluster::PromoteArgs),
+    /// Remove a learner or voter.
+    Remove(cluster::IdArg),
+    /// Hand leadership to a voter.
+    TransferLeader(cluster::IdArg),
+    /// Liveness and readiness of every endpoint.
+    Health,
+    /// Closed-loop load generator.
+    Bench(BenchArgs),
+}
+
+/// What every command gets: a client over all endpoints (with retries) and
+/// the output format.
+pub struct Ctx {
+    pub client: Client,
+    pub out: Output,
+}
+
+impl Ctx {
+    pub fn new(endpoints: &[String], out: Output) -> anyhow::Result<Self> {
+        Ok(Ctx {
+            client: Client::new(endpoints)?,
+            out,
+        })
+    }
+
+    /// The validated endpoints, in the order given.
+    pub fn endpoints(&self) -> &[String] {
+        self.client.endpoints()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kvctl").chain(args.iter().copied()))
+    }
+
+    fn parsed(args: &[&str]) -> Cli {
+        parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn global_flags_work_before_and_after_the_subcommand() {
+        for args in [
+            &["-o", "json", "get", "foo"][..],
+            &["get", "foo", "-o", "json"],
+            &["get", "-o", "json", "foo"],
+        ] {
+            let cli = parsed(args);
+            assert_eq!(cli.output, Output::Json, "{args:?}");
+            assert!(
+                matches!(&cli.cmd, Cmd::Get(g) if g.key == "foo"),
+                "{args:?}"
+            );
+        }
+        let cli = parsed(&["status", "--endpoints", "http://a:1,http://b:2"]);
+        assert_eq!(cli.endpoints, ["http://a:1", "http://b:2"]);
+        let cli = parsed(&["--endpoints", "http://a:1", "members", "--output", "table"]);
+        assert_eq!(cli.endpoints, ["http://a:1"]);
+        assert_eq!(cli.output, Output::Table);
+    }
+
+    #[test]
+    fn the_other_commands_still_parse() {
+        for args in [
+            &["put", "k", "-", "--if-absent"][..],
+            &[
+                "ls",
+                "--prefix",
+                "p",
+                "--start",
+                "s",
+                "--limit",
+                "3",
+                "--keys-only",
+            ],
+            &["txn", "-"],
+            &["init", "--member", "1=http://p:1,http://c:1"],
+            &[
+                "add-learner",
+                "4",
+                "http://p:4",
+                "http://c:4",
+                "--name",
+                "n4",
+            ],
+            &["promote", "4", "5"],
+            &["remove", "4"],
+            &["transfer-leader", "2"],
+            &["health"],
+            &["bench", "--clients", "2", "--duration", "1"],
+        ] {
+            parsed(args);
+        }
+        assert!(parse(&["promote"]).is_err());
+    }
+}
