@@ -40,9 +40,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Write a value (`-` reads it from stdin).
     Put(kv::PutArgs),
-    /// Read a value (raw bytes to stdout in table mode).
+    /// Read a value (raw bytes to stdout in table mode), or with --prefix every key under a prefix.
     Get(kv::GetArgs),
-    /// Delete a key.
+    /// Delete a key, every key under a prefix (--prefix), or the range [KEY, RANGE_END).
     Del(kv::DelArgs),
     /// List keys in order.
     Ls(kv::LsArgs),
@@ -120,6 +120,52 @@ mod tests {
         let cli = parsed(&["--endpoints", "http://a:1", "members", "--output", "table"]);
         assert_eq!(cli.endpoints, ["http://a:1"]);
         assert_eq!(cli.output, Output::Table);
+    }
+
+    #[test]
+    fn get_flags() {
+        let cli = parsed(&["get", "app/", "--prefix", "--keys-only", "--limit", "5"]);
+        let Cmd::Get(g) = cli.cmd else {
+            panic!("not get")
+        };
+        assert!(g.prefix && g.keys_only && !g.print_value_only);
+        assert_eq!(g.limit, Some(5));
+        // Accepted without --prefix (it changes nothing there, as in etcdctl).
+        assert!(parse(&["get", "k", "--print-value-only", "--serializable"]).is_ok());
+        for bad in [
+            &["get", "k", "--keys-only", "--print-value-only"][..],
+            &["get", "k", "--limit", "5"],
+            &["get", "k", "--prefix", "--limit", "0"],
+            &["get", "k", "--prefix", "--limit", "-1"],
+            &["get"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn del_takes_a_key_a_prefix_or_a_range() {
+        let Cmd::Del(d) = parsed(&["del", "a", "b"]).cmd else {
+            panic!("not del")
+        };
+        assert_eq!((d.key.as_str(), d.range_end.as_deref()), ("a", Some("b")));
+        assert!(!d.prefix);
+        let Cmd::Del(d) = parsed(&["del", "--prefix", ""]).cmd else {
+            panic!("not del")
+        };
+        assert!(d.prefix && d.key.is_empty() && d.range_end.is_none());
+        let Cmd::Del(d) = parsed(&["del", "k", "--if-revision", "3"]).cmd else {
+            panic!("not del")
+        };
+        assert_eq!(d.if_revision, Some(3));
+        for bad in [
+            &["del", "a", "b", "--prefix"][..],
+            &["del", "a", "--prefix", "--if-revision", "3"],
+            &["del", "a", "b", "--if-revision", "3"],
+            &["del", "a", "b", "c"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} must be rejected");
+        }
     }
 
     #[test]
