@@ -52,7 +52,7 @@ pub enum Cmd {
     Status,
     /// Cluster membership.
     Members,
-    /// Initialize a cluster on the first endpoint (alone, or with --member).
+    /// Initialize a cluster of every endpoint's node (or of the --member list) on the first endpoint.
     Init(cluster::InitArgs),
     /// Add a learner.
     AddLearner(cluster::AddLearnerArgs),
@@ -184,6 +184,7 @@ mod tests {
             ],
             &["txn", "-"],
             &["init", "--member", "1=http://p:1,http://c:1"],
+            &["init"],
             &[
                 "add-learner",
                 "4",
