@@ -40,6 +40,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Remove(a) => cluster::remove(&ctx, a).await,
         Cmd::TransferLeader(a) => cluster::transfer_leader(&ctx, a).await,
         Cmd::Health => misc::health(&ctx).await,
+        Cmd::Version => misc::version(&ctx).await,
         Cmd::Bench(a) => misc::bench(&ctx, a).await,
     }
 }

@@ -1,6 +1,6 @@
 //! kvctl's command line: the clap definitions and the context every command
 //! runs with. The commands themselves are in `kv` (keys and values),
-//! `cluster` (membership and status) and `misc` (health, bench);
+//! `cluster` (membership and status) and `misc` (health, version, bench);
 //! all output goes through `print`.
 
 pub mod cluster;
@@ -64,6 +64,8 @@ pub enum Cmd {
     TransferLeader(cluster::IdArg),
     /// Liveness and readiness of every endpoint.
     Health,
+    /// kvctl's version and the version of every endpoint's node.
+    Version,
     /// Closed-loop load generator.
     Bench(BenchArgs),
 }
@@ -197,6 +199,7 @@ mod tests {
             &["remove", "4"],
             &["transfer-leader", "2"],
             &["health"],
+            &["version"],
             &["bench", "--clients", "2", "--duration", "1"],
         ] {
             parsed(args);
