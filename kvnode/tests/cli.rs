@@ -1,25 +1,55 @@
-//! kvctl against a real node, `kvnode --dev`, and the metrics endpoint.
+//! kvctl against real nodes: `kvnode --dev`, fresh nodes for `init`, and
+//! the metrics endpoint.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{NodeProc, Opts, wait_for};
+use kvclient::{TxnOp, TxnRequest};
 
-/// kvctl is built next to kvnode by `cargo build`/`nextest run --workspace`.
-fn kvctl() -> Command {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kvnode")).with_file_name("kvctl");
-    assert!(
-        bin.exists(),
-        "{} missing: build the workspace (cargo build -p kvclient)",
-        bin.display()
-    );
-    Command::new(bin)
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// kvctl, built once per test process. It belongs to kvclient, and `cargo
+/// nextest run` builds only the binaries of the package under test, so on a
+/// fresh machine it is missing. The build uses the selection of the test
+/// build (`--workspace --all-targets`, the same target dir and profile):
+/// cargo unifies features per selection, so with the same one nothing is
+/// recompiled (RocksDB least of all) and only missing binaries are linked.
+fn kvctl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let kvnode = Path::new(env!("CARGO_BIN_EXE_kvnode"));
+        let profile_dir = kvnode.parent().expect("kvnode's directory");
+        let target_dir = profile_dir.parent().expect("the target directory");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--workspace", "--all-targets", "--target-dir"])
+            .arg(target_dir)
+            .stdin(Stdio::null());
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let out = build.output().expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build (for kvctl) failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = kvnode.with_file_name(format!("kvctl{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} missing after cargo build", bin.display());
+        bin
+    })
 }
 
 fn run(endpoint: &str, args: &[&str]) -> Output {
-    kvctl()
+    Command::new(kvctl_bin())
         .arg("--endpoints")
         .arg(endpoint)
         .args(args)
@@ -38,52 +68,98 @@ fn ok(endpoint: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dev_node_and_kvctl_commands() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut n = NodeProc::new(dir.path(), "dev", Opts::default());
-    // --dev: a single node that initializes itself.
+fn ok_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let out = ok(endpoint, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("kvctl {args:?}: {e}: {out}"))
+}
+
+/// Runs a command that must fail: non-zero exit, one line on stderr, which
+/// is returned.
+fn fails(endpoint: &str, args: &[&str]) -> String {
+    let out = run(endpoint, args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "kvctl {args:?} succeeded: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+/// A `--dev` node (one node that initializes itself), ready.
+async fn dev_node(root: &Path) -> NodeProc {
+    let mut n = NodeProc::new(root, "dev", Opts::default());
     n.start_with(None, &["--dev"]).await;
     let c = n.client();
     wait_for(Duration::from_secs(20), "dev node ready", || async {
         matches!(c.ready().await, Ok(Ok(()))).then_some(())
     })
     .await;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_node_and_kvctl_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = dev_node(dir.path()).await;
+    let c = n.client();
     let ep = n.client_url();
 
     assert!(ok(&ep, &["put", "greeting", "hello"]).starts_with("OK revision"));
     assert_eq!(ok(&ep, &["get", "greeting"]), "hello\n");
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&ep, &["-o", "json", "get", "greeting"])).expect("json");
-    assert_eq!(json["value"], "hello");
-    assert!(json["revision"].as_u64().expect("revision") > 0);
+    // -o is global: before or after the subcommand.
+    for args in [
+        &["-o", "json", "get", "greeting"][..],
+        &["get", "greeting", "-o", "json"],
+    ] {
+        let json = ok_json(&ep, args);
+        assert_eq!(json["value"], "hello", "{args:?}");
+        assert!(json["revision"].as_u64().expect("revision") > 0);
+    }
 
     let ls = ok(&ep, &["ls", "--prefix", "gr"]);
     assert!(
         ls.lines().nth(1).expect("row").starts_with("greeting"),
         "{ls}"
     );
-    let members: serde_json::Value =
-        serde_json::from_str(&ok(&ep, &["-o", "json", "members"])).expect("json");
+    let members = ok_json(&ep, &["-o", "json", "members"]);
     assert_eq!(members["voters"].as_array().expect("voters").len(), 1);
     assert!(ok(&ep, &["status"]).contains("leader"));
     assert!(ok(&ep, &["health"]).contains("ready"));
     assert!(ok(&ep, &["del", "greeting"]).starts_with("deleted"));
 
+    // version: kvctl's own, then one row per endpoint; a dead endpoint is
+    // shown as an error row, not a failure, while another answers.
+    let version = ok(&ep, &["version"]);
+    let lines: Vec<&str> = version.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(format!("kvctl {VERSION}").as_str())
+    );
+    assert!(
+        lines
+            .get(2)
+            .expect("endpoint row")
+            .starts_with(&format!("{ep}  {VERSION}")),
+        "{version}"
+    );
+    let v = ok_json(&ep, &["version", "-o", "json"]);
+    assert_eq!(v["kvctl"], VERSION);
+    assert_eq!(v["servers"][0]["version"], VERSION);
+    assert_eq!(v["servers"][0]["api"], "v1");
+    let two = ok(&format!("{ep},http://127.0.0.1:1"), &["version"]);
+    assert!(
+        two.lines()
+            .any(|l| l.starts_with("http://127.0.0.1:1 ") && l.contains("error")),
+        "{two}"
+    );
+
     // Failures: non-zero exit and exactly one line on stderr.
-    let out = run(&ep, &["get", "greeting"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("not found"), "{err}");
-    let out = run("http://127.0.0.1:1", &["get", "x"]);
-    assert!(!out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    assert!(fails(&ep, &["get", "greeting"]).contains("not found"));
+    fails("http://127.0.0.1:1", &["get", "x"]);
+    fails("http://127.0.0.1:1", &["version"]);
     let out = run("not a url", &["get", "x"]);
     assert!(!out.status.success());
 
     // A short bench prints figures and JSON.
-    let report: serde_json::Value = serde_json::from_str(&ok(
+    let report = ok_json(
         &ep,
         &[
             "-o",
@@ -96,8 +172,7 @@ async fn dev_node_and_kvctl_commands() {
             "--keys",
             "50",
         ],
-    ))
-    .expect("bench json");
+    );
     assert!(report["ops"].as_u64().expect("ops") > 0);
     assert!(report["p99_ms"].as_f64().expect("p99") > 0.0);
 
@@ -111,4 +186,200 @@ async fn dev_node_and_kvctl_commands() {
     );
     assert!(metrics.contains("raftkv_raft_is_leader 1"));
     assert!(metrics.contains("raftkv_http_request_duration_seconds_bucket"));
+}
+
+/// etcdctl habits: get --prefix in every output form, paging, range deletes,
+/// and values that would break a table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_prefix_and_range_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = dev_node(dir.path()).await;
+    let c = n.client();
+    let ep = n.client_url();
+    c.put("app/a", "1").await.expect("put");
+    c.put("app/b", "2").await.expect("put");
+    c.put("app/c", "line1\nline2").await.expect("put");
+    c.put("app/d", vec![0xffu8, 0x00]).await.expect("put");
+    c.put("other", "x").await.expect("put");
+
+    // Table: header plus one row per key, the two-line value escaped on its
+    // row, the binary value marked as base64. ls prints the same table.
+    for args in [
+        &["get", "app/", "--prefix"][..],
+        &["ls", "--prefix", "app/"],
+    ] {
+        let table = ok(&ep, args);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{args:?}:\n{table}");
+        assert!(lines[0].starts_with("KEY"), "{table}");
+        assert!(
+            lines[3].starts_with("app/c ") && lines[3].ends_with(" line1\\nline2"),
+            "{table}"
+        );
+        assert!(lines[4].ends_with(" base64:/wA="), "{table}");
+    }
+    assert_eq!(
+        ok(&ep, &["get", "app/", "--prefix", "--keys-only"]),
+        "app/a\napp/b\napp/c\napp/d\n"
+    );
+    assert_eq!(
+        ok(
+            &ep,
+            &["get", "app/", "--prefix", "--keys-only", "--serializable"]
+        ),
+        "app/a\napp/b\napp/c\napp/d\n"
+    );
+    assert_eq!(
+        ok(
+            &ep,
+            &[
+                "get",
+                "app/",
+                "--prefix",
+                "--print-value-only",
+                "--limit",
+                "2"
+            ]
+        ),
+        "1\n2\n"
+    );
+    let all = ok_json(&ep, &["get", "app/", "--prefix", "-o", "json"]);
+    assert_eq!(all["items"].as_array().expect("items").len(), 4);
+    assert_eq!(all["items"][2]["value"], "line1\nline2");
+    assert_eq!(all["items"][3]["value_encoding"], "base64");
+    assert!(all["next"].is_null(), "{all}");
+    let some = ok_json(
+        &ep,
+        &["get", "app/", "--prefix", "--limit", "3", "-o", "json"],
+    );
+    assert_eq!(some["items"].as_array().expect("items").len(), 3);
+    assert_eq!(some["next"], "app/d");
+    // Without --prefix: the value as before, or the key with --keys-only.
+    assert_eq!(ok(&ep, &["get", "app/a", "--print-value-only"]), "1\n");
+    assert_eq!(ok(&ep, &["get", "app/a", "--keys-only"]), "app/a\n");
+
+    // More keys than one server page (1000): kvctl follows `next`.
+    for batch in 0..10 {
+        let success = (0..110)
+            .map(|i| TxnOp::Put {
+                key: format!("bulk/{:04}", batch * 110 + i),
+                value: "v".into(),
+                value_encoding: None,
+            })
+            .collect();
+        let r = c
+            .txn(&TxnRequest {
+                success,
+                ..TxnRequest::default()
+            })
+            .await
+            .expect("txn");
+        assert!(r.succeeded);
+    }
+    let keys = ok(&ep, &["get", "bulk/", "--prefix", "--keys-only"]);
+    assert_eq!(keys.lines().count(), 1100);
+    assert_eq!(keys.lines().last(), Some("bulk/1099"));
+    let keys = ok(
+        &ep,
+        &["get", "bulk/", "--prefix", "--keys-only", "--limit", "1050"],
+    );
+    assert_eq!(keys.lines().count(), 1050);
+    assert_eq!(keys.lines().last(), Some("bulk/1049"));
+    let page = ok_json(
+        &ep,
+        &["get", "bulk/", "--prefix", "--limit", "1050", "-o", "json"],
+    );
+    assert_eq!(page["items"].as_array().expect("items").len(), 1050);
+    assert_eq!(page["next"], "bulk/1050");
+
+    // del START END removes [START, END); --prefix every key under it.
+    let out = ok(&ep, &["del", "app/b", "app/d"]);
+    assert!(out.starts_with("deleted 2 (revision "), "{out}");
+    assert_eq!(
+        ok(&ep, &["get", "app/", "--prefix", "--keys-only"]),
+        "app/a\napp/d\n"
+    );
+    let del = ok_json(&ep, &["-o", "json", "del", "--prefix", "app/"]);
+    assert_eq!(del["deleted"], 2);
+    assert!(del["revision"].as_u64().expect("revision") > 0);
+    assert_eq!(ok(&ep, &["get", "app/", "--prefix", "--keys-only"]), "");
+    let out = ok(&ep, &["del", "--prefix", "bulk/"]);
+    assert!(out.starts_with("deleted 1100 (revision "), "{out}");
+    // Keys outside the ranges are untouched.
+    assert_eq!(ok(&ep, &["get", "other"]), "x\n");
+}
+
+/// `kvctl init` without --member: the members are the endpoints' nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_discovers_fresh_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = Vec::new();
+    for i in 1..=4 {
+        let mut n = NodeProc::new(dir.path(), &format!("n{i}"), Opts::default());
+        // No --id, no init: a fresh node with a generated id.
+        n.start(None).await;
+        nodes.push(n);
+    }
+    let eps: Vec<String> = nodes.iter().map(NodeProc::client_url).collect();
+    let three = eps[..3].join(",");
+
+    // One endpoint that does not answer: refused, nothing initialized.
+    let err = fails(&format!("{three},http://127.0.0.1:1"), &["init"]);
+    assert!(err.contains("http://127.0.0.1:1 is unreachable"), "{err}");
+    let st = nodes[0].client().status().await.expect("status");
+    assert_eq!(st.cluster_id, None);
+
+    let out = ok(&three, &["init"]);
+    assert!(out.starts_with("initialized: voters"), "{out}");
+    for n in &nodes[..3] {
+        let c = n.client();
+        wait_for(
+            Duration::from_secs(20),
+            &format!("{} ready in the cluster", n.name),
+            || async {
+                let ready = matches!(c.ready().await, Ok(Ok(())));
+                let st = c.status().await.ok()?;
+                (ready && st.cluster_id.is_some()).then_some(())
+            },
+        )
+        .await;
+    }
+    // The voters are the three nodes, with the names and URLs they advertise.
+    let st = nodes[1].client().status().await.expect("status");
+    let mut voters = st.membership.voter_ids();
+    voters.sort_unstable();
+    let mut want: Vec<u64> = nodes[..3].iter().map(|n| n.id).collect();
+    want.sort_unstable();
+    assert_eq!(voters, want);
+    for m in &st.membership.voters {
+        let n = nodes.iter().find(|n| n.id == m.id).expect("a started node");
+        assert_eq!(m.info, n.info());
+    }
+
+    // Again: already done, exit 0 (idempotent, like the server).
+    let again = ok(&three, &["init"]);
+    assert!(
+        again.starts_with("already initialized: cluster "),
+        "{again}"
+    );
+    let again = ok_json(&three, &["-o", "json", "init"]);
+    assert_eq!(again["already_initialized"], true);
+    assert_eq!(
+        again["cluster_id"],
+        st.cluster_id.clone().expect("cluster id")
+    );
+
+    // A fresh fourth node next to them: init is refused as not needed, and
+    // the fourth node stays out of any cluster.
+    let err = fails(&eps.join(","), &["init"]);
+    assert!(
+        err.contains(&format!(
+            "{} (node {}) is already in cluster",
+            eps[0], nodes[0].id
+        )),
+        "{err}"
+    );
+    assert!(err.contains("init is not needed"), "{err}");
+    let st = nodes[3].client().status().await.expect("status");
+    assert_eq!(st.cluster_id, None);
 }
