@@ -2,7 +2,17 @@
 # Starts a 3-node raftkv cluster on loopback, initializes it, waits until
 # every node is ready and prints the endpoints. Ctrl-C stops the nodes
 # gracefully; data stays in $RAFTKV_LOCAL_DIR for the next start.
+#
+#   scripts/local-cluster.sh            plaintext
+#   scripts/local-cluster.sh --secure   TLS on both ports (mutual TLS between
+#                                       the nodes), a CA made by `kvnode certs`
 set -euo pipefail
+secure=0
+case "${1:-}" in
+  --secure) secure=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--secure]" >&2; exit 2 ;;
+esac
 
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RAFTKV_CACHE:-$HOME/.cache/raftkv}/target}"
@@ -16,6 +26,22 @@ KVNODE="$PROFILE_DIR/kvnode"
 KVCTL="$PROFILE_DIR/kvctl"
 
 mkdir -p "$DATA"
+scheme=http
+tls_args=()
+curl_tls=()
+kvctl_tls=()
+if [ "$secure" = 1 ]; then
+  # A CA and certificates for 127.0.0.1, made once and kept with the data.
+  PKI="$DATA/pki"
+  "$KVNODE" certs ca --dir "$PKI" >&2
+  for i in 1 2 3; do
+    [ -f "$PKI/node$i.crt" ] || "$KVNODE" certs node --dir "$PKI" --name "node$i" --san 127.0.0.1 --san localhost >&2
+  done
+  [ -f "$PKI/root.crt" ] || "$KVNODE" certs client --dir "$PKI" --name root >&2
+  scheme=https
+  curl_tls=(--cacert "$PKI/ca.crt")
+  kvctl_tls=(--cacert "$PKI/ca.crt" --cert "$PKI/root.crt" --key "$PKI/root.key")
+fi
 pids=()
 stop() {
   trap - INT TERM
@@ -28,34 +54,43 @@ stop() {
 trap stop INT TERM
 
 endpoints=()
-members=()
 for i in 1 2 3; do
   cport=$((7379 + (i - 1) * 10)); pport=$((cport + 1))
+  tls_args=()
+  if [ "$secure" = 1 ]; then
+    tls_args=(--cert-file "$PKI/node$i.crt" --key-file "$PKI/node$i.key" --trusted-ca-file "$PKI/ca.crt"
+              --peer-cert-file "$PKI/node$i.crt" --peer-key-file "$PKI/node$i.key" --peer-trusted-ca-file "$PKI/ca.crt")
+  fi
   "$KVNODE" --id "$i" --name "node$i" --data-dir "$DATA/node$i" \
     --client-addr "127.0.0.1:$cport" --peer-addr "127.0.0.1:$pport" \
-    ${RAFTKV_NODE_ARGS:-} 2>>"$DATA/node$i.log" &
+    "${tls_args[@]}" ${RAFTKV_NODE_ARGS:-} 2>>"$DATA/node$i.log" &
   pids+=($!)
-  endpoints+=("http://127.0.0.1:$cport")
-  members+=(--member "$i=http://127.0.0.1:$pport,http://127.0.0.1:$cport,node$i")
+  endpoints+=("$scheme://127.0.0.1:$cport")
 done
 EP=$(IFS=,; echo "${endpoints[*]}")
 
 for ep in "${endpoints[@]}"; do
-  for _ in $(seq 100); do curl -sf "$ep/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf "${curl_tls[@]}" "$ep/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 done
-# Idempotent: on a restart with kept data the cluster is already initialized.
-"$KVCTL" --endpoints "${endpoints[0]}" init "${members[@]}" >/dev/null 2>&1 || true
+# kvctl finds the three nodes' ids itself; idempotent: on a restart with
+# kept data the cluster is already initialized.
+"$KVCTL" "${kvctl_tls[@]}" --endpoints "$EP" init >/dev/null 2>&1 || true
 for _ in $(seq 200); do
-  "$KVCTL" --endpoints "$EP" health >/dev/null 2>&1 && break
+  "$KVCTL" "${kvctl_tls[@]}" --endpoints "$EP" health >/dev/null 2>&1 && break
   sleep 0.1
 done
-"$KVCTL" --endpoints "$EP" status
+"$KVCTL" "${kvctl_tls[@]}" --endpoints "$EP" status
+tls_env=""
+if [ "$secure" = 1 ]; then
+  tls_env="
+  export KVCTL_CACERT=$PKI/ca.crt KVCTL_CERT=$PKI/root.crt KVCTL_KEY=$PKI/root.key"
+fi
 cat <<MSG
 
 raftkv is running: 3 nodes, data in $DATA (logs: node*.log)
-  export KVCTL_ENDPOINTS=$EP
+  export KVCTL_ENDPOINTS=$EP$tls_env
   $KVCTL put hello world && $KVCTL get hello
-  curl -X PUT --data-binary world ${endpoints[0]}/v1/kv/hello
+  curl ${curl_tls[*]} -X PUT --data-binary world ${endpoints[0]}/v1/kv/hello
 Ctrl-C stops the cluster (data is kept for the next start).
 MSG
 wait

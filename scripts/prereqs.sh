@@ -38,8 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  log=$(mktemp)
+  if ! { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+         $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"
+    say "apt-get could not install ${missing[*]} (output above)"; exit 1
+  fi
+  rm -f "$log"
   say "installed ${missing[*]}"
 fi
 

@@ -7,8 +7,16 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RAFTKV_CACHE:-$HOME/.cache/raftkv}/target}"
 step() { echo; echo "=== $* ($(date +%H:%M:%S))"; }
 
+step "prerequisites (installs only what is missing)"
+scripts/prereqs.sh test
+
 step "cargo fmt --check"
 cargo fmt --all --check
+
+step "build: every crate and test target, and the binaries the tests run"
+# nextest builds test targets only; kvctl (a kvclient binary) is run by
+# kvnode's tests, so the binaries are built here first.
+scripts/build.sh
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings

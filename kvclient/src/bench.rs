@@ -67,7 +67,9 @@ struct Report {
     max_ms: f64,
 }
 
-pub async fn run(endpoints: &[String], args: BenchArgs, json: bool) -> anyhow::Result<()> {
+/// `base`: the configured client; its endpoints and TLS options are used.
+pub async fn run(base: &Client, args: BenchArgs, json: bool) -> anyhow::Result<()> {
+    let endpoints = base.endpoints();
     if !(0.0..=1.0).contains(&args.read_ratio) {
         anyhow::bail!("--read-ratio must be between 0 and 1");
     }
@@ -77,7 +79,7 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json: bool) -> anyhow::R
     let endpoints = match args.target {
         Target::All => endpoints.to_vec(),
         Target::Leader => {
-            let st = Client::new(endpoints)?.status().await?;
+            let st = base.status().await?;
             let leader = st
                 .leader
                 .ok_or_else(|| anyhow::anyhow!("no leader known; is the cluster initialized?"))?;
@@ -85,7 +87,10 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json: bool) -> anyhow::R
         }
     };
     let clients: Vec<Client> = (0..args.clients)
-        .map(|i| Client::new(&[&endpoints[i % endpoints.len()]]).map(|c| c.with_attempts(1)))
+        .map(|i| {
+            base.for_endpoints(&[&endpoints[i % endpoints.len()]])
+                .map(|c| c.with_attempts(1))
+        })
         .collect::<Result<_, _>>()?;
     let value = vec![b'x'; args.value_size];
     if args.prefill {

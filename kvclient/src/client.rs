@@ -19,6 +19,20 @@ const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// How a client reaches TLS endpoints (etcdctl's `--cacert`, `--cert`,
+/// `--key`, `--insecure-skip-tls-verify`). The defaults trust no one: an
+/// `https://` endpoint needs `ca` or `insecure_skip_verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// CA bundle (PEM) that servers are verified against.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM), presented when the server asks.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// Accept any server certificate. For trying things out only.
+    pub insecure_skip_verify: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server answered with an API error.
@@ -44,6 +58,62 @@ pub enum ClientError {
     NoEndpoints,
     #[error("invalid endpoint URL {0:?}")]
     BadEndpoint(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The reqwest client for `opts`, with these timeouts.
+fn http_client(
+    opts: &TlsOptions,
+    connect: Duration,
+    total: Duration,
+) -> Result<reqwest::Client, ClientError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ClientError::Tls(format!("reading {}: {e}", p.display())))
+    };
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(total)
+        .pool_max_idle_per_host(256)
+        // Below kvnode's idle timeout (--header-timeout-ms, 15 s by
+        // default): a pooled connection is never one the node is closing.
+        .pool_idle_timeout(Duration::from_secs(5))
+        .tls_built_in_root_certs(false);
+    if let Some(ca) = &opts.ca {
+        let pem = read(ca)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ClientError::Tls(format!("{}: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(ClientError::Tls(format!(
+                "{}: no certificate",
+                ca.display()
+            )));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    match (&opts.cert, &opts.key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ClientError::Tls(format!("{} / {}: {e}", cert.display(), key.display()))
+            })?;
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(ClientError::Tls(
+                "a client certificate needs both the certificate and the key".into(),
+            ));
+        }
+    }
+    if opts.insecure_skip_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| ClientError::Tls(e.to_string()))
 }
 
 impl ApiError {
@@ -61,7 +131,7 @@ impl ClientError {
             ClientError::Api { error, .. } => error.code.retryable(),
             ClientError::Transport { .. } => true,
             ClientError::Unexpected { status, .. } => *status >= 500,
-            ClientError::NoEndpoints | ClientError::BadEndpoint(_) => false,
+            ClientError::NoEndpoints | ClientError::BadEndpoint(_) | ClientError::Tls(_) => false,
         }
     }
 
@@ -123,6 +193,7 @@ pub struct RangeOptions {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    tls: TlsOptions,
     endpoints: Vec<String>,
     /// How many full passes over the endpoints a retryable call makes.
     attempts: u32,
@@ -131,6 +202,11 @@ pub struct Client {
 
 impl Client {
     pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self, ClientError> {
+        Self::with_tls(endpoints, &TlsOptions::default())
+    }
+
+    /// A client for TLS endpoints (plain `http://` ones work too).
+    pub fn with_tls<S: AsRef<str>>(endpoints: &[S], tls: &TlsOptions) -> Result<Self, ClientError> {
         let endpoints: Vec<String> = endpoints
             .iter()
             .map(|e| e.as_ref().trim().trim_end_matches('/').to_owned())
@@ -147,20 +223,25 @@ impl Client {
                 return Err(ClientError::BadEndpoint(e.clone()));
             }
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15))
-            .pool_max_idle_per_host(256)
-            .build()
-            .map_err(|source| ClientError::Transport {
-                endpoint: endpoints[0].clone(),
-                source,
-            })?;
+        let http = http_client(tls, Duration::from_secs(2), Duration::from_secs(15))?;
         Ok(Client {
             http,
+            tls: tls.clone(),
             endpoints,
             attempts: 5,
             backoff: Duration::from_millis(100),
+        })
+    }
+
+    /// Like `new`, with a caller-built HTTP client (TLS roots and identity,
+    /// timeouts).
+    pub fn with_http<S: AsRef<str>>(
+        endpoints: &[S],
+        http: reqwest::Client,
+    ) -> Result<Self, ClientError> {
+        Ok(Client {
+            http,
+            ..Client::new(endpoints)?
         })
     }
 
@@ -178,16 +259,13 @@ impl Client {
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Result<Self, ClientError> {
-        self.http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(2)))
-            .timeout(timeout)
-            .pool_max_idle_per_host(256)
-            .build()
-            .map_err(|source| ClientError::Transport {
-                endpoint: self.endpoints[0].clone(),
-                source,
-            })?;
+        self.http = http_client(&self.tls, timeout.min(Duration::from_secs(2)), timeout)?;
         Ok(self)
+    }
+
+    /// A client for other endpoints with the same TLS options.
+    pub fn for_endpoints<S: AsRef<str>>(&self, endpoints: &[S]) -> Result<Self, ClientError> {
+        Self::with_tls(endpoints, &self.tls)
     }
 
     pub fn endpoints(&self) -> &[String] {

@@ -4,5 +4,5 @@
 pub mod client;
 pub mod types;
 
-pub use client::{Client, ClientError, Consistency, GetResponse, RangeOptions};
+pub use client::{Client, ClientError, Consistency, GetResponse, RangeOptions, TlsOptions};
 pub use types::*;

@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Ctx::new(&cli.endpoints, cli.output)?;
+    let ctx = Ctx::new(&cli)?;
     match cli.cmd {
         Cmd::Put(a) => kv::put(&ctx, a).await,
         Cmd::Get(a) => kv::get(&ctx, a).await,

@@ -64,6 +64,104 @@ pub struct Config {
     /// Log output: `text` or `json`.
     #[arg(long, env = "KVNODE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Client port TLS: this node's certificate chain (PEM). With
+    /// --key-file, the client port speaks only TLS.
+    #[arg(long, env = "KVNODE_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Client port TLS: the private key of --cert-file (PEM).
+    #[arg(long, env = "KVNODE_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+
+    /// CA bundle (PEM) that client certificates are verified against. Alone,
+    /// a certificate is optional but verified when presented.
+    #[arg(long, env = "KVNODE_TRUSTED_CA_FILE", requires = "cert_file")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Refuse client connections without a certificate signed by
+    /// --trusted-ca-file.
+    #[arg(long, env = "KVNODE_CLIENT_CERT_AUTH", requires = "trusted_ca_file")]
+    pub client_cert_auth: bool,
+
+    /// Peer port mutual TLS: this node's certificate (PEM), presented as a
+    /// server to peers and as a client on outgoing raft RPCs.
+    #[arg(long, env = "KVNODE_PEER_CERT_FILE", requires_all = ["peer_key_file", "peer_trusted_ca_file"])]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Peer port mutual TLS: the private key of --peer-cert-file (PEM).
+    #[arg(long, env = "KVNODE_PEER_KEY_FILE", requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Peer port mutual TLS: the CA bundle (PEM) every peer certificate,
+    /// incoming and outgoing, must be signed by.
+    #[arg(long, env = "KVNODE_PEER_TRUSTED_CA_FILE", requires = "peer_cert_file")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "KVNODE_HEADER_TIMEOUT_MS", default_value_t = 15_000)]
+    pub header_timeout_ms: u64,
+
+    /// Byte budget of one response: a range page ends early (with a `next`
+    /// cursor) before its keys and values pass it; a transaction whose gets
+    /// would pass it is refused with 413.
+    #[arg(long, env = "KVNODE_MAX_RESPONSE_BYTES", default_value_t = 16 << 20)]
+    pub max_response_bytes: usize,
+
+    /// Client requests served at once; more are answered 503 `unavailable`
+    /// at once instead of queueing without bound.
+    #[arg(long, env = "KVNODE_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+
+    /// Open client connections beyond this are closed at once.
+    #[arg(long, env = "KVNODE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// A tool instead of a node (see `kvnode certs --help`).
+    #[command(subcommand)]
+    pub command: Option<Tool>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Tool {
+    /// A small CA for clusters without one: writes PEM files into --dir.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CertsCommand {
+    /// Create `ca.crt` and `ca.key` (kept if they exist).
+    Ca {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue `<name>.crt`/`<name>.key` for a node (server and client use).
+    Node {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Common name, and the file name.
+        #[arg(long)]
+        name: String,
+        /// DNS name or IP address the node is reached at; repeat.
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Issue `<name>.crt`/`<name>.key` for a client; the common name is the
+    /// user name the node sees.
+    Client {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -101,20 +199,75 @@ impl Config {
         if self.max_value_bytes == 0 || self.max_value_bytes > 64 << 20 {
             return bad("max-value-bytes", "must be between 1 and 67108864");
         }
-        for (flag, url) in [
-            ("advertise-client-url", &self.advertise_client_url),
-            ("advertise-peer-url", &self.advertise_peer_url),
+        if self.header_timeout_ms == 0 {
+            return bad("header-timeout-ms", "must be > 0");
+        }
+        if self.max_connections == 0 {
+            return bad("max-connections", "must be > 0");
+        }
+        if self.max_concurrent_requests == 0 {
+            return bad("max-concurrent-requests", "must be > 0");
+        }
+        if self.max_response_bytes < self.max_value_bytes {
+            return bad(
+                "max-response-bytes",
+                "must be at least --max-value-bytes (one value must fit a response)",
+            );
+        }
+        // An advertised URL names the scheme the listener really speaks, so
+        // peers and clients never try plaintext against a TLS port.
+        for (flag, url, tls) in [
+            (
+                "advertise-client-url",
+                &self.advertise_client_url,
+                self.client_tls().is_some(),
+            ),
+            (
+                "advertise-peer-url",
+                &self.advertise_peer_url,
+                self.peer_tls().is_some(),
+            ),
         ] {
             if let Some(u) = url {
+                let want = if tls { "https" } else { "http" };
                 let ok = url::Url::parse(u)
-                    .map(|p| p.scheme() == "http" && p.host().is_some())
+                    .map(|p| p.scheme() == want && p.host().is_some())
                     .unwrap_or(false);
                 if !ok {
-                    return bad(flag, "must be an http:// URL with a host");
+                    return Err(ConfigError::Invalid {
+                        flag,
+                        msg: format!("must be an {want}:// URL with a host"),
+                    });
                 }
             }
         }
         Ok(())
+    }
+
+    /// The client listener's TLS files, when TLS is on.
+    pub fn client_tls(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.cert_file.clone()?,
+            key: self.key_file.clone()?,
+            ca: self.trusted_ca_file.clone(),
+        })
+    }
+
+    /// The peer listener's (and outgoing RPCs') TLS files, when TLS is on.
+    pub fn peer_tls(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.peer_cert_file.clone()?,
+            key: self.peer_key_file.clone()?,
+            ca: Some(self.peer_trusted_ca_file.clone()?),
+        })
+    }
+
+    pub fn client_auth(&self) -> crate::tls::ClientAuth {
+        match (&self.trusted_ca_file, self.client_cert_auth) {
+            (None, _) => crate::tls::ClientAuth::None,
+            (Some(_), false) => crate::tls::ClientAuth::Optional,
+            (Some(_), true) => crate::tls::ClientAuth::Required,
+        }
     }
 
     pub fn name(&self) -> String {
@@ -132,19 +285,19 @@ impl Config {
     pub fn client_url(&self) -> String {
         self.advertise_client_url
             .clone()
-            .unwrap_or_else(|| derive_url(self.client_addr))
+            .unwrap_or_else(|| derive_url(self.client_addr, self.client_tls().is_some()))
     }
 
     pub fn peer_url(&self) -> String {
         self.advertise_peer_url
             .clone()
-            .unwrap_or_else(|| derive_url(self.peer_addr))
+            .unwrap_or_else(|| derive_url(self.peer_addr, self.peer_tls().is_some()))
     }
 }
 
 /// A listener on a wildcard address is advertised as 127.0.0.1: good for a
 /// laptop; anything multi-host passes --advertise-*-url explicitly.
-fn derive_url(addr: SocketAddr) -> String {
+fn derive_url(addr: SocketAddr, tls: bool) -> String {
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {
@@ -153,7 +306,8 @@ fn derive_url(addr: SocketAddr) -> String {
             SocketAddr::V6(a) => format!("[{}]", a.ip()),
         }
     };
-    format!("http://{host}:{}", addr.port())
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{host}:{}", addr.port())
 }
 
 #[cfg(test)]

@@ -5,11 +5,17 @@
 //! node and its operations), `api` (HTTP routers), `server` (process
 //! lifecycle: listeners, signals, graceful shutdown).
 
+/// The kvnode version: `--version`, `GET /version`, `raftkv_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub mod api;
+pub mod certs;
 pub mod config;
 pub mod crash;
+pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod server;
 pub mod store;
+pub mod tls;

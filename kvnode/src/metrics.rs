@@ -27,6 +27,11 @@ pub struct RouteLabels {
     pub method: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
 type IntGauge = Gauge<i64, std::sync::atomic::AtomicI64>;
 type U64Gauge = Gauge<u64, AtomicU64>;
 
@@ -45,6 +50,7 @@ pub struct Metrics {
     purged_index: U64Gauge,
     voters: IntGauge,
     learners: IntGauge,
+    store_revision: U64Gauge,
     sst_bytes: U64Gauge,
     memtable_bytes: U64Gauge,
 }
@@ -85,6 +91,7 @@ impl Metrics {
         let apply_lag = gauge("raft_apply_lag", "Committed minus applied index");
         let snapshot_index = gauge("raft_snapshot_index", "Last log index of the snapshot");
         let purged_index = gauge("raft_purged_index", "Last purged raft log index");
+        let store_revision = gauge("store_revision", "Store revision applied on this node");
         let sst_bytes = gauge("rocksdb_sst_bytes", "Size of RocksDB SST files");
         let memtable_bytes = gauge("rocksdb_memtable_bytes", "Size of RocksDB memtables");
         let mut igauge = |name: &str, help: &str| {
@@ -95,6 +102,19 @@ impl Metrics {
         let is_leader = igauge("raft_is_leader", "1 if this node is the leader");
         let voters = igauge("raft_voters", "Number of voters in the membership");
         let learners = igauge("raft_learners", "Number of learners in the membership");
+        // Constant 1 with the version as a label, the Prometheus convention
+        // for joining a version onto other series.
+        let build_info = Family::<BuildLabels, IntGauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: crate::VERSION.to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "kvnode build: version label, value 1",
+            build_info,
+        );
         Metrics {
             registry,
             requests,
@@ -110,6 +130,7 @@ impl Metrics {
             purged_index,
             voters,
             learners,
+            store_revision,
             sst_bytes,
             memtable_bytes,
         }
@@ -134,6 +155,7 @@ impl Metrics {
         let mem = m.membership_config.membership();
         self.voters.set(mem.voter_ids().count() as i64);
         self.learners.set(mem.learner_ids().count() as i64);
+        self.store_revision.set(node.db.revision());
         let (sst, memtable) = node.db.sizes();
         self.sst_bytes.set(sst);
         self.memtable_bytes.set(memtable);

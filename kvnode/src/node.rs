@@ -72,10 +72,17 @@ pub enum StartError {
     Raft(String),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("peer TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl Node {
-    pub async fn start(config: Config) -> Result<Arc<Node>, StartError> {
+    /// `peer_tls`: the peer certificate material when the peer port runs
+    /// mutual TLS; outgoing raft RPCs then present it and verify peers.
+    pub async fn start(
+        config: Config,
+        peer_tls: Option<Arc<crate::tls::Material>>,
+    ) -> Result<Arc<Node>, StartError> {
         config.validate()?;
         let (db, mut log, sm) = store::open(&config.data_dir).await?;
         let bind_ip = Some(config.peer_addr.ip()).filter(|ip| !ip.is_unspecified());
@@ -103,7 +110,11 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
-        let network = Network::new(identity.clone())?;
+        let network = Network::new(
+            identity.clone(),
+            peer_tls.as_ref(),
+            std::time::Duration::from_millis(config.header_timeout_ms / 2),
+        )?;
         let raft = Raft::new(
             identity.node_id,
             Arc::new(raft_config),
@@ -268,6 +279,20 @@ impl Node {
             .is_some()
     }
 
+    /// Whether a peer RPC claiming to come from `from` may reach raft: from
+    /// a voter or learner of this node's membership (the latest one it
+    /// knows, committed or not). A node without a membership yet (just
+    /// added, or never initialized) hears from whoever its cluster sends:
+    /// that is how a new learner receives its first entries.
+    pub fn may_send_raft_rpcs(&self, from: Option<u64>) -> bool {
+        let m = self.metrics();
+        let mem = m.membership_config.membership();
+        if mem.voter_ids().next().is_none() {
+            return true;
+        }
+        from.is_some_and(|id| mem.get_node(&id).is_some())
+    }
+
     fn require_leader(&self) -> Outcome<()> {
         if !self.is_initialized() {
             return Err(Reject::Api(not_initialized()));
@@ -316,6 +341,7 @@ impl Node {
             last_log_index: m.last_log_index,
             committed_index: m.local_committed.as_ref().map(|l| l.index),
             applied_index: m.last_applied.as_ref().map(|l| l.index),
+            revision: self.db.revision(),
             followers,
             peer_url: self.info.peer_url.clone(),
             client_url: self.info.client_url.clone(),
@@ -610,11 +636,11 @@ fn validate_urls(info: &MemberInfo) -> Result<(), ApiError> {
         ("client_url", &info.client_url),
     ] {
         let ok = url::Url::parse(u)
-            .map(|p| p.scheme() == "http" && p.host().is_some())
+            .map(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
             .unwrap_or(false);
         if !ok {
             return Err(ApiError::bad_request(format!(
-                "{what} {u:?} is not an http:// URL with a host"
+                "{what} {u:?} is not an http:// or https:// URL with a host"
             )));
         }
     }

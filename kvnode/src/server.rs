@@ -10,8 +10,54 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, App};
 use crate::config::Config;
+use crate::listener::{self, Limits};
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::tls::{ClientAuth, Material};
+
+/// What a follower uses to forward requests to the leader's TLS client
+/// port: it verifies the leader against the client CA (or the peer CA when
+/// there is none) and presents its peer certificate (or, without peer TLS,
+/// its client-port certificate), which --client-cert-auth leaders require.
+fn forwarding_tls(config: &Config) -> anyhow::Result<Option<Arc<Material>>> {
+    let Some(client) = config.client_tls() else {
+        return Ok(None);
+    };
+    let peer = config.peer_tls();
+    let ca = client
+        .ca
+        .clone()
+        .or_else(|| peer.as_ref().and_then(|p| p.ca.clone()))
+        .context(
+            "client TLS needs --trusted-ca-file or peer TLS: followers verify the \
+             leader's client certificate when they forward requests to it",
+        )?;
+    let (cert, key) = match peer {
+        Some(p) => (p.cert, p.key),
+        None => (client.cert, client.key),
+    };
+    let files = crate::tls::TlsFiles {
+        cert,
+        key,
+        ca: Some(ca),
+    };
+    let m = Material::load(files, ClientAuth::None).context("forwarding TLS")?;
+    m.watch("forward");
+    Ok(Some(m))
+}
+
+/// Loads a listener's TLS material and starts watching its files.
+fn tls_config(
+    files: Option<crate::tls::TlsFiles>,
+    auth: ClientAuth,
+    what: &'static str,
+) -> anyhow::Result<Option<(Arc<Material>, Arc<rustls::ServerConfig>)>> {
+    let Some(files) = files else { return Ok(None) };
+    let material = Material::load(files, auth).with_context(|| format!("{what} TLS"))?;
+    material.watch(what);
+    let cfg = Arc::new(material.server_config()?);
+    Ok(Some((material, cfg)))
+}
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let client_listener = TcpListener::bind(config.client_addr)
@@ -22,28 +68,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding peer address {}", config.peer_addr))?;
     let dev = config.dev;
     let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms);
-    let node = Node::start(config).await?;
-    let app = App::new(node.clone(), Arc::new(Metrics::new()))?;
+    let client_tls = tls_config(config.client_tls(), config.client_auth(), "client")?;
+    // Peers always prove themselves: the peer port requires a certificate.
+    let peer_tls = tls_config(config.peer_tls(), ClientAuth::Required, "peer")?;
+    let limits = Limits {
+        handshake_timeout: Duration::from_millis(config.header_timeout_ms),
+        header_timeout: Duration::from_millis(config.header_timeout_ms),
+        max_connections: config.max_connections,
+    };
+    // Peers keep a few pooled connections each; the client bound would be
+    // far too generous there, and a small one could starve replication.
+    let peer_limits = Limits {
+        max_connections: 256,
+        ..limits
+    };
+    let peer_material = peer_tls.as_ref().map(|(m, _)| m.clone());
+    let forward_tls = forwarding_tls(&config)?;
+    let node = Node::start(config, peer_material).await?;
+    let app = App::new(node.clone(), Arc::new(Metrics::new()), forward_tls.as_ref())?;
 
     let peer_stop = CancellationToken::new();
     let client_stop = CancellationToken::new();
     let peer_server = tokio::spawn({
         let stop = peer_stop.clone();
         let router = api::peer_router(node.clone());
-        async move {
-            axum::serve(peer_listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
+        let tls = peer_tls.map(|(_, c)| c);
+        async move { listener::serve(peer_listener, router, tls, peer_limits, "peer", stop).await }
     });
     let client_server = tokio::spawn({
         let stop = client_stop.clone();
         let router = api::client_router(app);
-        async move {
-            axum::serve(client_listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
+        let tls = client_tls.map(|(_, c)| c);
+        async move { listener::serve(client_listener, router, tls, limits, "client", stop).await }
     });
     tracing::info!(
         client = %node.config.client_addr,

@@ -117,7 +117,8 @@ async fn bad_requests_get_json_errors() {
     let (s, v) = send(M::POST, format!("{base}/v1/txn"), too_many).await;
     assert_eq!((s, code(&v)), (400, "bad_request"));
 
-    // Garbage on the peer port, correctly addressed, is refused too.
+    // Garbage on the peer port, correctly addressed (as if from a member),
+    // is refused too.
     let st = c.status(1).await;
     let garbage = reqwest::Client::new()
         .post(format!("{}/raft/append", c.nodes[1].peer_url()))
@@ -126,6 +127,7 @@ async fn bad_requests_get_json_errors() {
             "x-raftkv-cluster-id",
             st.cluster_id.clone().unwrap_or_default(),
         )
+        .header("x-raftkv-from-id", c.nodes[0].id.to_string())
         .body(vec![0xc1u8, 0xff, 0x00, 0x13])
         .send()
         .await

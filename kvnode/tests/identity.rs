@@ -99,7 +99,47 @@ async fn peer_rpc_for_another_node_or_cluster_is_refused() {
         .expect("send");
     assert_eq!(wrong_node.status().as_u16(), 409);
     let msg = wrong_node.text().await.expect("body");
-    assert!(msg.contains(&format!("reached node {}", n.id)), "{msg}");
+    // A prober learns nothing about the node it reached.
+    assert!(
+        !msg.contains(&n.id.to_string()),
+        "the answer names the real id: {msg}"
+    );
+
+    // Without the cluster id, or from a node that is not a member: refused
+    // before the body is looked at (it is not even valid MessagePack).
+    let no_cluster = http
+        .post(&url)
+        .header("x-raftkv-target-id", n.id.to_string())
+        .body(vec![0xc1u8; 64])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(no_cluster.status().as_u16(), 409);
+    let read_index = format!("{}/raft/read-index", n.peer_url());
+    for from in [None, Some(n.id + 1000)] {
+        let mut req = http
+            .post(&read_index)
+            .header("x-raftkv-target-id", n.id.to_string())
+            .header("x-raftkv-cluster-id", &cluster_id);
+        if let Some(f) = from {
+            req = req.header("x-raftkv-from-id", f.to_string());
+        }
+        let resp = req.send().await.expect("send");
+        assert_eq!(resp.status().as_u16(), 403, "read-index from {from:?}");
+    }
+    let member = http
+        .post(&read_index)
+        .header("x-raftkv-target-id", n.id.to_string())
+        .header("x-raftkv-cluster-id", &cluster_id)
+        .header("x-raftkv-from-id", c.nodes[1].id.to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_ne!(
+        member.status().as_u16(),
+        403,
+        "a member's rpc passes the gate"
+    );
 
     let wrong_cluster = http
         .post(&url)

@@ -6,9 +6,7 @@ use std::error::Error as _;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use kvclient::{
-    AddLearnerRequest, Client, ClusterStatus, InitRequest, MemberInfo, Membership, NodeId,
-};
+use kvclient::{AddLearnerRequest, ClusterStatus, InitRequest, MemberInfo, Membership, NodeId};
 
 use super::Ctx;
 use super::print;
@@ -45,7 +43,7 @@ pub struct IdArg {
 pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for ep in ctx.endpoints() {
-        let one = Client::new(&[ep])?.single_shot();
+        let one = ctx.client.for_endpoints(&[ep])?.single_shot();
         rows.push((ep.clone(), one.status().await));
     }
     let v: Vec<_> = rows
@@ -122,7 +120,9 @@ pub async fn init(ctx: &Ctx, a: InitArgs) -> anyhow::Result<()> {
         for ep in ctx.endpoints() {
             // Each endpoint on its own (with retries): init needs every
             // node's answer, not the first that comes.
-            let st = Client::new(&[ep])?
+            let st = ctx
+                .client
+                .for_endpoints(&[ep])?
                 .status()
                 .await
                 .map_err(|e| detail(ep, e));
@@ -150,7 +150,7 @@ pub async fn init(ctx: &Ctx, a: InitArgs) -> anyhow::Result<()> {
     } else {
         parse_members(&a.members)?
     };
-    let first = Client::new(&ctx.endpoints()[..1])?;
+    let first = ctx.client.for_endpoints(&ctx.endpoints()[..1])?;
     let resp = first.init(&req).await?;
     ctx.out.emit(&resp, || {
         format!("initialized: voters {:?}", resp.membership.voter_ids())

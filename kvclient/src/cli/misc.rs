@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use kvclient::{Client, VersionResponse};
+use kvclient::VersionResponse;
 
 use super::Ctx;
 use crate::bench::{self, BenchArgs};
@@ -14,7 +14,9 @@ pub async fn health(ctx: &Ctx) -> anyhow::Result<()> {
     let mut t = Table::new(&["ENDPOINT", "HEALTH", "READY"]);
     let mut out = Vec::new();
     for ep in ctx.endpoints() {
-        let one = Client::new(&[ep])?
+        let one = ctx
+            .client
+            .for_endpoints(&[ep])?
             .single_shot()
             .with_timeout(Duration::from_secs(2))?;
         let h = one.health().await;
@@ -55,7 +57,7 @@ const KVCTL_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub async fn version(ctx: &Ctx) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for ep in ctx.endpoints() {
-        let one = Client::new(&[ep])?.single_shot();
+        let one = ctx.client.for_endpoints(&[ep])?.single_shot();
         rows.push((ep.clone(), one.version().await.map_err(|e| e.to_string())));
     }
     ctx.out.emit(&version_json(&rows), || version_text(&rows))?;
@@ -92,7 +94,7 @@ fn version_text(rows: &[VersionRow]) -> String {
 }
 
 pub async fn bench(ctx: &Ctx, args: BenchArgs) -> anyhow::Result<()> {
-    bench::run(ctx.endpoints(), args, ctx.out.is_json()).await
+    bench::run(&ctx.client, args, ctx.out.is_json()).await
 }
 
 #[cfg(test)]

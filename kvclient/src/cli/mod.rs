@@ -32,6 +32,33 @@ pub struct Cli {
     #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
     pub output: Output,
 
+    /// CA bundle (PEM) to verify https endpoints with.
+    #[arg(long, env = "KVCTL_CACERT", global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) to present; its CN is the user name.
+    // Ids apart from the flag names: subcommands have a `key` argument.
+    #[arg(
+        long = "cert",
+        env = "KVCTL_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(
+        long = "key",
+        env = "KVCTL_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
+
+    /// Accept any server certificate (trying things out only).
+    #[arg(long, env = "KVCTL_INSECURE_SKIP_TLS_VERIFY", global = true)]
+    pub insecure_skip_tls_verify: bool,
+
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -78,10 +105,16 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(endpoints: &[String], out: Output) -> anyhow::Result<Self> {
+    pub fn new(cli: &Cli) -> anyhow::Result<Self> {
+        let tls = kvclient::TlsOptions {
+            ca: cli.cacert.clone(),
+            cert: cli.client_cert.clone(),
+            key: cli.client_key.clone(),
+            insecure_skip_verify: cli.insecure_skip_tls_verify,
+        };
         Ok(Ctx {
-            client: Client::new(endpoints)?,
-            out,
+            client: Client::with_tls(&cli.endpoints, &tls)?,
+            out: cli.output,
         })
     }
 
@@ -101,6 +134,29 @@ mod tests {
 
     fn parsed(args: &[&str]) -> Cli {
         parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn tls_flags_are_global_and_come_in_pairs() {
+        let cli = parsed(&[
+            "get", "k", "--cacert", "ca.crt", "--cert", "u.crt", "--key", "u.key",
+        ]);
+        assert!(matches!(&cli.cmd, Cmd::Get(g) if g.key == "k"));
+        assert_eq!(cli.cacert.as_deref(), Some(std::path::Path::new("ca.crt")));
+        assert_eq!(
+            cli.client_key.as_deref(),
+            Some(std::path::Path::new("u.key"))
+        );
+        assert!(
+            parse(&["--cert", "u.crt", "status"]).is_err(),
+            "--cert without --key"
+        );
+        let ctx = Ctx::new(&parsed(&["--cacert", "/nonexistent/ca.crt", "status"]));
+        let err = ctx
+            .err()
+            .expect("a missing CA file is an error")
+            .to_string();
+        assert!(err.contains("/nonexistent/ca.crt"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,14 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::{App, json_response};
 
+/// `GET /version`: what `kvctl version` shows next to its own.
+pub async fn version() -> Response {
+    json_response(&kvclient::VersionResponse {
+        version: crate::VERSION.to_owned(),
+        api: "v1".to_owned(),
+    })
+}
+
 pub async fn healthz() -> Response {
     json_response(&serde_json::json!({ "status": "ok" }))
 }

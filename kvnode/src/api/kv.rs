@@ -9,8 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use kvclient::{
-    CompareOp, CompareTarget, DeleteResponse, ErrorCode, JsonValue, PutResponse, RangeItem,
-    RangeResponse, TxnOp, TxnOpResult, TxnRequest, TxnResponse,
+    CompareOp, CompareTarget, DeleteRangeResponse, DeleteResponse, ErrorCode, JsonValue,
+    PutResponse, RangeItem, RangeResponse, TxnOp, TxnOpResult, TxnRequest, TxnResponse,
 };
 
 use super::error::ApiError;
@@ -181,6 +181,71 @@ pub async fn delete_key(State(app): State<App>, req: Request) -> Response {
     .await
 }
 
+/// `DELETE /v1/kv?prefix=P` or `?start=A&end=B`: a range delete, as etcd's
+/// `del --prefix` and `del key range_end`. The parameter must be present:
+/// a bare `DELETE /v1/kv` is refused rather than read as "everything".
+pub async fn delete_range(State(app): State<App>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    run(&app, &parts, Bytes::new(), async {
+        let q = query_map(&parts.uri)?;
+        let op = match (q.get("prefix"), q.get("start"), q.get("end")) {
+            (Some(prefix), None, None) => Op::DeletePrefix {
+                prefix: prefix.clone(),
+            },
+            (None, Some(start), Some(end)) => {
+                validate_key(start)?;
+                validate_key(end)?;
+                if start >= end {
+                    return Err(ApiError::bad_request(format!(
+                        "empty range: start {start:?} is not below end {end:?}"
+                    ))
+                    .into());
+                }
+                Op::DeleteRange {
+                    start: start.clone(),
+                    end: end.clone(),
+                }
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "a range delete takes prefix=P (\"\" = every key) or start=A&end=B",
+                )
+                .into());
+            }
+        };
+        // An empty prefix is allowed here (every key), a too long one is not.
+        if let Op::DeletePrefix { prefix } = &op
+            && prefix.len() > MAX_KEY_BYTES
+        {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "prefix is {} bytes; the limit is {MAX_KEY_BYTES}",
+                    prefix.len()
+                ),
+            )
+            .into());
+        }
+        let res = app
+            .node
+            .write(Command {
+                compare: vec![],
+                success: vec![op],
+                failure: vec![],
+            })
+            .await?;
+        let deleted = match res.results.first() {
+            Some(OpResult::DeleteRange { deleted }) => *deleted,
+            _ => 0,
+        };
+        Ok(json_response(&DeleteRangeResponse {
+            deleted,
+            revision: res.revision,
+        }))
+    })
+    .await
+}
+
 fn revision_is(key: &str, r: u64) -> Cmp {
     Cmp {
         key: key.to_owned(),
@@ -220,7 +285,13 @@ pub async fn range(State(app): State<App>, req: Request) -> Response {
         };
         let keys_only = parse_bool(&q, "keys_only")?;
         read_gate(&app, consistency(&q)?).await?;
-        let (items, next) = app.node.db.scan(&prefix, &start, limit, keys_only)?;
+        let (items, next) = app.node.db.scan_bounded(
+            &prefix,
+            &start,
+            limit,
+            keys_only,
+            app.node.config.max_response_bytes,
+        )?;
         let items = items
             .into_iter()
             .map(|(key, rec)| RangeItem {
@@ -244,6 +315,7 @@ pub async fn txn(State(app): State<App>, req: Request) -> Response {
         let txn: TxnRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid transaction: {e}")))?;
         let cmd = txn_command(&app, txn)?;
+        check_txn_reads(&app, &cmd)?;
         let res = app.node.write(cmd).await?;
         Ok(json_response(&TxnResponse {
             succeeded: res.succeeded,
@@ -252,6 +324,32 @@ pub async fn txn(State(app): State<App>, req: Request) -> Response {
         }))
     })
     .await
+}
+
+/// Refuses (413) a transaction whose `get`s would return more than
+/// --max-response-bytes as the values stand now. Checked before the
+/// proposal, so a refused transaction changes nothing; concurrent writes can
+/// still grow the answer by at most the value limit per get.
+fn check_txn_reads(app: &App, cmd: &Command) -> Result<(), ApiError> {
+    let budget = app.node.config.max_response_bytes;
+    let mut total = 0usize;
+    for op in cmd.success.iter().chain(&cmd.failure) {
+        if let Op::Get { key } = op {
+            // Each branch could run, so both count: a bound, not a guess.
+            let size = app.node.db.value_len(key).map_err(ApiError::from)?;
+            total = total.saturating_add(key.len() + size);
+            if total > budget {
+                return Err(ApiError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "the transaction's gets would return more than {budget} bytes \
+                         (--max-response-bytes); read the values in smaller transactions"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Validates a wire transaction and turns it into a raft command.
@@ -320,6 +418,10 @@ fn wire_result(r: OpResult) -> TxnOpResult {
     match r {
         OpResult::Put { revision } => TxnOpResult::Put { revision },
         OpResult::Delete { deleted } => TxnOpResult::Delete { deleted },
+        // Transactions carry no range deletes; kept total for the compiler.
+        OpResult::DeleteRange { deleted } => TxnOpResult::Delete {
+            deleted: deleted > 0,
+        },
         OpResult::Get { found } => match found {
             Some((revision, value)) => TxnOpResult::Get {
                 found: true,

@@ -34,20 +34,40 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Pooled client for forwarding requests to the leader.
     pub http: reqwest::Client,
+    /// One permit per client request being served (--max-concurrent-requests).
+    inflight: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
-    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// `forward_tls`: set when the client port runs TLS (see
+    /// `server::forwarding_tls`).
+    pub fn new(
+        node: Arc<Node>,
+        metrics: Arc<Metrics>,
+        forward_tls: Option<&Arc<crate::tls::Material>>,
+    ) -> Result<Self, crate::node::StartError> {
+        let mut b = reqwest::Client::builder();
+        if let Some(m) = forward_tls {
+            b = b.use_preconfigured_tls(m.client_config()?);
+        }
+        let http = b
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(512)
+            // Well inside the leader's idle timeout (--header-timeout-ms,
+            // the same on every node), so a pooled connection is never one
+            // the leader is closing.
+            .pool_idle_timeout(Duration::from_millis(node.config.header_timeout_ms / 2))
             .tcp_nodelay(true)
             .build()?;
+        let inflight = Arc::new(tokio::sync::Semaphore::new(
+            node.config.max_concurrent_requests,
+        ));
         Ok(App {
             node,
             metrics,
             http,
+            inflight,
         })
     }
 
@@ -60,7 +80,7 @@ impl App {
 
 pub fn client_router(app: App) -> Router {
     Router::new()
-        .route("/v1/kv", get(kv::range))
+        .route("/v1/kv", get(kv::range).delete(kv::delete_range))
         .route(
             "/v1/kv/{*key}",
             get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
@@ -78,10 +98,12 @@ pub fn client_router(app: App) -> Router {
             "/v1/cluster/transfer-leader",
             post(cluster::transfer_leader),
         )
+        .route("/version", get(health::version))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(app.clone(), admit))
         .layer(middleware::from_fn_with_state(app.clone(), record))
         .with_state(app)
 }
@@ -92,6 +114,37 @@ pub fn peer_router(node: Arc<Node>) -> Router {
 
 async fn fallback(method: Method) -> ApiError {
     ApiError::not_found(format!("no route for this path and method ({method})"))
+}
+
+/// Limits that apply before a handler runs: a declared body over the
+/// largest any route accepts is 413 before a byte of it is read, and past
+/// --max-concurrent-requests a request is 503 at once (probes and metrics
+/// excepted: they must answer under load).
+async fn admit(State(app): State<App>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = app.body_limit();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::new(
+            kvclient::ErrorCode::TooLarge,
+            format!("request body larger than {limit} bytes"),
+        )
+        .into_response();
+    }
+    if matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return next.run(req).await;
+    }
+    let Ok(_permit) = app.inflight.clone().try_acquire_owned() else {
+        return ApiError::unavailable(format!(
+            "more than {} requests in flight; retry shortly",
+            app.node.config.max_concurrent_requests
+        ))
+        .into_response();
+    };
+    next.run(req).await
 }
 
 /// Counts and times every request by its route template (not the raw
@@ -123,9 +176,20 @@ async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
     resp
 }
 
-/// Reads a request body, refusing more than `limit` bytes with 413.
+/// How long a client may take to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a request body, refusing more than `limit` bytes with 413 and one
+/// that takes longer than `BODY_TIMEOUT` with 400.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await
+    else {
+        return Err(ApiError::new(
+            kvclient::ErrorCode::BadRequest,
+            format!("request body not received within {BODY_TIMEOUT:?}"),
+        ));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
             kvclient::ErrorCode::TooLarge,

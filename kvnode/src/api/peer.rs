@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::node::Node;
 use crate::raft::network::{
-    HDR_CLUSTER, HDR_TARGET, PATH_APPEND, PATH_PRE_VOTE, PATH_READ_INDEX, PATH_SNAPSHOT,
+    HDR_CLUSTER, HDR_FROM, HDR_TARGET, PATH_APPEND, PATH_PRE_VOTE, PATH_READ_INDEX, PATH_SNAPSHOT,
     PATH_TRANSFER, PATH_VOTE, SnapshotHeader,
 };
 use crate::store::SnapshotFile;
@@ -34,7 +34,35 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_READ_INDEX, post(read_index))
         .layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
+        // Outermost: runs before any handler reads a byte of the body.
+        .layer(axum::middleware::from_fn_with_state(node.clone(), gate))
         .with_state(node)
+}
+
+/// Admits a peer RPC on its headers alone: addressed to this node, of this
+/// cluster, from a member. Anything else is answered before the body (up
+/// to 512 MiB for an append) is read or decoded.
+async fn gate(
+    State(node): State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(r) = admit(&node, req.headers()) {
+        return r;
+    }
+    let from = req
+        .headers()
+        .get(HDR_FROM)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if !node.may_send_raft_rpcs(from) {
+        tracing::warn!(from = ?from, path = %req.uri().path(), "refused peer rpc from a non-member");
+        return reject(
+            StatusCode::FORBIDDEN,
+            "rpc from a node that is not a member",
+        );
+    }
+    next.run(req).await
 }
 
 fn reject(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -73,10 +101,7 @@ fn raft_failed(e: impl std::fmt::Display) -> Response {
 
 macro_rules! rpc_handler {
     ($name:ident, $method:ident) => {
-        async fn $name(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
-            if let Err(r) = admit(&node, &headers) {
-                return r;
-            }
+        async fn $name(State(node): State<Arc<Node>>, body: Bytes) -> Response {
             let req = match decode(&body) {
                 Ok(r) => r,
                 Err(r) => return r,
@@ -96,10 +121,7 @@ rpc_handler!(transfer, handle_transfer_leader);
 
 /// A follower's request for a read index: answered only by the leader,
 /// after it has confirmed its leadership with a quorum.
-async fn read_index(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
-    if let Err(r) = admit(&node, &headers) {
-        return r;
-    }
+async fn read_index(State(node): State<Arc<Node>>) -> Response {
     match node.leader_read_index().await {
         Ok(index) => encode(&index),
         Err(e) => raft_failed(e),
@@ -108,10 +130,7 @@ async fn read_index(State(node): State<Arc<Node>>, headers: HeaderMap) -> Respon
 
 /// Receives a streamed snapshot: spools it to a file in the data dir, then
 /// hands it to raft, which installs it through the state machine.
-async fn snapshot(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(r) = admit(&node, &headers) {
-        return r;
-    }
+async fn snapshot(State(node): State<Arc<Node>>, body: Body) -> Response {
     let path = node
         .config
         .data_dir

@@ -29,13 +29,17 @@ pub struct Identity {
 
 /// Why a peer RPC is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a peer RPC was refused. The messages go back to the caller, so they
+/// name no ids: a prober learns nothing about the node it reached.
 pub enum PeerReject {
-    #[error("rpc for node {target} reached node {me}")]
+    #[error("rpc addressed to another node")]
     WrongNode { target: u64, me: u64 },
-    #[error("rpc for cluster {theirs} reached a node of cluster {mine}")]
+    #[error("rpc for another cluster")]
     WrongCluster { theirs: String, mine: String },
     #[error("rpc without a target node id")]
     MissingTarget,
+    #[error("rpc without a cluster id")]
+    MissingCluster,
 }
 
 impl Identity {
@@ -96,6 +100,7 @@ impl Identity {
     /// members added by the leader learn which cluster they are in.
     pub fn admit(&self, target: Option<u64>, cluster: Option<&str>) -> Result<(), PeerReject> {
         let target = target.ok_or(PeerReject::MissingTarget)?;
+        let cluster = Some(cluster.ok_or(PeerReject::MissingCluster)?);
         if target != self.node_id {
             return Err(PeerReject::WrongNode {
                 target,
@@ -168,6 +173,8 @@ mod tests {
             Err(PeerReject::WrongNode { target: 4, me: 3 })
         );
         assert_eq!(id.admit(None, Some("c")), Err(PeerReject::MissingTarget));
+        assert_eq!(id.admit(Some(3), None), Err(PeerReject::MissingCluster));
+        assert_eq!(id.cluster_id(), None, "nothing adopted from a refused rpc");
         id.admit(Some(3), Some("c1")).expect("adopts");
         assert_eq!(id.cluster_id().as_deref(), Some("c1"));
         assert!(matches!(

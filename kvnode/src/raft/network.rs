@@ -50,14 +50,27 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(identity: Arc<Identity>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// With `tls`, every RPC runs over mutual TLS: the node presents its
+    /// peer certificate and accepts only peers signed by the peer CA.
+    /// `idle`: how long pooled connections are kept; below the peers'
+    /// idle timeout, so the pool never picks one a peer is closing.
+    pub fn new(
+        identity: Arc<Identity>,
+        tls: Option<&Arc<crate::tls::Material>>,
+        idle: Duration,
+    ) -> Result<Self, crate::node::StartError> {
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(idle)
             .tcp_nodelay(true)
-            .local_address(identity.peer_bind_ip())
-            .build()?;
-        Ok(Network { http, identity })
+            .local_address(identity.peer_bind_ip());
+        if let Some(m) = tls {
+            b = b.use_preconfigured_tls(m.client_config()?).https_only(true);
+        }
+        Ok(Network {
+            http: b.build()?,
+            identity,
+        })
     }
 }
 

@@ -56,6 +56,16 @@ pub enum Op {
     Get {
         key: String,
     },
+    /// Every key in `[start, end)`. This and `DeletePrefix` are appended
+    /// last: entries already in a log decode by variant.
+    DeleteRange {
+        start: String,
+        end: String,
+    },
+    /// Every key that starts with `prefix` (all keys for "").
+    DeletePrefix {
+        prefix: String,
+    },
 }
 
 /// The one command of the state machine: a guarded batch. Single-key puts
@@ -92,12 +102,17 @@ pub enum OpResult {
         /// `(revision, value)` when the key exists.
         found: Option<(u64, serde_bytes::ByteBuf)>,
     },
+    /// Of `DeleteRange` and `DeletePrefix`: how many keys went.
+    DeleteRange {
+        deleted: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CommandResult {
     pub succeeded: bool,
-    /// Log index at which the command applied.
+    /// The store revision after the command (unchanged if it changed no
+    /// data; see store/sm.rs).
     pub revision: u64,
     pub results: Vec<OpResult>,
     /// For a failed single-key precondition: the key's revision (0 = absent).

@@ -14,6 +14,7 @@ mod sm;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options};
@@ -74,6 +75,9 @@ pub struct Db {
     /// (not one atomic batch: see `sm::install`), so nobody reads or dumps a
     /// half-installed state. Client reads only try it and answer "retry".
     install_gate: Arc<RwLock<()>>,
+    /// The store revision of what the state machine has applied (written
+    /// by `sm.rs` after each apply and install, read by status and metrics).
+    revision: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -93,6 +97,7 @@ impl Db {
             inner: Arc::new(db),
             dir: dir.to_path_buf(),
             install_gate: Arc::default(),
+            revision: Arc::default(),
         })
     }
 
@@ -114,6 +119,15 @@ impl Db {
             Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => Err(StoreError::Installing),
         }
+    }
+
+    /// The store revision this node has applied (see `sm.rs`).
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_revision(&self, r: u64) {
+        self.revision.store(r, Ordering::Release);
     }
 
     pub(crate) fn install_gate(&self) -> &RwLock<()> {
@@ -160,6 +174,14 @@ impl Db {
         self.get_ungated(key)
     }
 
+    /// The size of a key's value (0 when absent), without copying it out.
+    pub fn value_len(&self, key: &str) -> Result<usize> {
+        let _gate = self.read_gate()?;
+        let v = self.db().get_pinned_cf(self.cf(CF_DATA)?, key.as_bytes())?;
+        // A record is the 8-byte revision, then the value.
+        Ok(v.map(|v| v.len().saturating_sub(8)).unwrap_or(0))
+    }
+
     /// `get` for the state machine's own use (apply), which never runs
     /// during an install.
     pub(crate) fn get_ungated(&self, key: &str) -> Result<Option<Record>> {
@@ -175,6 +197,20 @@ impl Db {
         from: &str,
         limit: usize,
         keys_only: bool,
+    ) -> Result<ScanPage> {
+        self.scan_bounded(prefix, from, limit, keys_only, usize::MAX)
+    }
+
+    /// `scan` that also ends the page before its keys and values pass
+    /// `max_bytes` (a page holds at least one item, whatever its size), so
+    /// one request cannot make the node hold an unbounded response.
+    pub fn scan_bounded(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+        keys_only: bool,
+        max_bytes: usize,
     ) -> Result<ScanPage> {
         let _gate = self.read_gate()?;
         let start = if from.as_bytes() > prefix.as_bytes() {
@@ -193,15 +229,18 @@ impl Db {
             rocksdb::IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward),
         );
         let mut items = Vec::new();
+        let mut bytes = 0usize;
         for kv in iter {
             let (k, v) = kv?;
             if !k.starts_with(prefix.as_bytes()) {
                 break;
             }
             let key = String::from_utf8_lossy(&k).into_owned();
-            if items.len() == limit {
+            let size = k.len() + if keys_only { 0 } else { v.len() };
+            if items.len() == limit || (!items.is_empty() && bytes + size > max_bytes) {
                 return Ok((items, Some(key)));
             }
+            bytes += size;
             let mut rec = Record::decode(&v)?;
             if keys_only {
                 rec.value.clear();
@@ -245,7 +284,7 @@ impl Db {
 pub type ScanPage = (Vec<(String, Record)>, Option<String>);
 
 /// The smallest byte string greater than every string starting with `p`.
-fn prefix_upper_bound(p: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn prefix_upper_bound(p: &[u8]) -> Option<Vec<u8>> {
     let mut v = p.to_vec();
     while let Some(last) = v.pop() {
         if last < 0xff {

@@ -2,6 +2,12 @@
 //! larger than RAM). Each `apply` call becomes one atomic write batch that
 //! carries the data changes together with the last-applied log id and the
 //! membership, so a crash can never leave them disagreeing.
+//!
+//! Revisions follow etcd: the store revision is a counter that advances by
+//! one for each command that changes data (every key a command writes gets
+//! that revision), so a delete that finds nothing, a failed precondition or
+//! a read-only transaction leaves it where it was. It is not the raft log
+//! index: blank and membership entries do not advance it either.
 
 use std::collections::HashMap;
 use std::io;
@@ -13,7 +19,7 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::{self, SnapshotFile};
-use super::{CF_DATA, CF_SM, Db, Result, StoreError, decode, encode};
+use super::{CF_DATA, CF_SM, Db, Result, StoreError, decode, decode_u64, encode};
 use crate::raft::types::{
     Cmp, CmpTarget, Command, CommandResult, LogId, Op, OpResult, SnapshotMeta, StoredMembership,
     TypeConfig,
@@ -23,11 +29,14 @@ use kvclient::CompareOp;
 const SM_APPLIED: &[u8] = b"applied";
 const SM_MEMBERSHIP: &[u8] = b"membership";
 const SM_SNAPSHOT: &[u8] = b"snapshot";
+/// The store revision; absent in data dirs from before it existed, where the
+/// applied log index stands in (revisions were log indexes then).
+const SM_REVISION: &[u8] = b"revision";
 /// Present while a snapshot install is under way: names the snapshot file,
 /// so that `open` can finish an install a crash interrupted.
 const SM_INSTALLING: &[u8] = b"installing";
 
-/// A stored value with the revision (log index) that last wrote it.
+/// A stored value with the store revision that last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub revision: u64,
@@ -66,6 +75,16 @@ pub struct StateMachine {
     db: Db,
     applied: Option<LogId>,
     membership: StoredMembership,
+    revision: u64,
+}
+
+/// Reads the store revision from `get` (the database or one RocksDB
+/// snapshot of it), falling back to the applied index for old data dirs.
+fn stored_revision(raw: Option<Vec<u8>>, applied: Option<&LogId>) -> Result<u64> {
+    match raw {
+        Some(b) => decode_u64(&b).ok_or(StoreError::Corrupt("store revision")),
+        None => Ok(applied.map(|l| l.index).unwrap_or(0)),
+    }
 }
 
 impl StateMachine {
@@ -75,9 +94,9 @@ impl StateMachine {
             tracing::warn!(file = %cur.file, last_log_id = ?cur.meta.last_log_id,
                 "finishing a snapshot install that was interrupted");
             let file = db.snapshot_dir().join(&cur.file);
-            let sst = prepare_sst(&file)?;
+            let prepared = prepare_sst(&file, &cur.meta)?;
             let _gate = db.install_gate().write().unwrap_or_else(|p| p.into_inner());
-            replace_data(&db, &cur, sst.as_deref())?;
+            replace_data(&db, &cur, &prepared)?;
         }
         let cf = db.cf(CF_SM)?;
         let applied = db
@@ -91,10 +110,13 @@ impl StateMachine {
             .map(|b| decode("membership", &b))
             .transpose()?
             .unwrap_or_default();
+        let revision = stored_revision(db.db().get_cf(cf, SM_REVISION)?, applied.as_ref())?;
+        db.set_revision(revision);
         Ok(StateMachine {
             db,
             applied,
             membership,
+            revision,
         })
     }
 
@@ -142,6 +164,39 @@ impl View<'_> {
         }
     }
 
+    /// Every live key in `[start, end)` (`end` None = no upper bound), as
+    /// the batch being built sees them: RocksDB's keys merged with the
+    /// overlay, where earlier commands of the same batch put or deleted.
+    fn keys_in(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<String>> {
+        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
+        let mut ro = rocksdb::ReadOptions::default();
+        if let Some(e) = end {
+            ro.set_iterate_upper_bound(e.to_vec());
+        }
+        let iter = self.db.db().iterator_cf_opt(
+            self.db.cf(CF_DATA)?,
+            ro,
+            rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+        );
+        let mut keys = std::collections::BTreeSet::new();
+        for kv in iter {
+            let (k, _) = kv?;
+            let key = String::from_utf8(k.into_vec()).map_err(|_| StoreError::Corrupt("key"))?;
+            if !in_range(key.as_bytes()) {
+                break;
+            }
+            if !matches!(self.overlay.get(&key), Some(None)) {
+                keys.insert(key);
+            }
+        }
+        for (k, v) in &self.overlay {
+            if v.is_some() && in_range(k.as_bytes()) {
+                keys.insert(k.clone());
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
     fn holds(&self, c: &Cmp) -> Result<bool> {
         let cur = self.get(&c.key)?;
         Ok(match &c.target {
@@ -162,14 +217,17 @@ fn compare<T: Ord>(have: T, want: T, op: CompareOp) -> bool {
     }
 }
 
-/// Executes one command at log index `index`, adding its writes to `batch`.
+/// Executes one command, adding its writes to `batch`. `revision` is the
+/// store revision before it; it advances by one if the command changes data.
 fn execute(
     view: &mut View<'_>,
     batch: &mut WriteBatch,
     cf: &rocksdb::ColumnFamily,
     cmd: Command,
-    index: u64,
+    revision: &mut u64,
 ) -> Result<CommandResult> {
+    let next = *revision + 1;
+    let mut changed = false;
     let mut succeeded = true;
     for c in &cmd.compare {
         if !view.holds(c)? {
@@ -191,20 +249,42 @@ fn execute(
         results.push(match op {
             Op::Put { key, value } => {
                 let rec = Record {
-                    revision: index,
+                    revision: next,
                     value,
                 };
                 batch.put_cf(cf, key.as_bytes(), rec.encode());
                 view.overlay.insert(key, Some(rec));
-                OpResult::Put { revision: index }
+                changed = true;
+                OpResult::Put { revision: next }
             }
             Op::Delete { key } => {
                 let existed = view.get(&key)?.is_some();
                 if existed {
                     batch.delete_cf(cf, key.as_bytes());
                     view.overlay.insert(key, None);
+                    changed = true;
                 }
                 OpResult::Delete { deleted: existed }
+            }
+            op @ (Op::DeleteRange { .. } | Op::DeletePrefix { .. }) => {
+                let keys = match op {
+                    Op::DeleteRange { start, end } => {
+                        view.keys_in(start.as_bytes(), Some(end.as_bytes()))?
+                    }
+                    Op::DeletePrefix { prefix } => {
+                        let upper = super::prefix_upper_bound(prefix.as_bytes());
+                        view.keys_in(prefix.as_bytes(), upper.as_deref())?
+                    }
+                    _ => Vec::new(),
+                };
+                for key in &keys {
+                    batch.delete_cf(cf, key.as_bytes());
+                    view.overlay.insert(key.clone(), None);
+                }
+                changed |= !keys.is_empty();
+                OpResult::DeleteRange {
+                    deleted: keys.len() as u64,
+                }
             }
             Op::Get { key } => OpResult::Get {
                 found: view
@@ -213,9 +293,12 @@ fn execute(
             },
         });
     }
+    if changed {
+        *revision = next;
+    }
     Ok(CommandResult {
         succeeded,
-        revision: index,
+        revision: *revision,
         results,
         current_revisions,
     })
@@ -236,6 +319,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::default();
         let mut replies = Vec::new();
         let mut applied = self.applied;
+        let mut revision = self.revision;
         let mut membership = None;
         {
             let cf = self.db.cf(CF_DATA)?;
@@ -245,10 +329,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             while let Some(item) = entries.next().await {
                 let (entry, responder) = item?;
-                let index = entry.log_id.index;
                 let result = match entry.payload {
                     EntryPayload::Blank => CommandResult::default(),
-                    EntryPayload::Normal(cmd) => execute(&mut view, &mut batch, cf, cmd, index)?,
+                    EntryPayload::Normal(cmd) => {
+                        execute(&mut view, &mut batch, cf, cmd, &mut revision)?
+                    }
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(entry.log_id), m));
                         CommandResult::default()
@@ -262,6 +347,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let sm_cf = self.db.cf(CF_SM)?;
         batch.put_cf(sm_cf, SM_APPLIED, encode(&applied)?);
+        batch.put_cf(sm_cf, SM_REVISION, revision.to_be_bytes());
         if let Some(m) = &membership {
             batch.put_cf(sm_cf, SM_MEMBERSHIP, encode(m)?);
         }
@@ -270,6 +356,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // `purge` syncs before dropping any log entry.
         self.db.db().write(batch).map_err(StoreError::from)?;
         self.applied = applied;
+        self.revision = revision;
+        self.db.set_revision(revision);
         if let Some(m) = membership {
             self.membership = m;
         }
@@ -292,9 +380,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> io::Result<()> {
         let db = self.db.clone();
         let meta2 = meta.clone();
-        tokio::task::spawn_blocking(move || install(&db, &meta2, snap))
+        self.revision = tokio::task::spawn_blocking(move || install(&db, &meta2, snap))
             .await
             .map_err(io::Error::other)??;
+        self.db.set_revision(self.revision);
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
@@ -319,8 +408,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Deleting the old data, ingesting and recording the new applied index and
 /// membership are three writes, not one batch, so a synced marker naming the
 /// snapshot file goes first and `StateMachine::open` repeats the steps (each
-/// can be redone) if a crash falls between them.
-fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<()> {
+/// can be redone) if a crash falls between them. Returns the store revision
+/// the snapshot carried.
+fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<u64> {
     // Taken first: a snapshot being built meanwhile would delete our files
     // when it becomes the current one.
     let _gate = db.install_gate().write().unwrap_or_else(|p| p.into_inner());
@@ -329,7 +419,7 @@ fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<()> {
     if snap.path != dest {
         std::fs::rename(&snap.path, &dest)?;
     }
-    let sst = prepare_sst(&dest)?;
+    let prepared = prepare_sst(&dest, meta)?;
     let cur = CurrentSnapshot {
         meta: meta.clone(),
         file: name,
@@ -340,21 +430,28 @@ fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<()> {
         .put_cf_opt(db.cf(CF_SM)?, SM_INSTALLING, encode(&cur)?, &wo)
         .map_err(StoreError::from)?;
     crate::crash::point("snapshot-install-after-marker");
-    replace_data(db, &cur, sst.as_deref())?;
-    Ok(())
+    replace_data(db, &cur, &prepared)?;
+    Ok(prepared.store_revision)
+}
+
+/// A snapshot file made ready for ingestion.
+struct Prepared {
+    /// `None` for a snapshot without records (RocksDB cannot write an
+    /// empty SST).
+    sst: Option<std::path::PathBuf>,
+    store_revision: u64,
 }
 
 /// Writes the records of snapshot file `snap` into a sorted SST file next
-/// to it; `None` for a snapshot without records (RocksDB cannot write an
-/// empty SST). Fails on unsorted or duplicate keys, which a snapshot built
-/// by `build` never has.
-fn prepare_sst(snap: &std::path::Path) -> io::Result<Option<std::path::PathBuf>> {
+/// to it. Fails on unsorted or duplicate keys, which a snapshot built by
+/// `build` never has.
+fn prepare_sst(snap: &std::path::Path, meta: &SnapshotMeta) -> io::Result<Prepared> {
     let sst = snap.with_extension("sst");
     let opts = rocksdb::Options::default();
     let mut w = rocksdb::SstFileWriter::create(&opts);
     w.open(&sst).map_err(StoreError::from)?;
     let mut failed = None;
-    let count = snapshot::read_all(&std::fs::File::open(snap)?, |k, rec| {
+    let summary = snapshot::read_all(&std::fs::File::open(snap)?, |k, rec| {
         if failed.is_none()
             && let Err(e) = w.put(&k, rec.encode())
         {
@@ -368,27 +465,37 @@ fn prepare_sst(snap: &std::path::Path) -> io::Result<Option<std::path::PathBuf>>
             format!("snapshot {}: {e}", snap.display()),
         ));
     }
-    if count == 0 {
+    // A version-1 snapshot's revisions were log indexes, none above its last.
+    let store_revision = summary
+        .store_revision
+        .unwrap_or_else(|| meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0));
+    if summary.records == 0 {
         drop(w);
         let _ = std::fs::remove_file(&sst);
-        return Ok(None);
+        return Ok(Prepared {
+            sst: None,
+            store_revision,
+        });
     }
     w.finish().map_err(StoreError::from)?;
-    tracing::debug!(keys = count, sst = %sst.display(), "snapshot converted for ingestion");
-    Ok(Some(sst))
+    tracing::debug!(keys = summary.records, sst = %sst.display(), "snapshot converted for ingestion");
+    Ok(Prepared {
+        sst: Some(sst),
+        store_revision,
+    })
 }
 
 /// The install steps after the marker: empty `data`, ingest the SST, then
-/// record applied index and membership and drop the marker in one synced
-/// batch. The caller holds the install gate.
-fn replace_data(db: &Db, cur: &CurrentSnapshot, sst: Option<&std::path::Path>) -> io::Result<()> {
+/// record applied index, store revision and membership and drop the marker
+/// in one synced batch. The caller holds the install gate.
+fn replace_data(db: &Db, cur: &CurrentSnapshot, prepared: &Prepared) -> io::Result<()> {
     let data = db.cf(CF_DATA)?;
     // Keys are UTF-8, which never contains 0xFF: this range is every key.
     db.db()
         .delete_range_cf(data, &b""[..], &b"\xff"[..])
         .map_err(StoreError::from)?;
     crate::crash::point("snapshot-install-after-delete");
-    if let Some(sst) = sst {
+    if let Some(sst) = &prepared.sst {
         let mut io = rocksdb::IngestExternalFileOptions::default();
         // The SST is rebuilt from the snapshot file if this has to be redone.
         io.set_move_files(true);
@@ -401,6 +508,7 @@ fn replace_data(db: &Db, cur: &CurrentSnapshot, sst: Option<&std::path::Path>) -
     let mut batch = WriteBatch::default();
     batch.put_cf(sm, SM_APPLIED, encode(&cur.meta.last_log_id)?);
     batch.put_cf(sm, SM_MEMBERSHIP, encode(&cur.meta.last_membership)?);
+    batch.put_cf(sm, SM_REVISION, prepared.store_revision.to_be_bytes());
     batch.delete_cf(sm, SM_INSTALLING);
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);
@@ -453,13 +561,17 @@ fn build(db: &Db) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, Snapshot
         .map(|b| decode("membership", &b))
         .transpose()?
         .unwrap_or_default();
+    let revision = stored_revision(
+        view.get_cf(sm, SM_REVISION).map_err(StoreError::from)?,
+        applied.as_ref(),
+    )?;
     let meta = SnapshotMeta {
         last_log_id: applied,
         last_membership: membership,
     };
     let name = snapshot_file_name(&meta);
     let tmp = db.snapshot_dir().join(format!("{name}.tmp"));
-    let mut w = snapshot::Writer::create(&tmp)?;
+    let mut w = snapshot::Writer::create(&tmp, revision)?;
     for kv in view.iterator_cf(db.cf(CF_DATA)?, rocksdb::IteratorMode::Start) {
         let (k, v) = kv.map_err(StoreError::from)?;
         w.add(&k, &Record::decode(&v)?)?;
@@ -494,7 +606,7 @@ mod tests {
     /// A snapshot file in the receiver's spool location, as peer.rs leaves it.
     fn snapshot_file(db: &Db, records: &[(&str, u64, &str)]) -> SnapshotFile {
         let path = db.snapshot_dir().join("incoming-test.tmp");
-        let mut w = snapshot::Writer::create(&path).expect("create");
+        let mut w = snapshot::Writer::create(&path, 77).expect("create");
         for (k, rev, v) in records {
             let rec = Record {
                 revision: *rev,
@@ -554,6 +666,8 @@ mod tests {
         );
         let sm = StateMachine::open(db.clone()).expect("reopen sm");
         assert_eq!(sm.applied.map(|l| l.index), Some(9));
+        // The counter comes from the file, not from the log index or keys.
+        assert_eq!(sm.revision, 77);
         let cur = sm.current_snapshot().expect("read").expect("current");
         assert_eq!(cur.meta.last_log_id.map(|l| l.index), Some(9));
         // Only the installed snapshot is left: no spool file, no SST copy.

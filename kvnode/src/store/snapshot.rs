@@ -1,9 +1,16 @@
 //! Snapshot files: a flat, length-prefixed dump of the `data` column family
 //! taken from one RocksDB snapshot (a consistent view).
 //!
-//! Layout: `MAGIC`, then per key `u32 key_len | key | u64 revision | u32
-//! value_len | value`, then `u32::MAX` and the `u64` record count, so a
-//! truncated transfer is detected before anything is installed.
+//! Layout: `MAGIC`, the `u64` store revision (the revision counter of the
+//! state machine, which deletes advance too, so it cannot be derived from the
+//! records), then per key `u32 key_len | key | u64 revision | u32 value_len |
+//! value`, then `u32::MAX` and the `u64` record count, so a truncated
+//! transfer is detected before anything is installed.
+//!
+//! `RKVSNAP1` files (sent by nodes from before the store revision existed)
+//! have no revision field; their reader reports `None` and the installer
+//! falls back to the snapshot's last log index, which is at least every
+//! revision such a node ever handed out (its revisions were log indexes).
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -11,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use super::sm::Record;
 
-const MAGIC: &[u8; 8] = b"RKVSNAP1";
+const MAGIC: &[u8; 8] = b"RKVSNAP2";
+const MAGIC_V1: &[u8; 8] = b"RKVSNAP1";
 const END: u32 = u32::MAX;
 
 /// The snapshot data openraft passes around: an open file (the handle keeps
@@ -43,9 +51,10 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn create(path: &Path) -> io::Result<Self> {
+    pub fn create(path: &Path, store_revision: u64) -> io::Result<Self> {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
         out.write_all(MAGIC)?;
+        out.write_all(&store_revision.to_be_bytes())?;
         Ok(Writer { out, count: 0 })
     }
 
@@ -72,15 +81,27 @@ impl Writer {
     }
 }
 
+/// What `read_all` found besides the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    /// `None` for a version-1 file, which did not carry it.
+    pub store_revision: Option<u64>,
+}
+
 /// Reads every record of a snapshot file, checking magic and trailer.
-pub fn read_all(file: &File, mut f: impl FnMut(Vec<u8>, Record)) -> io::Result<u64> {
+pub fn read_all(file: &File, mut f: impl FnMut(Vec<u8>, Record)) -> io::Result<Summary> {
     let mut r = BufReader::with_capacity(1 << 20, file);
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {m}"));
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
-    if &magic != MAGIC {
+    let store_revision = if &magic == MAGIC {
+        Some(read_u64(&mut r)?)
+    } else if &magic == MAGIC_V1 {
+        None
+    } else {
         return Err(bad("bad magic"));
-    }
+    };
     let mut count = 0u64;
     loop {
         let klen = read_u32(&mut r)?;
@@ -89,7 +110,10 @@ pub fn read_all(file: &File, mut f: impl FnMut(Vec<u8>, Record)) -> io::Result<u
             if expect != count {
                 return Err(bad("record count mismatch"));
             }
-            return Ok(count);
+            return Ok(Summary {
+                records: count,
+                store_revision,
+            });
         }
         let key = read_bytes(&mut r, klen)?;
         let revision = read_u64(&mut r)?;
@@ -134,7 +158,7 @@ mod tests {
     fn round_trip_and_truncation_is_detected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.snap");
-        let mut w = Writer::create(&path).expect("create");
+        let mut w = Writer::create(&path, 4242).expect("create");
         for i in 0..100u64 {
             let rec = Record {
                 revision: i,
@@ -146,12 +170,48 @@ mod tests {
         let mut seen = Vec::new();
         let n =
             read_all(&File::open(&path).expect("open"), |k, r| seen.push((k, r))).expect("read");
-        assert_eq!(n, 100);
+        assert_eq!(
+            n,
+            Summary {
+                records: 100,
+                store_revision: Some(4242)
+            }
+        );
         assert_eq!(seen[7].0, b"k007");
         assert_eq!(seen[7].1.value, vec![7u8; 7]);
 
         let full = std::fs::read(&path).expect("read");
         std::fs::write(&path, &full[..full.len() - 20]).expect("truncate");
         assert!(read_all(&File::open(&path).expect("open"), |_, _| {}).is_err());
+    }
+
+    /// A snapshot from a node of the previous version still installs.
+    #[test]
+    fn version_one_files_are_read_without_a_store_revision() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v1.snap");
+        let mut raw = MAGIC_V1.to_vec();
+        raw.extend_from_slice(&1u32.to_be_bytes());
+        raw.extend_from_slice(b"k");
+        raw.extend_from_slice(&9u64.to_be_bytes());
+        raw.extend_from_slice(&2u32.to_be_bytes());
+        raw.extend_from_slice(b"vv");
+        raw.extend_from_slice(&END.to_be_bytes());
+        raw.extend_from_slice(&1u64.to_be_bytes());
+        std::fs::write(&path, raw).expect("write");
+        let mut seen = Vec::new();
+        let sum =
+            read_all(&File::open(&path).expect("open"), |k, r| seen.push((k, r))).expect("read v1");
+        assert_eq!(sum.store_revision, None);
+        assert_eq!(
+            seen,
+            vec![(
+                b"k".to_vec(),
+                Record {
+                    revision: 9,
+                    value: b"vv".to_vec()
+                }
+            )]
+        );
     }
 }

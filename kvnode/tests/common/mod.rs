@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,19 @@ pub struct Opts {
     pub heartbeat_ms: u64,
     pub election_ms: u64,
     pub snapshot_threshold: u64,
+    /// TLS on both ports (client port: optional client certificates).
+    pub tls: Option<Arc<Pki>>,
+}
+
+impl Opts {
+    /// A kvclient for these nodes: over TLS (trusting the test CA) when
+    /// the nodes run it.
+    pub fn client(&self, endpoints: &[String]) -> Client {
+        match &self.tls {
+            None => Client::new(endpoints).expect("endpoints"),
+            Some(pki) => Client::with_http(endpoints, Pki::http(pki, None)).expect("endpoints"),
+        }
+    }
 }
 
 impl Default for Opts {
@@ -28,7 +42,64 @@ impl Default for Opts {
             heartbeat_ms: HEARTBEAT_MS,
             election_ms: ELECTION_MS,
             snapshot_threshold: 10_000,
+            tls: None,
         }
+    }
+}
+
+/// A test CA (kvnode's own `certs` module) and the files it issued.
+#[derive(Debug)]
+pub struct Pki {
+    pub dir: PathBuf,
+    ca: kvnode::certs::Pem,
+}
+
+impl Pki {
+    pub fn new(dir: PathBuf) -> Pki {
+        let ca = kvnode::certs::new_ca("raftkv test CA", 1).expect("ca");
+        kvnode::certs::write_pair(&dir, "ca", &ca).expect("write ca");
+        Pki { dir, ca }
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// Issues (again, with a new serial) `<name>.crt/.key` for a node on
+    /// 127.0.0.1.
+    pub fn issue_node(&self, name: &str) -> (PathBuf, PathBuf) {
+        let pem = kvnode::certs::issue(
+            &self.ca,
+            name,
+            &["127.0.0.1".into(), "localhost".into()],
+            kvnode::certs::Usage::Node,
+            1,
+        )
+        .expect("issue node");
+        kvnode::certs::write_pair(&self.dir, name, &pem).expect("write node cert")
+    }
+
+    pub fn issue_client(&self, user: &str) -> (PathBuf, PathBuf) {
+        let pem = kvnode::certs::issue(&self.ca, user, &[], kvnode::certs::Usage::Client, 1)
+            .expect("issue client");
+        kvnode::certs::write_pair(&self.dir, user, &pem).expect("write client cert")
+    }
+
+    /// An HTTPS client that trusts `trust`'s CA and presents `<user>`'s
+    /// certificate from this CA, if given. Independent of kvnode's TLS code.
+    pub fn http(trust: &Pki, identity: Option<(&Pki, &str)>) -> reqwest::Client {
+        let ca = std::fs::read(trust.ca_file()).expect("read ca");
+        let mut b = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca pem"))
+            .timeout(Duration::from_secs(10))
+            .tls_info(true);
+        if let Some((pki, user)) = identity {
+            let mut pem = std::fs::read(pki.dir.join(format!("{user}.crt"))).expect("crt");
+            pem.extend(std::fs::read(pki.dir.join(format!("{user}.key"))).expect("key"));
+            b = b.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+        }
+        b.build().expect("https client")
     }
 }
 
@@ -73,12 +144,20 @@ impl NodeProc {
         }
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
     }
 
     pub fn info(&self) -> MemberInfo {
@@ -108,6 +187,24 @@ impl NodeProc {
             .env("KVNODE_LOG", "info,openraft=warn");
         if let Some(id) = id {
             cmd.arg("--id").arg(id.to_string());
+        }
+        if let Some(pki) = &self.opts.tls {
+            let cert = pki.dir.join(format!("{}.crt", self.name));
+            if !cert.exists() {
+                pki.issue_node(&self.name);
+            }
+            let key = pki.dir.join(format!("{}.key", self.name));
+            let ca = pki.ca_file();
+            for (flag, path) in [
+                ("--cert-file", &cert),
+                ("--key-file", &key),
+                ("--trusted-ca-file", &ca),
+                ("--peer-cert-file", &cert),
+                ("--peer-key-file", &key),
+                ("--peer-trusted-ca-file", &ca),
+            ] {
+                cmd.arg(flag).arg(path);
+            }
         }
         cmd
     }
@@ -150,9 +247,11 @@ impl NodeProc {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(&[self.client_url()])
-            .expect("valid url")
-            .single_shot()
+        self.opts.client(&[self.client_url()]).single_shot()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn is_running(&self) -> bool {
@@ -221,6 +320,28 @@ impl NodeProc {
     }
 }
 
+/// A process started from a hand-built command, killed when dropped.
+pub struct Spawned(Child);
+
+impl Spawned {
+    pub fn new(mut cmd: Command, log: &std::path::Path) -> Spawned {
+        let log = std::fs::File::create(log).expect("create log");
+        Spawned(
+            cmd.stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn"),
+        )
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for NodeProc {
     fn drop(&mut self) {
         self.kill9();
@@ -283,7 +404,7 @@ impl Cluster {
 
     /// A client over every running node, with retries.
     pub fn client(&self) -> Client {
-        Client::new(&self.endpoints()).expect("endpoints")
+        self.opts.client(&self.endpoints())
     }
 
     pub async fn wait_all_ready(&self) {
@@ -320,15 +441,16 @@ impl Cluster {
         self.nodes[i].client().status().await.expect("status")
     }
 
-    /// Waits until node `i` has applied at least `index`.
-    pub async fn wait_applied(&self, i: usize, index: u64) {
+    /// Waits until node `i` has applied store revision `revision` (what
+    /// writes return; not a log index).
+    pub async fn wait_applied(&self, i: usize, revision: u64) {
         let c = self.nodes[i].client();
         wait_for(
             Duration::from_secs(20),
-            &format!("{} to apply {index}", self.nodes[i].name),
+            &format!("{} to apply revision {revision}", self.nodes[i].name),
             || async {
                 let st = c.status().await.ok()?;
-                (st.applied_index? >= index).then_some(())
+                (st.revision >= revision).then_some(())
             },
         )
         .await;

@@ -184,6 +184,7 @@ impl World {
             last_log_index: Some(1000),
             committed_index: Some(1000),
             applied_index: Some(1000),
+            revision: 0,
             followers: (role == Role::Leader).then(|| {
                 raft.voters
                     .iter()
@@ -412,6 +413,7 @@ fn uninitialized(id: NodeId, name: &str) -> ClusterStatus {
         last_log_index: None,
         committed_index: None,
         applied_index: None,
+        revision: 0,
         followers: None,
         peer_url: String::new(),
         client_url: String::new(),
