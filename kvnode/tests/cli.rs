@@ -199,6 +199,19 @@ async fn dev_node_and_kvctl_commands() {
         "{metrics}"
     );
     assert!(metrics.contains("raftkv_raft_is_leader 1"));
+    assert!(
+        metrics.contains(&format!("raftkv_build_info{{version=\"{VERSION}\"}} 1")),
+        "{metrics}"
+    );
+    // `kvnode --version` names the same version.
+    let out = Command::new(env!("CARGO_BIN_EXE_kvnode"))
+        .arg("--version")
+        .output()
+        .expect("kvnode --version");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("kvnode {VERSION}")
+    );
     assert!(metrics.contains("raftkv_http_request_duration_seconds_bucket"));
 }
 
