@@ -164,6 +164,18 @@ impl Client {
         })
     }
 
+    /// Like `new`, with a caller-built HTTP client (TLS roots and identity,
+    /// timeouts).
+    pub fn with_http<S: AsRef<str>>(
+        endpoints: &[S],
+        http: reqwest::Client,
+    ) -> Result<Self, ClientError> {
+        Ok(Client {
+            http,
+            ..Client::new(endpoints)?
+        })
+    }
+
     /// A client that never retries (one attempt at the first endpoint).
     /// Used by callers that must observe one node, such as the operator.
     pub fn single_shot(mut self) -> Self {
