@@ -27,7 +27,6 @@ KVCTL="$PROFILE_DIR/kvctl"
 
 mkdir -p "$DATA"
 scheme=http
-tls_args=()
 curl_tls=()
 kvctl_tls=()
 if [ "$secure" = 1 ]; then

@@ -285,7 +285,9 @@ impl Node {
     /// added, or never initialized) hears from whoever its cluster sends:
     /// that is how a new learner receives its first entries.
     pub fn may_send_raft_rpcs(&self, from: Option<u64>) -> bool {
-        let m = self.metrics();
+        // Runs for every append: borrow the metrics, do not clone them.
+        let watch = self.raft.metrics();
+        let m = watch.borrow_watched();
         let mem = m.membership_config.membership();
         if mem.voter_ids().next().is_none() {
             return true;

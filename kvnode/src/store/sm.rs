@@ -217,6 +217,20 @@ fn compare<T: Ord>(have: T, want: T, op: CompareOp) -> bool {
     }
 }
 
+/// Deletes `keys` in the batch and its overlay; whether there were any.
+fn delete_all(
+    view: &mut View<'_>,
+    batch: &mut WriteBatch,
+    cf: &rocksdb::ColumnFamily,
+    keys: &[String],
+) -> bool {
+    for key in keys {
+        batch.delete_cf(cf, key.as_bytes());
+        view.overlay.insert(key.clone(), None);
+    }
+    !keys.is_empty()
+}
+
 /// Executes one command, adding its writes to `batch`. `revision` is the
 /// store revision before it; it advances by one if the command changes data.
 fn execute(
@@ -266,22 +280,17 @@ fn execute(
                 }
                 OpResult::Delete { deleted: existed }
             }
-            op @ (Op::DeleteRange { .. } | Op::DeletePrefix { .. }) => {
-                let keys = match op {
-                    Op::DeleteRange { start, end } => {
-                        view.keys_in(start.as_bytes(), Some(end.as_bytes()))?
-                    }
-                    Op::DeletePrefix { prefix } => {
-                        let upper = super::prefix_upper_bound(prefix.as_bytes());
-                        view.keys_in(prefix.as_bytes(), upper.as_deref())?
-                    }
-                    _ => Vec::new(),
-                };
-                for key in &keys {
-                    batch.delete_cf(cf, key.as_bytes());
-                    view.overlay.insert(key.clone(), None);
+            Op::DeleteRange { start, end } => {
+                let keys = view.keys_in(start.as_bytes(), Some(end.as_bytes()))?;
+                changed |= delete_all(view, batch, cf, &keys);
+                OpResult::DeleteRange {
+                    deleted: keys.len() as u64,
                 }
-                changed |= !keys.is_empty();
+            }
+            Op::DeletePrefix { prefix } => {
+                let upper = super::prefix_upper_bound(prefix.as_bytes());
+                let keys = view.keys_in(prefix.as_bytes(), upper.as_deref())?;
+                changed |= delete_all(view, batch, cf, &keys);
                 OpResult::DeleteRange {
                     deleted: keys.len() as u64,
                 }
