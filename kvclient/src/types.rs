@@ -394,6 +394,12 @@ pub enum ErrorCode {
     NoLeader,
     Unavailable,
     Internal,
+    /// No credentials, or a token that is invalid or expired (401).
+    Unauthenticated,
+    /// Authenticated, but not allowed to do this (403).
+    PermissionDenied,
+    /// The user or role exists already (409).
+    AlreadyExists,
 }
 
 impl ErrorCode {
@@ -405,6 +411,9 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::NotInitialized | ErrorCode::NoLeader | ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
+            ErrorCode::AlreadyExists => 409,
         }
     }
 
