@@ -5,7 +5,8 @@
 #
 #   scripts/local-cluster.sh            plaintext
 #   scripts/local-cluster.sh --secure   TLS on both ports (mutual TLS between
-#                                       the nodes), a CA made by `kvnode certs`
+#                                       the nodes), a CA made by `kvnode certs`,
+#                                       auth enabled with a root user
 set -euo pipefail
 secure=0
 case "${1:-}" in
@@ -79,17 +80,37 @@ for _ in $(seq 200); do
   sleep 0.1
 done
 "$KVCTL" "${kvctl_tls[@]}" --endpoints "$EP" status
+if [ "$secure" = 1 ]; then
+  # Auth on, as the operator does: a root user whose password is kept with
+  # the CA, then the switch. kvctl is identified by the root client
+  # certificate (CN root); curl by a token (see below). The password goes
+  # to curl on stdin, never on a command line.
+  PW_FILE="$PKI/root-password"
+  [ -s "$PW_FILE" ] || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$PW_FILE")
+  if ! curl -sf "${curl_tls[@]}" "${endpoints[0]}/v1/auth/status" | grep -q '"enabled":true'; then
+    printf '{"name":"root","password":"%s","roles":["root"]}' "$(cat "$PW_FILE")" |
+      curl -s "${curl_tls[@]}" -H 'content-type: application/json' --data-binary @- \
+        "${endpoints[0]}/v1/auth/users" >/dev/null
+    curl -sf "${curl_tls[@]}" -X POST "${endpoints[0]}/v1/auth/enable" >/dev/null
+    echo "auth enabled; root's password is in $PW_FILE" >&2
+  fi
+fi
 tls_env=""
+token_hint=""
+curl_auth=""
 if [ "$secure" = 1 ]; then
   tls_env="
   export KVCTL_CACERT=$PKI/ca.crt KVCTL_CERT=$PKI/root.crt KVCTL_KEY=$PKI/root.key"
+  curl_auth=' -H "Authorization: Bearer $TOKEN"'
+  token_hint="
+  TOKEN=\$(printf '{\"name\":\"root\",\"password\":\"%s\"}' \"\$(cat $PW_FILE)\" | curl -s ${curl_tls[*]} --data-binary @- ${endpoints[0]}/v1/auth/authenticate | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')"
 fi
 cat <<MSG
 
 raftkv is running: 3 nodes, data in $DATA (logs: node*.log)
   export KVCTL_ENDPOINTS=$EP$tls_env
-  $KVCTL put hello world && $KVCTL get hello
-  curl ${curl_tls[*]} -X PUT --data-binary world ${endpoints[0]}/v1/kv/hello
+  $KVCTL put hello world && $KVCTL get hello$token_hint
+  curl ${curl_tls[*]}$curl_auth -X PUT --data-binary world ${endpoints[0]}/v1/kv/hello
 Ctrl-C stops the cluster (data is kept for the next start).
 MSG
 wait

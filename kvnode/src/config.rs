@@ -114,6 +114,16 @@ pub struct Config {
     #[arg(long, env = "KVNODE_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
 
+    /// Lifetime of the tokens `POST /v1/auth/authenticate` issues, in
+    /// seconds (etcd's --auth-token-ttl).
+    #[arg(long, env = "KVNODE_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+
+    /// With auth enabled, `/metrics` needs an authenticated user too
+    /// (default: open, as Prometheus scrapes without credentials).
+    #[arg(long, env = "KVNODE_METRICS_AUTH")]
+    pub metrics_auth: bool,
+
     /// Open client connections beyond this are closed at once.
     #[arg(long, env = "KVNODE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
@@ -207,6 +217,9 @@ impl Config {
         }
         if self.max_concurrent_requests == 0 {
             return bad("max-concurrent-requests", "must be > 0");
+        }
+        if self.auth_token_ttl == 0 {
+            return bad("auth-token-ttl", "must be > 0");
         }
         if self.max_response_bytes < self.max_value_bytes {
             return bad(

@@ -9,6 +9,7 @@
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod api;
+pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod crash;

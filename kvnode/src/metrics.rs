@@ -51,6 +51,8 @@ pub struct Metrics {
     voters: IntGauge,
     learners: IntGauge,
     store_revision: U64Gauge,
+    auth_enabled: U64Gauge,
+    auth_revision: U64Gauge,
     sst_bytes: U64Gauge,
     memtable_bytes: U64Gauge,
 }
@@ -92,6 +94,8 @@ impl Metrics {
         let snapshot_index = gauge("raft_snapshot_index", "Last log index of the snapshot");
         let purged_index = gauge("raft_purged_index", "Last purged raft log index");
         let store_revision = gauge("store_revision", "Store revision applied on this node");
+        let auth_enabled = gauge("auth_enabled", "1 when authentication is enabled");
+        let auth_revision = gauge("auth_revision", "Auth revision applied on this node");
         let sst_bytes = gauge("rocksdb_sst_bytes", "Size of RocksDB SST files");
         let memtable_bytes = gauge("rocksdb_memtable_bytes", "Size of RocksDB memtables");
         let mut igauge = |name: &str, help: &str| {
@@ -131,6 +135,8 @@ impl Metrics {
             voters,
             learners,
             store_revision,
+            auth_enabled,
+            auth_revision,
             sst_bytes,
             memtable_bytes,
         }
@@ -156,6 +162,9 @@ impl Metrics {
         self.voters.set(mem.voter_ids().count() as i64);
         self.learners.set(mem.learner_ids().count() as i64);
         self.store_revision.set(node.db.revision());
+        let auth = node.db.auth();
+        self.auth_enabled.set(u64::from(auth.enabled));
+        self.auth_revision.set(auth.revision);
         let (sst, memtable) = node.db.sizes();
         self.sst_bytes.set(sst);
         self.memtable_bytes.set(memtable);

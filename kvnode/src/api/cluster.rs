@@ -15,12 +15,12 @@ use crate::node::Reject;
 
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
-fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
 }
 
 /// Reads the body, runs `f` on it and relays or forwards its outcome.
-async fn admin<F, Fut, T>(app: App, req: Request, f: F) -> Response
+pub(super) async fn admin<F, Fut, T>(app: App, req: Request, f: F) -> Response
 where
     F: FnOnce(App, axum::http::request::Parts, Bytes) -> Fut,
     Fut: std::future::Future<Output = Result<T, Reject>>,

@@ -1,6 +1,7 @@
 //! Follower forwarding: a request only the leader can serve is replayed
 //! against the leader's client URL and its answer relayed unchanged, so
 //! clients can talk to any node or to a Service in front of all of them.
+//! The replay carries the caller's credentials (`authz::forward_token`).
 
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
@@ -51,6 +52,10 @@ async fn forward(app: &App, leader: Option<Member>, parts: &Parts, body: Bytes) 
         .body(body);
     if let Some(ct) = parts.headers.get(axum::http::header::CONTENT_TYPE) {
         req = req.header(axum::http::header::CONTENT_TYPE, ct.clone());
+    }
+    // The leader judges the caller, not this node.
+    if let Some(token) = super::authz::forward_token(parts, &app.node.db.auth()) {
+        req = req.bearer_auth(token);
     }
     let resp = match req.send().await {
         Ok(r) => r,

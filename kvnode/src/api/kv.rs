@@ -13,8 +13,10 @@ use kvclient::{
     PutResponse, RangeItem, RangeResponse, TxnOp, TxnOpResult, TxnRequest, TxnResponse,
 };
 
+use super::authz::{self, Need};
 use super::error::ApiError;
 use super::{App, forward, json_response, parse_bool, parse_u64, query_map, read_body};
+use crate::auth::{Access, KeySpan};
 use crate::node::Reject;
 use crate::raft::types::{Cmp, CmpTarget, Command, CommandResult, Op, OpResult};
 
@@ -82,6 +84,11 @@ async fn read_gate(app: &App, c: Consistency) -> Result<(), Reject> {
     }
 }
 
+/// Refuses (403) unless the caller may do all of `needs`.
+fn authorize(app: &App, parts: &Parts, needs: &[Need]) -> Result<(), ApiError> {
+    authz::allow(parts, &app.node.db.auth(), needs)
+}
+
 /// Runs `f`, resolving a `Reject` into an error or a forwarded response.
 async fn run<F>(app: &App, parts: &Parts, body: Bytes, f: F) -> Response
 where
@@ -99,6 +106,7 @@ pub async fn get_key(State(app): State<App>, req: Request) -> Response {
         let key = key_of(&parts)?;
         let q = query_map(&parts.uri)?;
         read_gate(&app, consistency(&q)?).await?;
+        authorize(&app, &parts, &[Need::key(Access::Read, &key)])?;
         match app.node.db.get(&key)? {
             None => Err(ApiError::not_found(format!("key {key:?} not found")).into()),
             Some(rec) => {
@@ -127,6 +135,7 @@ pub async fn put_key(State(app): State<App>, req: Request) -> Response {
         let key = key_of(&parts)?;
         let q = query_map(&parts.uri)?;
         validate_value(&app, body.len())?;
+        authorize(&app, &parts, &[Need::key(Access::Write, &key)])?;
         let if_absent = parse_bool(&q, "if_absent")?;
         let if_revision = parse_u64(&q, "if_revision")?;
         let compare = match (if_absent, if_revision) {
@@ -162,6 +171,7 @@ pub async fn delete_key(State(app): State<App>, req: Request) -> Response {
         let compare = parse_u64(&q, "if_revision")?
             .map(|r| vec![revision_is(&key, r)])
             .unwrap_or_default();
+        authorize(&app, &parts, &[Need::key(Access::Write, &key)])?;
         let cmd = Command {
             compare,
             success: vec![Op::Delete { key: key.clone() }],
@@ -226,6 +236,20 @@ pub async fn delete_range(State(app): State<App>, req: Request) -> Response {
             )
             .into());
         }
+        let need = match &op {
+            Op::DeletePrefix { prefix } => Need {
+                access: Access::Write,
+                span: KeySpan::prefix(prefix),
+                what: format!("keys with prefix {prefix:?}"),
+            },
+            Op::DeleteRange { start, end } => Need {
+                access: Access::Write,
+                span: KeySpan::range(start, end),
+                what: format!("keys from {start:?} to {end:?}"),
+            },
+            _ => return Err(ApiError::internal("not a range delete").into()),
+        };
+        authorize(&app, &parts, &[need])?;
         let res = app
             .node
             .write(Command {
@@ -285,6 +309,12 @@ pub async fn range(State(app): State<App>, req: Request) -> Response {
         };
         let keys_only = parse_bool(&q, "keys_only")?;
         read_gate(&app, consistency(&q)?).await?;
+        let need = Need {
+            access: Access::Read,
+            span: KeySpan::prefix(&prefix).from(&start),
+            what: format!("keys with prefix {prefix:?}"),
+        };
+        authorize(&app, &parts, &[need])?;
         let (items, next) = app.node.db.scan_bounded(
             &prefix,
             &start,
@@ -315,6 +345,7 @@ pub async fn txn(State(app): State<App>, req: Request) -> Response {
         let txn: TxnRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid transaction: {e}")))?;
         let cmd = txn_command(&app, txn)?;
+        authorize(&app, &parts, &txn_needs(&cmd))?;
         check_txn_reads(&app, &cmd)?;
         let res = app.node.write(cmd).await?;
         Ok(json_response(&TxnResponse {
@@ -350,6 +381,39 @@ fn check_txn_reads(app: &App, cmd: &Command) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Every key a transaction touches, in either branch: compares and gets
+/// read, puts and deletes write.
+fn txn_needs(cmd: &Command) -> Vec<Need> {
+    let mut needs: Vec<Need> = cmd
+        .compare
+        .iter()
+        .map(|c| Need::key(Access::Read, &c.key))
+        .collect();
+    for op in cmd.success.iter().chain(&cmd.failure) {
+        needs.push(match op {
+            Op::Get { key } => Need::key(Access::Read, key),
+            Op::Put { key, .. } | Op::Delete { key } => Need::key(Access::Write, key),
+            Op::DeleteRange { start, end } => Need {
+                access: Access::Write,
+                span: KeySpan::range(start, end),
+                what: format!("keys from {start:?} to {end:?}"),
+            },
+            Op::DeletePrefix { prefix } => Need {
+                access: Access::Write,
+                span: KeySpan::prefix(prefix),
+                what: format!("keys with prefix {prefix:?}"),
+            },
+            // Never built from a transaction; refused if it were.
+            Op::Auth(_) => Need {
+                access: Access::Write,
+                span: KeySpan::all(),
+                what: "auth".into(),
+            },
+        });
+    }
+    needs
 }
 
 /// Validates a wire transaction and turns it into a raft command.
@@ -418,10 +482,12 @@ fn wire_result(r: OpResult) -> TxnOpResult {
     match r {
         OpResult::Put { revision } => TxnOpResult::Put { revision },
         OpResult::Delete { deleted } => TxnOpResult::Delete { deleted },
-        // Transactions carry no range deletes; kept total for the compiler.
+        // Transactions carry no range deletes or auth changes; kept total
+        // for the compiler.
         OpResult::DeleteRange { deleted } => TxnOpResult::Delete {
             deleted: deleted > 0,
         },
+        OpResult::Auth { .. } => TxnOpResult::Delete { deleted: false },
         OpResult::Get { found } => match found {
             Some((revision, value)) => TxnOpResult::Get {
                 found: true,

@@ -1,7 +1,9 @@
-//! HTTP: the client router (kv, txn, cluster admin, health, metrics) and the
+//! HTTP: the client router (kv, txn, cluster admin, auth, health, metrics) and the
 //! peer router (raft RPC). They listen on different ports so that the peer
 //! port never needs to be exposed to clients.
 
+pub mod auth;
+pub mod authz;
 pub mod cluster;
 pub mod error;
 pub mod forward;
@@ -36,6 +38,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// One permit per client request being served (--max-concurrent-requests).
     inflight: Arc<tokio::sync::Semaphore>,
+    /// Password hashes computed at once (see `auth::hash_password`).
+    kdf_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -68,6 +72,7 @@ impl App {
             metrics,
             http,
             inflight,
+            kdf_slots: Arc::new(tokio::sync::Semaphore::new(2)),
         })
     }
 
@@ -98,11 +103,35 @@ pub fn client_router(app: App) -> Router {
             "/v1/cluster/transfer-leader",
             post(cluster::transfer_leader),
         )
+        .route("/v1/auth/authenticate", post(auth::authenticate))
+        .route("/v1/auth/status", get(auth::status))
+        .route("/v1/auth/enable", post(auth::enable))
+        .route("/v1/auth/disable", post(auth::disable))
+        .route("/v1/auth/users", get(auth::user_list).post(auth::user_add))
+        .route(
+            "/v1/auth/users/{name}",
+            get(auth::user_get).delete(auth::user_delete),
+        )
+        .route("/v1/auth/users/{name}/password", put(auth::user_password))
+        .route(
+            "/v1/auth/users/{name}/roles/{role}",
+            put(auth::user_grant_role).delete(auth::user_revoke_role),
+        )
+        .route("/v1/auth/roles", get(auth::role_list).post(auth::role_add))
+        .route(
+            "/v1/auth/roles/{name}",
+            get(auth::role_get).delete(auth::role_delete),
+        )
+        .route(
+            "/v1/auth/roles/{name}/permissions",
+            post(auth::role_grant).delete(auth::role_revoke),
+        )
         .route("/version", get(health::version))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(app.clone(), authz::identify))
         .layer(middleware::from_fn_with_state(app.clone(), admit))
         .layer(middleware::from_fn_with_state(app.clone(), record))
         .with_state(app)

@@ -66,6 +66,8 @@ pub enum Op {
     DeletePrefix {
         prefix: String,
     },
+    /// A change to users, roles or the auth switch (see `auth`).
+    Auth(crate::auth::AuthOp),
 }
 
 /// The one command of the state machine: a guarded batch. Single-key puts
@@ -105,6 +107,10 @@ pub enum OpResult {
     /// Of `DeleteRange` and `DeletePrefix`: how many keys went.
     DeleteRange {
         deleted: u64,
+    },
+    /// Of `Auth`: why it changed nothing, if it did not.
+    Auth {
+        error: Option<crate::auth::AuthError>,
     },
 }
 

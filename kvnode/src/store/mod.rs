@@ -6,8 +6,8 @@
 //! - `log`: raft entries keyed by big-endian index;
 //! - `meta`: vote, committed log id, last purged log id, node identity;
 //! - `data`: user keys -> (revision, value);
-//! - `sm`: last-applied log id and membership, written in the same batch as
-//!   the data they describe.
+//! - `sm`: last-applied log id, membership, store revision and the auth
+//!   state, written in the same batch as the data they describe.
 
 mod log;
 mod sm;
@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+
+use crate::auth::AuthState;
 
 pub use log::LogStore;
 pub use sm::{Record, StateMachine};
@@ -78,6 +80,9 @@ pub struct Db {
     /// The store revision of what the state machine has applied (written
     /// by `sm.rs` after each apply and install, read by status and metrics).
     revision: Arc<AtomicU64>,
+    /// The auth state the state machine has applied (published by `sm.rs`,
+    /// read by every authorized request without touching RocksDB).
+    auth: Arc<RwLock<Arc<AuthState>>>,
 }
 
 impl Db {
@@ -98,6 +103,7 @@ impl Db {
             dir: dir.to_path_buf(),
             install_gate: Arc::default(),
             revision: Arc::default(),
+            auth: Arc::default(),
         })
     }
 
@@ -128,6 +134,15 @@ impl Db {
 
     pub(crate) fn set_revision(&self, r: u64) {
         self.revision.store(r, Ordering::Release);
+    }
+
+    /// The applied auth state; cheap (one `Arc` clone).
+    pub fn auth(&self) -> Arc<AuthState> {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_auth(&self, state: Arc<AuthState>) {
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     pub(crate) fn install_gate(&self) -> &RwLock<()> {

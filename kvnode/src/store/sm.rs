@@ -20,11 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use super::snapshot::{self, SnapshotFile};
 use super::{CF_DATA, CF_SM, Db, Result, StoreError, decode, decode_u64, encode};
+use crate::auth::AuthState;
 use crate::raft::types::{
     Cmp, CmpTarget, Command, CommandResult, LogId, Op, OpResult, SnapshotMeta, StoredMembership,
     TypeConfig,
 };
 use kvclient::CompareOp;
+use std::sync::Arc;
 
 const SM_APPLIED: &[u8] = b"applied";
 const SM_MEMBERSHIP: &[u8] = b"membership";
@@ -32,6 +34,8 @@ const SM_SNAPSHOT: &[u8] = b"snapshot";
 /// The store revision; absent in data dirs from before it existed, where the
 /// applied log index stands in (revisions were log indexes then).
 const SM_REVISION: &[u8] = b"revision";
+/// The auth state (`auth::AuthState`); absent until the first auth change.
+const SM_AUTH: &[u8] = b"auth";
 /// Present while a snapshot install is under way: names the snapshot file,
 /// so that `open` can finish an install a crash interrupted.
 const SM_INSTALLING: &[u8] = b"installing";
@@ -76,6 +80,15 @@ pub struct StateMachine {
     applied: Option<LogId>,
     membership: StoredMembership,
     revision: u64,
+    auth: Arc<AuthState>,
+}
+
+/// Decodes a stored auth state; absent or empty is "no auth configured".
+fn decode_auth(raw: Option<&[u8]>) -> Result<AuthState> {
+    match raw {
+        Some(b) if !b.is_empty() => decode("auth", b),
+        _ => Ok(AuthState::default()),
+    }
 }
 
 /// Reads the store revision from `get` (the database or one RocksDB
@@ -112,11 +125,14 @@ impl StateMachine {
             .unwrap_or_default();
         let revision = stored_revision(db.db().get_cf(cf, SM_REVISION)?, applied.as_ref())?;
         db.set_revision(revision);
+        let auth = Arc::new(decode_auth(db.db().get_cf(cf, SM_AUTH)?.as_deref())?);
+        db.set_auth(auth.clone());
         Ok(StateMachine {
             db,
             applied,
             membership,
             revision,
+            auth,
         })
     }
 
@@ -231,14 +247,33 @@ fn delete_all(
     !keys.is_empty()
 }
 
+/// The auth state as the batch being built sees it: copied from the applied
+/// one at the first auth change in the batch.
+struct AuthWork<'a> {
+    applied: &'a AuthState,
+    changed: Option<AuthState>,
+}
+
+impl AuthWork<'_> {
+    fn apply(&mut self, op: crate::auth::AuthOp) -> Option<crate::auth::AuthError> {
+        let applied = self.applied;
+        self.changed
+            .get_or_insert_with(|| applied.clone())
+            .apply(op)
+            .err()
+    }
+}
+
 /// Executes one command, adding its writes to `batch`. `revision` is the
-/// store revision before it; it advances by one if the command changes data.
+/// store revision before it; it advances by one if the command changes data
+/// (auth changes have their own revision, as in etcd).
 fn execute(
     view: &mut View<'_>,
     batch: &mut WriteBatch,
     cf: &rocksdb::ColumnFamily,
     cmd: Command,
     revision: &mut u64,
+    auth: &mut AuthWork<'_>,
 ) -> Result<CommandResult> {
     let next = *revision + 1;
     let mut changed = false;
@@ -300,6 +335,9 @@ fn execute(
                     .get(&key)?
                     .map(|r| (r.revision, serde_bytes::ByteBuf::from(r.value))),
             },
+            Op::Auth(op) => OpResult::Auth {
+                error: auth.apply(op),
+            },
         });
     }
     if changed {
@@ -330,6 +368,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut applied = self.applied;
         let mut revision = self.revision;
         let mut membership = None;
+        let mut auth = AuthWork {
+            applied: &self.auth,
+            changed: None,
+        };
         {
             let cf = self.db.cf(CF_DATA)?;
             let mut view = View {
@@ -341,7 +383,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let result = match entry.payload {
                     EntryPayload::Blank => CommandResult::default(),
                     EntryPayload::Normal(cmd) => {
-                        execute(&mut view, &mut batch, cf, cmd, &mut revision)?
+                        execute(&mut view, &mut batch, cf, cmd, &mut revision, &mut auth)?
                     }
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(entry.log_id), m));
@@ -360,6 +402,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(m) = &membership {
             batch.put_cf(sm_cf, SM_MEMBERSHIP, encode(m)?);
         }
+        let auth = auth.changed.map(Arc::new);
+        if let Some(a) = &auth {
+            batch.put_cf(sm_cf, SM_AUTH, encode(a.as_ref())?);
+        }
         crate::crash::point("sm-apply-before-write");
         // Not synced per batch: the synced raft log can rebuild it, and
         // `purge` syncs before dropping any log entry.
@@ -369,6 +415,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.db.set_revision(revision);
         if let Some(m) = membership {
             self.membership = m;
+        }
+        if let Some(a) = auth {
+            self.db.set_auth(a.clone());
+            self.auth = a;
         }
         for (r, res) in replies {
             r.send(res);
@@ -393,6 +443,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(io::Error::other)??;
         self.db.set_revision(self.revision);
+        self.auth = self.db.auth();
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
@@ -449,6 +500,9 @@ struct Prepared {
     /// empty SST).
     sst: Option<std::path::PathBuf>,
     store_revision: u64,
+    /// The snapshot's auth state, checked to decode before anything is
+    /// replaced.
+    auth: AuthState,
 }
 
 /// Writes the records of snapshot file `snap` into a sorted SST file next
@@ -478,12 +532,14 @@ fn prepare_sst(snap: &std::path::Path, meta: &SnapshotMeta) -> io::Result<Prepar
     let store_revision = summary
         .store_revision
         .unwrap_or_else(|| meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0));
+    let auth = decode_auth(Some(summary.auth.as_slice()))?;
     if summary.records == 0 {
         drop(w);
         let _ = std::fs::remove_file(&sst);
         return Ok(Prepared {
             sst: None,
             store_revision,
+            auth,
         });
     }
     w.finish().map_err(StoreError::from)?;
@@ -491,6 +547,7 @@ fn prepare_sst(snap: &std::path::Path, meta: &SnapshotMeta) -> io::Result<Prepar
     Ok(Prepared {
         sst: Some(sst),
         store_revision,
+        auth,
     })
 }
 
@@ -518,10 +575,12 @@ fn replace_data(db: &Db, cur: &CurrentSnapshot, prepared: &Prepared) -> io::Resu
     batch.put_cf(sm, SM_APPLIED, encode(&cur.meta.last_log_id)?);
     batch.put_cf(sm, SM_MEMBERSHIP, encode(&cur.meta.last_membership)?);
     batch.put_cf(sm, SM_REVISION, prepared.store_revision.to_be_bytes());
+    batch.put_cf(sm, SM_AUTH, encode(&prepared.auth)?);
     batch.delete_cf(sm, SM_INSTALLING);
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);
     db.db().write_opt(batch, &wo).map_err(StoreError::from)?;
+    db.set_auth(Arc::new(prepared.auth.clone()));
     StateMachine::set_current_snapshot(db, &cur.meta, &cur.file)?;
     tracing::info!(last_log_id = ?cur.meta.last_log_id, file = %cur.file, "installed snapshot");
     Ok(())
@@ -574,13 +633,14 @@ fn build(db: &Db) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, Snapshot
         view.get_cf(sm, SM_REVISION).map_err(StoreError::from)?,
         applied.as_ref(),
     )?;
+    let auth = view.get_cf(sm, SM_AUTH).map_err(StoreError::from)?;
     let meta = SnapshotMeta {
         last_log_id: applied,
         last_membership: membership,
     };
     let name = snapshot_file_name(&meta);
     let tmp = db.snapshot_dir().join(format!("{name}.tmp"));
-    let mut w = snapshot::Writer::create(&tmp, revision)?;
+    let mut w = snapshot::Writer::create(&tmp, revision, auth.as_deref().unwrap_or_default())?;
     for kv in view.iterator_cf(db.cf(CF_DATA)?, rocksdb::IteratorMode::Start) {
         let (k, v) = kv.map_err(StoreError::from)?;
         w.add(&k, &Record::decode(&v)?)?;
@@ -612,10 +672,22 @@ mod tests {
         }
     }
 
+    /// The auth state every test snapshot carries: one user.
+    fn auth_blob() -> Vec<u8> {
+        let mut a = AuthState::default();
+        a.apply(crate::auth::AuthOp::UserAdd {
+            name: "snap-user".into(),
+            password_hash: None,
+            roles: vec![],
+        })
+        .expect("add");
+        encode(&a).expect("encode")
+    }
+
     /// A snapshot file in the receiver's spool location, as peer.rs leaves it.
     fn snapshot_file(db: &Db, records: &[(&str, u64, &str)]) -> SnapshotFile {
         let path = db.snapshot_dir().join("incoming-test.tmp");
-        let mut w = snapshot::Writer::create(&path, 77).expect("create");
+        let mut w = snapshot::Writer::create(&path, 77, &auth_blob()).expect("create");
         for (k, rev, v) in records {
             let rec = Record {
                 revision: *rev,
@@ -677,6 +749,9 @@ mod tests {
         assert_eq!(sm.applied.map(|l| l.index), Some(9));
         // The counter comes from the file, not from the log index or keys.
         assert_eq!(sm.revision, 77);
+        // Users and roles come with the snapshot, published to the API too.
+        assert!(sm.auth.users.contains_key("snap-user"));
+        assert!(db.auth().users.contains_key("snap-user"));
         let cur = sm.current_snapshot().expect("read").expect("current");
         assert_eq!(cur.meta.last_log_id.map(|l| l.index), Some(9));
         // Only the installed snapshot is left: no spool file, no SST copy.

@@ -3,14 +3,17 @@
 //!
 //! Layout: `MAGIC`, the `u64` store revision (the revision counter of the
 //! state machine, which deletes advance too, so it cannot be derived from the
-//! records), then per key `u32 key_len | key | u64 revision | u32 value_len |
+//! records), the auth state (`u32` length, then its MessagePack encoding;
+//! users and roles are state-machine state like any key), then per key `u32 key_len | key | u64 revision | u32 value_len |
 //! value`, then `u32::MAX` and the `u64` record count, so a truncated
 //! transfer is detected before anything is installed.
 //!
-//! `RKVSNAP1` files (sent by nodes from before the store revision existed)
-//! have no revision field; their reader reports `None` and the installer
-//! falls back to the snapshot's last log index, which is at least every
-//! revision such a node ever handed out (its revisions were log indexes).
+//! Older files are still read: `RKVSNAP2` has no auth section (such nodes
+//! had no auth: the installed state is empty), and `RKVSNAP1` (from before
+//! the store revision existed) no revision either; their reader reports
+//! `None` and the installer falls back to the snapshot's last log index,
+//! which is at least every revision such a node ever handed out (its
+//! revisions were log indexes).
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -18,7 +21,8 @@ use std::path::{Path, PathBuf};
 
 use super::sm::Record;
 
-const MAGIC: &[u8; 8] = b"RKVSNAP2";
+const MAGIC: &[u8; 8] = b"RKVSNAP3";
+const MAGIC_V2: &[u8; 8] = b"RKVSNAP2";
 const MAGIC_V1: &[u8; 8] = b"RKVSNAP1";
 const END: u32 = u32::MAX;
 
@@ -51,10 +55,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn create(path: &Path, store_revision: u64) -> io::Result<Self> {
+    /// `auth`: the encoded auth state (empty for none).
+    pub fn create(path: &Path, store_revision: u64, auth: &[u8]) -> io::Result<Self> {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
         out.write_all(MAGIC)?;
         out.write_all(&store_revision.to_be_bytes())?;
+        let alen = u32::try_from(auth.len()).map_err(io::Error::other)?;
+        out.write_all(&alen.to_be_bytes())?;
+        out.write_all(auth)?;
         Ok(Writer { out, count: 0 })
     }
 
@@ -82,11 +90,13 @@ impl Writer {
 }
 
 /// What `read_all` found besides the records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub records: u64,
     /// `None` for a version-1 file, which did not carry it.
     pub store_revision: Option<u64>,
+    /// The encoded auth state; empty for none (and for files before v3).
+    pub auth: Vec<u8>,
 }
 
 /// Reads every record of a snapshot file, checking magic and trailer.
@@ -95,10 +105,14 @@ pub fn read_all(file: &File, mut f: impl FnMut(Vec<u8>, Record)) -> io::Result<S
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {m}"));
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
-    let store_revision = if &magic == MAGIC {
-        Some(read_u64(&mut r)?)
+    let (store_revision, auth) = if &magic == MAGIC {
+        let rev = read_u64(&mut r)?;
+        let alen = read_u32(&mut r)?;
+        (Some(rev), read_bytes(&mut r, alen)?)
+    } else if &magic == MAGIC_V2 {
+        (Some(read_u64(&mut r)?), Vec::new())
     } else if &magic == MAGIC_V1 {
-        None
+        (None, Vec::new())
     } else {
         return Err(bad("bad magic"));
     };
@@ -113,6 +127,7 @@ pub fn read_all(file: &File, mut f: impl FnMut(Vec<u8>, Record)) -> io::Result<S
             return Ok(Summary {
                 records: count,
                 store_revision,
+                auth,
             });
         }
         let key = read_bytes(&mut r, klen)?;
@@ -158,7 +173,7 @@ mod tests {
     fn round_trip_and_truncation_is_detected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.snap");
-        let mut w = Writer::create(&path, 4242).expect("create");
+        let mut w = Writer::create(&path, 4242, b"auth-blob").expect("create");
         for i in 0..100u64 {
             let rec = Record {
                 revision: i,
@@ -174,7 +189,8 @@ mod tests {
             n,
             Summary {
                 records: 100,
-                store_revision: Some(4242)
+                store_revision: Some(4242),
+                auth: b"auth-blob".to_vec(),
             }
         );
         assert_eq!(seen[7].0, b"k007");
@@ -185,7 +201,33 @@ mod tests {
         assert!(read_all(&File::open(&path).expect("open"), |_, _| {}).is_err());
     }
 
-    /// A snapshot from a node of the previous version still installs.
+    /// A snapshot from a node of the previous version (no auth section)
+    /// still installs, with no auth state.
+    #[test]
+    fn version_two_files_are_read_without_auth() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v2.snap");
+        let mut raw = MAGIC_V2.to_vec();
+        raw.extend_from_slice(&55u64.to_be_bytes());
+        raw.extend_from_slice(&1u32.to_be_bytes());
+        raw.extend_from_slice(b"k");
+        raw.extend_from_slice(&9u64.to_be_bytes());
+        raw.extend_from_slice(&0u32.to_be_bytes());
+        raw.extend_from_slice(&END.to_be_bytes());
+        raw.extend_from_slice(&1u64.to_be_bytes());
+        std::fs::write(&path, raw).expect("write");
+        let sum = read_all(&File::open(&path).expect("open"), |_, _| {}).expect("read v2");
+        assert_eq!(
+            sum,
+            Summary {
+                records: 1,
+                store_revision: Some(55),
+                auth: Vec::new(),
+            }
+        );
+    }
+
+    /// A snapshot from a node of the first version still installs.
     #[test]
     fn version_one_files_are_read_without_a_store_revision() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvclient::{Client, ClusterStatus, InitRequest, MemberInfo, Role};
@@ -23,16 +23,33 @@ pub struct Opts {
     pub snapshot_threshold: u64,
     /// TLS on both ports (client port: optional client certificates).
     pub tls: Option<Arc<Pki>>,
+    /// A token every harness client sends (shared by all clones: set it
+    /// once auth is enabled and the harness keeps working).
+    pub token: Arc<Mutex<Option<String>>>,
+    /// Environment of every node process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Opts {
     /// A kvclient for these nodes: over TLS (trusting the test CA) when
-    /// the nodes run it.
+    /// the nodes run it, with the token if one is set.
     pub fn client(&self, endpoints: &[String]) -> Client {
-        match &self.tls {
-            None => Client::new(endpoints).expect("endpoints"),
-            Some(pki) => Client::with_http(endpoints, Pki::http(pki, None)).expect("endpoints"),
+        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut b = match &self.tls {
+            None if token.is_none() => return Client::new(endpoints).expect("endpoints"),
+            None => reqwest::Client::builder().timeout(Duration::from_secs(15)),
+            Some(pki) => Pki::http_builder(pki, None),
+        };
+        if let Some(t) = token {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("x-raftkv-token", t.parse().expect("token header"));
+            b = b.default_headers(h);
         }
+        Client::with_http(endpoints, b.build().expect("http client")).expect("endpoints")
+    }
+
+    pub fn set_token(&self, token: &str) {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.to_owned());
     }
 }
 
@@ -43,6 +60,8 @@ impl Default for Opts {
             election_ms: ELECTION_MS,
             snapshot_threshold: 10_000,
             tls: None,
+            token: Arc::default(),
+            env: Vec::new(),
         }
     }
 }
@@ -88,6 +107,12 @@ impl Pki {
     /// An HTTPS client that trusts `trust`'s CA and presents `<user>`'s
     /// certificate from this CA, if given. Independent of kvnode's TLS code.
     pub fn http(trust: &Pki, identity: Option<(&Pki, &str)>) -> reqwest::Client {
+        Self::http_builder(trust, identity)
+            .build()
+            .expect("https client")
+    }
+
+    pub fn http_builder(trust: &Pki, identity: Option<(&Pki, &str)>) -> reqwest::ClientBuilder {
         let ca = std::fs::read(trust.ca_file()).expect("read ca");
         let mut b = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
@@ -99,7 +124,7 @@ impl Pki {
             pem.extend(std::fs::read(pki.dir.join(format!("{user}.key"))).expect("key"));
             b = b.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
         }
-        b.build().expect("https client")
+        b
     }
 }
 
@@ -184,7 +209,8 @@ impl NodeProc {
             .arg(self.opts.election_ms.to_string())
             .arg("--snapshot-log-threshold")
             .arg(self.opts.snapshot_threshold.to_string())
-            .env("KVNODE_LOG", "info,openraft=warn");
+            .env("KVNODE_LOG", "info,openraft=warn")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         if let Some(id) = id {
             cmd.arg("--id").arg(id.to_string());
         }
