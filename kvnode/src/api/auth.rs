@@ -104,7 +104,14 @@ async fn read_state(app: &App) -> Outcome<Arc<AuthState>> {
     Ok(app.node.db.auth())
 }
 
-/// The last path segment after `prefix`, percent-decoded.
+fn status_of(a: &AuthState) -> AuthStatus {
+    AuthStatus {
+        enabled: a.enabled,
+        revision: a.revision,
+    }
+}
+
+/// A path segment counted from the end, percent-decoded.
 fn segment(parts: &Parts, index_from_end: usize) -> Result<String, ApiError> {
     let raw = parts
         .uri
@@ -182,10 +189,7 @@ async fn dummy_hash() -> Result<String, ApiError> {
 pub async fn status(State(app): State<App>, req: Request) -> Response {
     admin(app, req, |app, _, _| async move {
         let a = read_state(&app).await?;
-        Ok(AuthStatus {
-            enabled: a.enabled,
-            revision: a.revision,
-        })
+        Ok(status_of(&a))
     })
     .await
 }
@@ -201,11 +205,7 @@ pub async fn enable(State(app): State<App>, req: Request) -> Response {
         )
         .await?;
         tracing::info!("auth enabled");
-        let a = app.node.db.auth();
-        Ok(AuthStatus {
-            enabled: a.enabled,
-            revision: a.revision,
-        })
+        Ok(status_of(&app.node.db.auth()))
     })
     .await
 }
@@ -214,11 +214,7 @@ pub async fn disable(State(app): State<App>, req: Request) -> Response {
     admin(app, req, |app, _, _| async move {
         change(&app, AuthOp::Disable).await?;
         tracing::info!("auth disabled");
-        let a = app.node.db.auth();
-        Ok(AuthStatus {
-            enabled: a.enabled,
-            revision: a.revision,
-        })
+        Ok(status_of(&app.node.db.auth()))
     })
     .await
 }

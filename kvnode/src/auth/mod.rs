@@ -166,6 +166,16 @@ impl AuthState {
             .ok_or_else(|| AuthError::UserNotFound(name.to_owned()))
     }
 
+    /// A role whose grants may change (any but the built-in `root`).
+    fn custom_role_mut(&mut self, name: &str) -> Result<&mut Role, AuthError> {
+        if name == ROOT {
+            return Err(AuthError::RootRoleFixed);
+        }
+        self.roles
+            .get_mut(name)
+            .ok_or_else(|| AuthError::RoleNotFound(name.to_owned()))
+    }
+
     /// Applies one change; on error the state is untouched.
     pub fn apply(&mut self, op: AuthOp) -> Result<(), AuthError> {
         let next = self.revision + 1;
@@ -250,13 +260,7 @@ impl AuthState {
                 }
             }
             AuthOp::RoleGrant { name, grant } => {
-                if name == ROOT {
-                    return Err(AuthError::RootRoleFixed);
-                }
-                let role = self
-                    .roles
-                    .get_mut(&name)
-                    .ok_or_else(|| AuthError::RoleNotFound(name.clone()))?;
+                let role = self.custom_role_mut(&name)?;
                 // Granting the same keys again replaces the kind, as etcd.
                 role.grants
                     .retain(|g| !(g.key == grant.key && g.end == grant.end));
@@ -264,13 +268,7 @@ impl AuthState {
                 role.grants.sort();
             }
             AuthOp::RoleRevoke { name, key, end } => {
-                if name == ROOT {
-                    return Err(AuthError::RootRoleFixed);
-                }
-                let role = self
-                    .roles
-                    .get_mut(&name)
-                    .ok_or_else(|| AuthError::RoleNotFound(name.clone()))?;
+                let role = self.custom_role_mut(&name)?;
                 let before = role.grants.len();
                 role.grants.retain(|g| !(g.key == key && g.end == end));
                 if role.grants.len() == before {
