@@ -1,7 +1,10 @@
 //! A typed HTTP client for one raftkv cluster. It tries each endpoint in turn
 //! and retries retryable failures (transport errors, `no_leader`,
-//! `unavailable`) with capped exponential backoff.
+//! `unavailable`) with capped exponential backoff. With credentials it
+//! authenticates on first use and sends the token as a bearer token.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::auth::*;
 use crate::types::*;
 
 /// Everything except unreserved characters is escaped in a key path segment.
@@ -60,6 +64,16 @@ pub enum ClientError {
     BadEndpoint(String),
     #[error("TLS: {0}")]
     Tls(String),
+    /// Authenticating as `user` with the client's credentials failed: a
+    /// wrong name or password, or no server answered. Names the user, never
+    /// the password.
+    // `cause` is part of the message rather than a `#[source]`, so that a
+    // printed error chain does not say it twice.
+    #[error("authentication as {user:?} failed: {cause}")]
+    Authentication {
+        user: String,
+        cause: Box<ClientError>,
+    },
 }
 
 /// The reqwest client for `opts`, with these timeouts.
@@ -132,6 +146,7 @@ impl ClientError {
             ClientError::Transport { .. } => true,
             ClientError::Unexpected { status, .. } => *status >= 500,
             ClientError::NoEndpoints | ClientError::BadEndpoint(_) | ClientError::Tls(_) => false,
+            ClientError::Authentication { cause, .. } => cause.retryable(),
         }
     }
 
@@ -139,6 +154,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Api { error, .. } => Some(error.code),
+            ClientError::Authentication { cause, .. } => cause.code(),
             _ => None,
         }
     }
@@ -190,6 +206,52 @@ pub struct RangeOptions {
     pub consistency: Consistency,
 }
 
+/// A user name and password to authenticate with.
+#[derive(Clone)]
+struct Credentials {
+    user: String,
+    password: String,
+}
+
+/// How a client proves who it is: nothing, a fixed token, or credentials
+/// that it trades for a token when it first needs one and again when the
+/// token has expired.
+#[derive(Clone, Default)]
+struct Auth {
+    credentials: Option<Credentials>,
+    /// Shared by clones, so that every clone (bench's workers, say) rides
+    /// on one authentication; the lock is held while authenticating so that
+    /// concurrent first requests wait for that one.
+    token: Arc<tokio::sync::Mutex<Option<String>>>,
+}
+
+impl Auth {
+    /// The same credentials and (a copy of) the current token, in a cell of
+    /// its own: a client for other endpoints may need a token of its own if
+    /// tokens are only valid where they were issued.
+    fn detached(&self) -> Auth {
+        let token = self.token.try_lock().ok().and_then(|t| t.clone());
+        Auth {
+            credentials: self.credentials.clone(),
+            token: Arc::new(tokio::sync::Mutex::new(token)),
+        }
+    }
+}
+
+impl fmt::Debug for Auth {
+    // Hand-written so that neither the password nor the token is printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = match self.token.try_lock() {
+            Ok(t) if t.is_none() => "none",
+            _ => "<redacted>",
+        };
+        f.debug_struct("Auth")
+            .field("user", &self.credentials.as_ref().map(|c| &c.user))
+            .field("token", &token)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -198,6 +260,7 @@ pub struct Client {
     /// How many full passes over the endpoints a retryable call makes.
     attempts: u32,
     backoff: Duration,
+    auth: Auth,
 }
 
 impl Client {
@@ -230,6 +293,7 @@ impl Client {
             endpoints,
             attempts: 5,
             backoff: Duration::from_millis(100),
+            auth: Auth::default(),
         })
     }
 
@@ -263,9 +327,41 @@ impl Client {
         Ok(self)
     }
 
-    /// A client for other endpoints with the same TLS options.
+    /// Authenticate as `user` (`POST /v1/auth/authenticate`) before the
+    /// first request, send the token with every request, and when a request
+    /// is refused as `unauthenticated` (the token expired) authenticate
+    /// again and retry it once. Clones share the token.
+    pub fn with_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.auth = Auth {
+            credentials: Some(Credentials {
+                user: user.into(),
+                password: password.into(),
+            }),
+            token: Default::default(),
+        };
+        self
+    }
+
+    /// Send this token (from `authenticate`) with every request. Nothing
+    /// renews it: once it expires, requests fail with `unauthenticated`.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.auth = Auth {
+            credentials: None,
+            token: Arc::new(tokio::sync::Mutex::new(Some(token.into()))),
+        };
+        self
+    }
+
+    /// A client for other endpoints with the same TLS options and
+    /// credentials.
     pub fn for_endpoints<S: AsRef<str>>(&self, endpoints: &[S]) -> Result<Self, ClientError> {
-        Self::with_tls(endpoints, &self.tls)
+        let mut c = Self::with_tls(endpoints, &self.tls)?;
+        c.auth = self.auth.detached();
+        Ok(c)
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -432,14 +528,12 @@ impl Client {
 
     /// `/healthz` of the first endpoint that answers.
     pub async fn health(&self) -> Result<(), ClientError> {
-        self.call(Method::GET, "/healthz", &[], Body::None)
-            .await
-            .map(|_| ())
+        self.call_public("/healthz").await.map(|_| ())
     }
 
     /// `/readyz`: `Ok(Err(reason))` when the node answers 503.
     pub async fn ready(&self) -> Result<Result<(), String>, ClientError> {
-        match self.call(Method::GET, "/readyz", &[], Body::None).await {
+        match self.call_public("/readyz").await {
             Ok(_) => Ok(Ok(())),
             Err(ClientError::Api {
                 error, status: 503, ..
@@ -450,13 +544,144 @@ impl Client {
 
     /// `GET /version`: the node's crate and API version.
     pub async fn version(&self) -> Result<VersionResponse, ClientError> {
-        self.call_json(Method::GET, "/version", &[], Body::None)
-            .await
+        let (_, bytes) = self.call_public("/version").await?;
+        self.decode(&bytes)
     }
 
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let (_, body) = self.call(Method::GET, "/metrics", &[], Body::None).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `POST /v1/auth/authenticate`: a token for these credentials. This
+    /// does not change the client; `with_token` or `with_credentials` do.
+    pub async fn authenticate(
+        &self,
+        req: &AuthenticateRequest,
+    ) -> Result<AuthenticateResponse, ClientError> {
+        let (_, bytes) = self
+            .call_endpoints(
+                &Method::POST,
+                "/v1/auth/authenticate",
+                &[],
+                &json_body(req),
+                None,
+            )
+            .await?;
+        self.decode(&bytes)
+    }
+
+    pub async fn auth_status(&self) -> Result<AuthStatus, ClientError> {
+        self.call_json(Method::GET, "/v1/auth/status", &[], Body::None)
+            .await
+    }
+
+    pub async fn auth_enable(&self) -> Result<AuthStatus, ClientError> {
+        self.call_json(Method::POST, "/v1/auth/enable", &[], Body::None)
+            .await
+    }
+
+    pub async fn auth_disable(&self) -> Result<AuthStatus, ClientError> {
+        self.call_json(Method::POST, "/v1/auth/disable", &[], Body::None)
+            .await
+    }
+
+    pub async fn user_list(&self) -> Result<UserList, ClientError> {
+        self.call_json(Method::GET, "/v1/auth/users", &[], Body::None)
+            .await
+    }
+
+    pub async fn user_add(&self, req: &UserAddRequest) -> Result<AuthChanged, ClientError> {
+        self.call_json(Method::POST, "/v1/auth/users", &[], json_body(req))
+            .await
+    }
+
+    pub async fn user_get(&self, name: &str) -> Result<UserInfo, ClientError> {
+        self.call_json(Method::GET, &user_path(name), &[], Body::None)
+            .await
+    }
+
+    pub async fn user_delete(&self, name: &str) -> Result<AuthChanged, ClientError> {
+        self.call_json(Method::DELETE, &user_path(name), &[], Body::None)
+            .await
+    }
+
+    /// Sets (`Some`) or removes (`None`) the user's password.
+    pub async fn user_change_password(
+        &self,
+        name: &str,
+        req: &PasswordRequest,
+    ) -> Result<AuthChanged, ClientError> {
+        let path = format!("{}/password", user_path(name));
+        self.call_json(Method::PUT, &path, &[], json_body(req))
+            .await
+    }
+
+    pub async fn user_grant_role(
+        &self,
+        name: &str,
+        role: &str,
+    ) -> Result<AuthChanged, ClientError> {
+        self.call_json(Method::PUT, &user_role_path(name, role), &[], Body::None)
+            .await
+    }
+
+    pub async fn user_revoke_role(
+        &self,
+        name: &str,
+        role: &str,
+    ) -> Result<AuthChanged, ClientError> {
+        self.call_json(Method::DELETE, &user_role_path(name, role), &[], Body::None)
+            .await
+    }
+
+    pub async fn role_list(&self) -> Result<RoleList, ClientError> {
+        self.call_json(Method::GET, "/v1/auth/roles", &[], Body::None)
+            .await
+    }
+
+    pub async fn role_add(&self, req: &RoleAddRequest) -> Result<AuthChanged, ClientError> {
+        self.call_json(Method::POST, "/v1/auth/roles", &[], json_body(req))
+            .await
+    }
+
+    pub async fn role_get(&self, name: &str) -> Result<RoleInfo, ClientError> {
+        self.call_json(Method::GET, &role_path(name), &[], Body::None)
+            .await
+    }
+
+    pub async fn role_delete(&self, name: &str) -> Result<AuthChanged, ClientError> {
+        self.call_json(Method::DELETE, &role_path(name), &[], Body::None)
+            .await
+    }
+
+    pub async fn role_grant_permission(
+        &self,
+        name: &str,
+        perm: &Permission,
+    ) -> Result<AuthChanged, ClientError> {
+        let path = format!("{}/permissions", role_path(name));
+        self.call_json(Method::POST, &path, &[], json_body(perm))
+            .await
+    }
+
+    /// Revokes the permission on exactly these keys (as granted: the same
+    /// key, and the same range end or prefix flag).
+    pub async fn role_revoke_permission(
+        &self,
+        name: &str,
+        keys: &PermissionKeys,
+    ) -> Result<AuthChanged, ClientError> {
+        let path = format!("{}/permissions", role_path(name));
+        let mut query = vec![("key", keys.key.clone())];
+        if let Some(end) = &keys.range_end {
+            query.push(("range_end", end.clone()));
+        }
+        if keys.prefix {
+            query.push(("prefix", "true".into()));
+        }
+        self.call_json(Method::DELETE, &path, &query, Body::None)
+            .await
     }
 
     async fn call_json<T: DeserializeOwned>(
@@ -467,21 +692,91 @@ impl Client {
         body: Body,
     ) -> Result<T, ClientError> {
         let (_, bytes) = self.call(method, path, query, body).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+        self.decode(&bytes)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, ClientError> {
+        serde_json::from_slice(bytes).map_err(|e| ClientError::Unexpected {
             endpoint: self.endpoints[0].clone(),
             status: 200,
             body: format!("undecodable JSON: {e}"),
         })
     }
 
-    /// Runs the request against each endpoint in turn until one succeeds or
-    /// a non-retryable error comes back.
+    /// Runs the request with this client's token, if it has or can get one.
     async fn call(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Body,
+    ) -> Result<(reqwest::header::HeaderMap, Bytes), ClientError> {
+        let token = self.token(None).await?;
+        let first = self
+            .call_endpoints(&method, path, query, &body, token.as_deref())
+            .await;
+        match first {
+            // The token expired (or the node does not know it). A 401 is
+            // given before anything runs, so retrying even a write is safe;
+            // once only, so wrong rights cannot make it loop.
+            Err(e)
+                if e.code() == Some(ErrorCode::Unauthenticated)
+                    && self.auth.credentials.is_some() =>
+            {
+                let token = self.token(token.as_deref()).await?;
+                self.call_endpoints(&method, path, query, &body, token.as_deref())
+                    .await
+            }
+            r => r,
+        }
+    }
+
+    /// A `GET` of a probe that needs no credentials (as etcd's health and
+    /// version): it neither authenticates nor sends a token, so `kvctl
+    /// health` works with a wrong password or none.
+    async fn call_public(
+        &self,
+        path: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Bytes), ClientError> {
+        self.call_endpoints(&Method::GET, path, &[], &Body::None, None)
+            .await
+    }
+
+    /// The token to send: the current one, or with credentials a new one
+    /// when there is none yet or the current one is `stale` (was refused).
+    async fn token(&self, stale: Option<&str>) -> Result<Option<String>, ClientError> {
+        let mut token = self.auth.token.lock().await;
+        let Some(creds) = &self.auth.credentials else {
+            return Ok(token.clone());
+        };
+        if token.is_some() && token.as_deref() != stale {
+            // Another request has already renewed it, or it is fresh.
+            return Ok(token.clone());
+        }
+        let req = AuthenticateRequest {
+            name: creds.user.clone(),
+            password: creds.password.clone(),
+        };
+        let resp = self
+            .authenticate(&req)
+            .await
+            .map_err(|e| ClientError::Authentication {
+                user: creds.user.clone(),
+                cause: Box::new(e),
+            })?;
+        *token = Some(resp.token.clone());
+        Ok(Some(resp.token))
+    }
+
+    /// Runs the request against each endpoint in turn until one succeeds or
+    /// a non-retryable error comes back.
+    async fn call_endpoints(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: &Body,
+        token: Option<&str>,
     ) -> Result<(reqwest::header::HeaderMap, Bytes), ClientError> {
         let mut last = ClientError::NoEndpoints;
         let mut delay = self.backoff;
@@ -492,7 +787,7 @@ impl Client {
             }
             for endpoint in &self.endpoints {
                 match self
-                    .call_once(endpoint, method.clone(), path, query, &body)
+                    .call_once(endpoint, method.clone(), path, query, body, token)
                     .await
                 {
                     Ok(ok) => return Ok(ok),
@@ -511,6 +806,7 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
         body: &Body,
+        token: Option<&str>,
     ) -> Result<(reqwest::header::HeaderMap, Bytes), ClientError> {
         let transport = |source| ClientError::Transport {
             endpoint: endpoint.to_owned(),
@@ -520,6 +816,10 @@ impl Client {
             .http
             .request(method, format!("{endpoint}{path}"))
             .query(query);
+        if let Some(t) = token {
+            // reqwest marks the header sensitive: it is kept out of its logs.
+            req = req.bearer_auth(t);
+        }
         req = match body {
             Body::None => req,
             Body::Raw(b) => req.body(b.clone()),
@@ -570,6 +870,24 @@ fn consistency_query(c: Consistency) -> Vec<(&'static str, String)> {
 /// `/v1/kv/<percent-encoded key>`
 pub fn key_path(key: &str) -> String {
     format!("/v1/kv/{}", utf8_percent_encode(key, KEY_SET))
+}
+
+/// `/v1/auth/users/<percent-encoded name>`
+fn user_path(name: &str) -> String {
+    format!("/v1/auth/users/{}", utf8_percent_encode(name, KEY_SET))
+}
+
+fn user_role_path(name: &str, role: &str) -> String {
+    format!(
+        "{}/roles/{}",
+        user_path(name),
+        utf8_percent_encode(role, KEY_SET)
+    )
+}
+
+/// `/v1/auth/roles/<percent-encoded name>`
+fn role_path(name: &str) -> String {
+    format!("/v1/auth/roles/{}", utf8_percent_encode(name, KEY_SET))
 }
 
 #[cfg(test)]
@@ -652,6 +970,417 @@ mod tests {
         let v = c.version().await.expect("version");
         assert_eq!((v.version.as_str(), v.api.as_str()), ("0.1.0", "v1"));
         assert_eq!(req.await.expect("server"), "GET /version HTTP/1.1");
+    }
+
+    /// A request as the mock server saw it.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        /// `METHOD /path?query`, without the HTTP version.
+        line: String,
+        authorization: Option<String>,
+        body: String,
+    }
+
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<Seen>>>;
+
+    /// A server that answers every request (connections served
+    /// concurrently) with `handler`'s status and JSON body, and logs them.
+    async fn mock<H>(handler: H) -> (String, Log)
+    where
+        H: Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let log = Log::default();
+        let handler = std::sync::Arc::new(handler);
+        let seen = log.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (handler, seen) = (handler.clone(), seen.clone());
+                tokio::spawn(async move { serve_one(sock, &*handler, &seen).await });
+            }
+        });
+        (url, log)
+    }
+
+    async fn serve_one<H>(mut sock: tokio::net::TcpStream, handler: &H, log: &Log)
+    where
+        H: Fn(&Seen) -> (u16, String),
+    {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while data.len() < head_end + len {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+            }
+        }
+        let line = head.lines().next().unwrap_or_default();
+        let seen = Seen {
+            line: line.trim_end_matches(" HTTP/1.1").to_owned(),
+            authorization: header("authorization"),
+            body: String::from_utf8_lossy(&data[head_end..head_end + len]).into_owned(),
+        };
+        let (status, body) = handler(&seen);
+        log.lock().expect("log").push(seen);
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = sock.write_all(resp.as_bytes()).await;
+    }
+
+    fn unauthenticated(message: &str) -> (u16, String) {
+        let body = serde_json::json!({"error": {"code": "unauthenticated", "message": message}});
+        (401, body.to_string())
+    }
+
+    fn is_authenticate(s: &Seen) -> bool {
+        s.line == "POST /v1/auth/authenticate"
+    }
+
+    /// Authenticate answers `t<n>` for the n-th call; other requests
+    /// succeed only with a token in `valid`.
+    fn token_server(valid: &'static [&'static str]) -> impl Fn(&Seen) -> (u16, String) {
+        let issued = std::sync::atomic::AtomicU32::new(0);
+        move |s| {
+            if is_authenticate(s) {
+                let n = issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                return (200, format!(r#"{{"token":"t{n}","expires_in":300}}"#));
+            }
+            let ok = valid
+                .iter()
+                .any(|t| s.authorization.as_deref() == Some(&format!("Bearer {t}")));
+            if ok {
+                (200, r#"{"enabled":true,"revision":4}"#.into())
+            } else {
+                unauthenticated("token expired")
+            }
+        }
+    }
+
+    fn count(log: &Log, f: impl Fn(&Seen) -> bool) -> usize {
+        log.lock().expect("log").iter().filter(|s| f(s)).count()
+    }
+
+    #[tokio::test]
+    async fn credentials_authenticate_once_for_all_clones() {
+        let (url, log) = mock(token_server(&["t1"])).await;
+        let c = Client::new(&[url])
+            .expect("url")
+            .with_credentials("root", "pw");
+        assert!(c.auth_status().await.expect("first").enabled);
+        c.auth_status().await.expect("second");
+        // Clones made before and after the token was obtained, in parallel.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.auth_status().await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("clone");
+        }
+        let seen = log.lock().expect("log").clone();
+        assert_eq!(seen.len(), 11, "{seen:#?}");
+        assert!(is_authenticate(&seen[0]), "{seen:#?}");
+        let body: serde_json::Value = serde_json::from_str(&seen[0].body).expect("json body");
+        assert_eq!(body, serde_json::json!({"name": "root", "password": "pw"}));
+        assert_eq!(seen[0].authorization, None);
+        for s in &seen[1..] {
+            assert_eq!(s.line, "GET /v1/auth/status");
+            assert_eq!(s.authorization.as_deref(), Some("Bearer t1"));
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_requests_share_one_authentication() {
+        let (url, log) = mock(token_server(&["t1"])).await;
+        let c = Client::new(&[url]).expect("url").with_credentials("u", "p");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.auth_status().await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("status");
+        }
+        assert_eq!(count(&log, is_authenticate), 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_renewed_and_the_request_retried_once() {
+        // t1 has "expired"; t2, issued on renewal, works.
+        let (url, log) = mock(token_server(&["t2"])).await;
+        let c = Client::new(&[url]).expect("url").with_credentials("u", "p");
+        c.auth_enable().await.expect("retried with a new token");
+        let lines: Vec<(String, Option<String>)> = log
+            .lock()
+            .expect("log")
+            .iter()
+            .map(|s| (s.line.clone(), s.authorization.clone()))
+            .collect();
+        let auth = ("POST /v1/auth/authenticate".to_string(), None);
+        let enable = |t: &str| {
+            (
+                "POST /v1/auth/enable".to_string(),
+                Some(format!("Bearer {t}")),
+            )
+        };
+        assert_eq!(lines, [auth.clone(), enable("t1"), auth, enable("t2")]);
+        // The renewed token is kept.
+        c.auth_enable().await.expect("again");
+        assert_eq!(count(&log, is_authenticate), 2);
+    }
+
+    #[tokio::test]
+    async fn a_token_refused_after_renewal_is_an_error_not_a_loop() {
+        let (url, log) = mock(token_server(&[])).await;
+        let c = Client::new(&[url]).expect("url").with_credentials("u", "p");
+        let err = c.user_list().await.expect_err("always refused");
+        assert_eq!(err.code(), Some(ErrorCode::Unauthenticated));
+        assert!(
+            matches!(err, ClientError::Api { status: 401, .. }),
+            "{err:?}"
+        );
+        assert_eq!(count(&log, is_authenticate), 2);
+        assert_eq!(count(&log, |s| s.line == "GET /v1/auth/users"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_names_the_user_and_hides_the_password() {
+        let (url, log) = mock(|s| {
+            if is_authenticate(s) {
+                unauthenticated("invalid user name or password")
+            } else {
+                (200, r#"{"users":[]}"#.into())
+            }
+        })
+        .await;
+        let c = Client::new(&[url])
+            .expect("url")
+            .with_credentials("alice", "s3cret-pw");
+        let err = c.user_list().await.expect_err("wrong password");
+        assert!(matches!(err, ClientError::Authentication { .. }), "{err:?}");
+        assert_eq!(err.code(), Some(ErrorCode::Unauthenticated));
+        assert!(!err.retryable());
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("authentication as \"alice\" failed: ")
+                && msg.ends_with("invalid user name or password"),
+            "{msg}"
+        );
+        for shown in [msg, format!("{err:?}"), format!("{c:?}")] {
+            assert!(!shown.contains("s3cret-pw"), "{shown}");
+        }
+        // Neither the request nor a second authentication was sent.
+        let seen = log.lock().expect("log").clone();
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn debug_output_hides_the_token() {
+        let (url, _log) = mock(|s| {
+            if is_authenticate(s) {
+                (200, r#"{"token":"tok-7f3a9","expires_in":300}"#.into())
+            } else {
+                (200, r#"{"roles":["root"]}"#.into())
+            }
+        })
+        .await;
+        let c = Client::new(&[url]).expect("url").with_credentials("u", "p");
+        c.role_list().await.expect("roles");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("tok-7f3a9"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let fixed = Client::new(&["http://127.0.0.1:1"])
+            .expect("url")
+            .with_token("tok-7f3a9");
+        assert!(!format!("{fixed:?}").contains("tok-7f3a9"));
+    }
+
+    #[tokio::test]
+    async fn a_given_token_is_sent_and_never_renewed() {
+        let (url, log) = mock(token_server(&["given"])).await;
+        let c = Client::new(&[url]).expect("url").with_token("given");
+        c.auth_status().await.expect("with the given token");
+        let expired = c.clone().with_token("old");
+        let err = expired.auth_status().await.expect_err("expired");
+        assert_eq!(err.code(), Some(ErrorCode::Unauthenticated));
+        assert_eq!(count(&log, is_authenticate), 0);
+        assert_eq!(count(&log, |_| true), 2);
+    }
+
+    #[tokio::test]
+    async fn probes_neither_authenticate_nor_send_a_token() {
+        let (url, log) = mock(|s| match s.line.as_str() {
+            "GET /version" => (200, r#"{"version":"0.1.0","api":"v1"}"#.into()),
+            "GET /healthz" | "GET /readyz" => (200, r#"{"status":"ok"}"#.into()),
+            _ => unauthenticated("no"),
+        })
+        .await;
+        let c = Client::new(&[url])
+            .expect("url")
+            .with_credentials("u", "wrong");
+        c.health().await.expect("health");
+        assert_eq!(c.ready().await.expect("ready"), Ok(()));
+        c.version().await.expect("version");
+        let seen = log.lock().expect("log").clone();
+        assert_eq!(seen.len(), 3, "{seen:#?}");
+        assert!(seen.iter().all(|s| s.authorization.is_none()), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn for_endpoints_keeps_the_credentials() {
+        let (url, log) = mock(token_server(&["t1", "t2"])).await;
+        let c = Client::new(std::slice::from_ref(&url))
+            .expect("url")
+            .with_credentials("u", "p");
+        c.auth_status().await.expect("status");
+        let one = c.for_endpoints(&[url]).expect("url").single_shot();
+        one.auth_status().await.expect("same token");
+        assert_eq!(count(&log, is_authenticate), 1);
+        assert!(format!("{one:?}").contains("\"u\""));
+    }
+
+    #[tokio::test]
+    async fn auth_calls_use_their_paths_and_bodies() {
+        let (url, log) = mock(|s| {
+            let body = match s.line.as_str() {
+                l if l.starts_with("GET /v1/auth/users/") => {
+                    r#"{"name":"a/b c","roles":["r"],"has_password":true}"#
+                }
+                l if l.starts_with("GET /v1/auth/roles/") => r#"{"name":"r","permissions":[]}"#,
+                "GET /v1/auth/users" => r#"{"users":["a"]}"#,
+                "GET /v1/auth/roles" => r#"{"roles":["r"]}"#,
+                "POST /v1/auth/authenticate" => r#"{"token":"t","expires_in":1}"#,
+                l if l.contains("/v1/auth/status") || l.contains("able") => {
+                    r#"{"enabled":false,"revision":1}"#
+                }
+                _ => r#"{"revision":2}"#,
+            };
+            (200, body.into())
+        })
+        .await;
+        let c = Client::new(&[url]).expect("url").single_shot();
+        let name = "a/b c";
+        let req = AuthenticateRequest {
+            name: "n".into(),
+            password: "p".into(),
+        };
+        assert_eq!(c.authenticate(&req).await.expect("authenticate").token, "t");
+        c.auth_status().await.expect("status");
+        c.auth_enable().await.expect("enable");
+        c.auth_disable().await.expect("disable");
+        assert_eq!(c.user_list().await.expect("users").users, ["a"]);
+        let add = UserAddRequest {
+            name: name.into(),
+            password: None,
+            roles: vec![],
+        };
+        assert_eq!(c.user_add(&add).await.expect("add").revision, 2);
+        assert!(c.user_get(name).await.expect("get").has_password);
+        c.user_delete(name).await.expect("delete");
+        let pw = PasswordRequest {
+            password: Some("x".into()),
+        };
+        c.user_change_password(name, &pw).await.expect("passwd");
+        c.user_grant_role(name, "r/1").await.expect("grant");
+        c.user_revoke_role(name, "r/1").await.expect("revoke");
+        assert_eq!(c.role_list().await.expect("roles").roles, ["r"]);
+        c.role_add(&RoleAddRequest { name: "r".into() })
+            .await
+            .expect("role add");
+        c.role_get("r x").await.expect("role get");
+        c.role_delete("r x").await.expect("role delete");
+        let perm = Permission {
+            permission: PermissionKind::Readwrite,
+            key: "app/".into(),
+            range_end: None,
+            prefix: true,
+        };
+        c.role_grant_permission("r", &perm)
+            .await
+            .expect("grant perm");
+        for keys in [
+            PermissionKeys {
+                key: "app/".into(),
+                range_end: None,
+                prefix: true,
+            },
+            PermissionKeys {
+                key: "a".into(),
+                range_end: Some("c d".into()),
+                prefix: false,
+            },
+        ] {
+            c.role_revoke_permission("r", &keys)
+                .await
+                .expect("revoke perm");
+        }
+        let seen = log.lock().expect("log").clone();
+        let lines: Vec<&str> = seen.iter().map(|s| s.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "POST /v1/auth/authenticate",
+                "GET /v1/auth/status",
+                "POST /v1/auth/enable",
+                "POST /v1/auth/disable",
+                "GET /v1/auth/users",
+                "POST /v1/auth/users",
+                "GET /v1/auth/users/a%2Fb%20c",
+                "DELETE /v1/auth/users/a%2Fb%20c",
+                "PUT /v1/auth/users/a%2Fb%20c/password",
+                "PUT /v1/auth/users/a%2Fb%20c/roles/r%2F1",
+                "DELETE /v1/auth/users/a%2Fb%20c/roles/r%2F1",
+                "GET /v1/auth/roles",
+                "POST /v1/auth/roles",
+                "GET /v1/auth/roles/r%20x",
+                "DELETE /v1/auth/roles/r%20x",
+                "POST /v1/auth/roles/r/permissions",
+                "DELETE /v1/auth/roles/r/permissions?key=app%2F&prefix=true",
+                "DELETE /v1/auth/roles/r/permissions?key=a&range_end=c+d",
+            ]
+        );
+        let json = |i: usize| -> serde_json::Value {
+            serde_json::from_str(&seen[i].body).expect("json body")
+        };
+        assert_eq!(
+            json(5),
+            serde_json::json!({"name": "a/b c", "password": null, "roles": []})
+        );
+        assert_eq!(json(8), serde_json::json!({"password": "x"}));
+        assert_eq!(json(12), serde_json::json!({"name": "r"}));
+        assert_eq!(
+            json(15),
+            serde_json::json!({"permission": "readwrite", "key": "app/", "prefix": true})
+        );
+        // Nothing here had credentials, so nothing carried a token.
+        assert!(seen.iter().all(|s| s.authorization.is_none()));
     }
 
     #[test]
