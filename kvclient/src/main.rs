@@ -9,7 +9,7 @@ mod bench;
 mod cli;
 mod table;
 
-use cli::{Cli, Cmd, Ctx, cluster, kv, misc};
+use cli::{Cli, Cmd, Ctx, auth, cluster, kv, misc};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -42,5 +42,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Health => misc::health(&ctx).await,
         Cmd::Version => misc::version(&ctx).await,
         Cmd::Bench(a) => misc::bench(&ctx, a).await,
+        Cmd::Auth(c) => auth::auth(&ctx, c).await,
+        Cmd::User(c) => auth::user(&ctx, c).await,
+        Cmd::Role(c) => auth::role(&ctx, c).await,
     }
 }

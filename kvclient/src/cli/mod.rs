@@ -1,8 +1,10 @@
 //! kvctl's command line: the clap definitions and the context every command
 //! runs with. The commands themselves are in `kv` (keys and values),
-//! `cluster` (membership and status) and `misc` (health, version, bench);
-//! all output goes through `print`.
+//! `cluster` (membership and status), `auth` (users, roles, the auth
+//! switch) and `misc` (health, version, bench); all output goes through
+//! `print`.
 
+pub mod auth;
 pub mod cluster;
 pub mod kv;
 pub mod misc;
@@ -59,6 +61,22 @@ pub struct Cli {
     #[arg(long, env = "KVCTL_INSECURE_SKIP_TLS_VERIFY", global = true)]
     pub insecure_skip_tls_verify: bool,
 
+    /// NAME[:PASSWORD] to authenticate as; without the password it is asked for.
+    // `hide_env_values`: --help must not print a password taken from the
+    // environment.
+    #[arg(long, env = "KVCTL_USER", global = true, hide_env_values = true)]
+    pub user: Option<auth::UserFlag>,
+
+    /// Password of --user (then all of --user is the name, colons included).
+    #[arg(
+        long,
+        env = "KVCTL_PASSWORD",
+        global = true,
+        hide_env_values = true,
+        requires = "user"
+    )]
+    pub password: Option<auth::Secret>,
+
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -95,6 +113,15 @@ pub enum Cmd {
     Version,
     /// Closed-loop load generator.
     Bench(BenchArgs),
+    /// Turn authentication on or off, or show whether it is on.
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
+    /// Users: add, delete, list, get, passwd, grant-role, revoke-role.
+    #[command(subcommand)]
+    User(auth::UserCmd),
+    /// Roles and their permissions: add, delete, list, get, grant-permission, revoke-permission.
+    #[command(subcommand)]
+    Role(auth::RoleCmd),
 }
 
 /// What every command gets: a client over all endpoints (with retries) and
@@ -112,8 +139,20 @@ impl Ctx {
             key: cli.client_key.clone(),
             insecure_skip_verify: cli.insecure_skip_tls_verify,
         };
+        let mut client = Client::with_tls(&cli.endpoints, &tls)?;
+        if let Some((name, password)) =
+            auth::user_and_password(cli.user.as_ref(), cli.password.as_ref())?
+        {
+            // Asked for before the command runs, as etcdctl does; the
+            // client authenticates with it on its first request.
+            let password = match password {
+                Some(p) => p,
+                None => auth::read_password("Password: ", None)?,
+            };
+            client = client.with_credentials(name, password);
+        }
         Ok(Ctx {
-            client: Client::with_tls(&cli.endpoints, &tls)?,
+            client,
             out: cli.output,
         })
     }
@@ -221,6 +260,159 @@ mod tests {
             &["del", "a", "--prefix", "--if-revision", "3"],
             &["del", "a", "b", "--if-revision", "3"],
             &["del", "a", "b", "c"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn user_and_password_are_global_flags() {
+        let cli = parsed(&["get", "k", "--user", "root:pw"]);
+        assert_eq!(cli.user, Some(auth::UserFlag("root:pw".into())));
+        let cli = parsed(&["--user", "root", "--password", "pw", "status"]);
+        assert_eq!(cli.password, Some(auth::Secret("pw".into())));
+        // The parsed command line can be logged: no password in it.
+        let shown = format!(
+            "{:?}",
+            parsed(&["--user", "a:pw1", "--password", "pw2", "status"])
+        );
+        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+        // Credentials given whole need no prompt, and make the client
+        // authenticate (whose Debug shows the user, not the password).
+        let ctx = Ctx::new(&parsed(&["--user", "root:pw", "status"])).expect("ctx");
+        let client = format!("{:?}", ctx.client);
+        assert!(
+            client.contains("\"root\"") && !client.contains("pw\""),
+            "{client}"
+        );
+        let err = Ctx::new(&parsed(&["--user", ":pw", "status"]))
+            .err()
+            .expect("no name");
+        assert!(err.to_string().contains("user name"), "{err}");
+    }
+
+    #[test]
+    fn auth_user_and_role_commands_parse() {
+        use auth::{AuthCmd, RoleCmd, UserCmd};
+        assert!(matches!(
+            parsed(&["auth", "enable"]).cmd,
+            Cmd::Auth(AuthCmd::Enable)
+        ));
+        assert!(matches!(
+            parsed(&["auth", "status"]).cmd,
+            Cmd::Auth(AuthCmd::Status)
+        ));
+        assert!(matches!(
+            parsed(&["auth", "disable"]).cmd,
+            Cmd::Auth(AuthCmd::Disable)
+        ));
+
+        let Cmd::User(UserCmd::Add(a)) =
+            parsed(&["user", "add", "bob", "--new-user-password", "x"]).cmd
+        else {
+            panic!("not user add")
+        };
+        assert_eq!(a.new_user_password, Some(auth::Secret("x".into())));
+        assert!(a.interactive.interactive && !a.no_password);
+        let Cmd::User(UserCmd::Add(a)) = parsed(&["user", "add", "bob", "--interactive=false"]).cmd
+        else {
+            panic!("not user add")
+        };
+        assert!(!a.interactive.interactive);
+        let Cmd::User(UserCmd::Add(a)) = parsed(&["user", "add", "c", "--no-password"]).cmd else {
+            panic!("not user add")
+        };
+        assert!(a.no_password);
+        let Cmd::User(UserCmd::Passwd(a)) =
+            parsed(&["user", "passwd", "bob", "--new-user-password", "y"]).cmd
+        else {
+            panic!("not user passwd")
+        };
+        assert_eq!(a.new_user_password, Some(auth::Secret("y".into())));
+        let Cmd::User(UserCmd::GrantRole(a)) = parsed(&["user", "grant-role", "bob", "app"]).cmd
+        else {
+            panic!("not grant-role")
+        };
+        assert_eq!((a.name.as_str(), a.role.as_str()), ("bob", "app"));
+
+        let Cmd::Role(RoleCmd::GrantPermission(g)) = parsed(&[
+            "role",
+            "grant-permission",
+            "app",
+            "READWRITE",
+            "app/",
+            "--prefix",
+        ])
+        .cmd
+        else {
+            panic!("not grant-permission")
+        };
+        assert_eq!(
+            g.to_permission(),
+            kvclient::Permission {
+                permission: kvclient::PermissionKind::Readwrite,
+                key: "app/".into(),
+                range_end: None,
+                prefix: true,
+            }
+        );
+        let Cmd::Role(RoleCmd::GrantPermission(g)) =
+            parsed(&["role", "grant-permission", "app", "read", "a", "c"]).cmd
+        else {
+            panic!("not grant-permission")
+        };
+        assert_eq!(g.to_permission().range_end.as_deref(), Some("c"));
+        let Cmd::Role(RoleCmd::RevokePermission(r)) =
+            parsed(&["role", "revoke-permission", "app", "", "--prefix"]).cmd
+        else {
+            panic!("not revoke-permission")
+        };
+        assert_eq!(
+            r.keys.to_keys(),
+            kvclient::PermissionKeys {
+                key: String::new(),
+                range_end: None,
+                prefix: true,
+            }
+        );
+        for args in [
+            &["user", "list"][..],
+            &["user", "get", "bob"],
+            &["user", "delete", "bob"],
+            &["user", "revoke-role", "bob", "app"],
+            &["role", "add", "app"],
+            &["role", "get", "app"],
+            &["role", "list"],
+            &["role", "delete", "app"],
+            &["role", "revoke-permission", "app", "a", "c"],
+        ] {
+            parsed(args);
+        }
+        for bad in [
+            &[
+                "user",
+                "add",
+                "bob",
+                "--new-user-password",
+                "x",
+                "--no-password",
+            ][..],
+            &["user", "add", "bob", "--interactive", "false"],
+            &["user", "grant-role", "bob"],
+            &["role", "grant-permission", "app", "admin", "k"],
+            &["role", "grant-permission", "app", "read"],
+            &[
+                "role",
+                "grant-permission",
+                "app",
+                "read",
+                "a",
+                "c",
+                "--prefix",
+            ],
+            &["role", "revoke-permission", "app", "a", "c", "--prefix"],
+            &["--password", "pw", "status"],
+            &["auth"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} must be rejected");
         }
