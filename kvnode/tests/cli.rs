@@ -1,8 +1,9 @@
-//! kvctl against real nodes: `kvnode --dev`, fresh nodes for `init`, and
-//! the metrics endpoint.
+//! kvctl against real nodes: `kvnode --dev`, fresh nodes for `init`, the
+//! metrics endpoint, and authentication (users, roles, permissions).
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -70,6 +71,25 @@ fn run(endpoint: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run kvctl")
+}
+
+/// kvctl with `input` on its stdin (a pipe, not a terminal) and extra
+/// environment variables.
+fn run_with(endpoint: &str, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(kvctl_bin())
+        .arg("--endpoints")
+        .arg(endpoint)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kvctl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    child.wait_with_output().expect("kvctl output")
 }
 
 fn ok(endpoint: &str, args: &[&str]) -> String {
@@ -450,4 +470,203 @@ async fn kvctl_speaks_tls() {
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     let err = fails(&ep, &["get", "k", "--cacert", "/nonexistent/ca.crt"]);
     assert!(err.contains("/nonexistent/ca.crt"), "{err}");
+}
+
+fn ok_output(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kvctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A failed run: exit 1 (not a panic's 101, not a usage error's 2) and one
+/// line on stderr, which is returned.
+fn one_line_failure(args: &[&str], out: Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "kvctl {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "kvctl {args:?}: {err}");
+    err
+}
+
+/// etcdctl's authentication workflow through kvctl: root, auth enable,
+/// credentials on the command line, from the environment and piped in,
+/// a user whose role grants one prefix, and the failures a user meets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvctl_with_authentication() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = dev_node(dir.path()).await;
+    let ep = n.client_url();
+    let root = ["--user", "root:rootpw"];
+    let as_root = |args: &[&str]| ok(&ep, &[&root[..], args].concat());
+
+    // Before auth is on: root's password piped in (stdin is not a
+    // terminal), then the built-in root role, then the switch.
+    let args = ["user", "add", "root"];
+    let out = ok_output(&args, run_with(&ep, &args, "rootpw\n", &[]));
+    assert_eq!(out, "User root created\n");
+    assert_eq!(
+        ok(&ep, &["user", "grant-role", "root", "root"]),
+        "Role root is granted to user root\n"
+    );
+    assert_eq!(ok(&ep, &["auth", "enable"]), "Authentication Enabled\n");
+
+    // Without credentials: one line, exit 1.
+    let args = ["put", "k", "v"];
+    let err = one_line_failure(&args, run(&ep, &args));
+    assert!(err.contains("unauthenticated"), "{err}");
+    // With them: --user NAME:PASSWORD, --user with --password, the
+    // environment, and the password piped in for a bare --user.
+    assert!(as_root(&["put", "k", "v"]).starts_with("OK revision"));
+    assert_eq!(
+        ok(&ep, &["get", "k", "--user", "root", "--password", "rootpw"]),
+        "v\n"
+    );
+    let env = [("KVCTL_USER", "root"), ("KVCTL_PASSWORD", "rootpw")];
+    assert_eq!(
+        ok_output(&["get"], run_with(&ep, &["get", "k"], "", &env)),
+        "v\n"
+    );
+    // The password is the first line; the value of `put k -` the rest.
+    let args = ["--user", "root", "put", "piped", "-"];
+    ok_output(&args, run_with(&ep, &args, "rootpw\nline 2\n", &[]));
+    assert_eq!(as_root(&["get", "piped"]), "line 2\n");
+
+    // A wrong password: one line naming the user, never the password.
+    for args in [
+        &["--user", "root:nope-pw", "get", "k"][..],
+        &["--user", "root", "--password", "nope-pw", "get", "k"],
+    ] {
+        let err = one_line_failure(args, run(&ep, args));
+        assert!(err.contains("authentication as \"root\" failed"), "{err}");
+        assert!(!err.contains("nope-pw"), "{err}");
+    }
+    let args = ["--user", "root", "get", "k"];
+    let err = one_line_failure(&args, run_with(&ep, &args, "nope-pw\n", &[]));
+    assert!(err.contains("authentication as \"root\" failed"), "{err}");
+    // Probes need no credentials, whatever the password.
+    assert!(ok(&ep, &["health", "--user", "root:nope-pw"]).contains("ready"));
+
+    let status = as_root(&["auth", "status"]);
+    assert!(
+        status.starts_with("Authentication Status: true\nAuthRevision: "),
+        "{status}"
+    );
+    let st = ok_json(
+        &ep,
+        &[&root[..], &["auth", "status", "-o", "json"]].concat(),
+    );
+    assert_eq!(st["enabled"], true);
+
+    // A role with one prefix, a user holding it.
+    assert_eq!(as_root(&["role", "add", "app"]), "Role app created\n");
+    assert_eq!(
+        as_root(&[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "app/",
+            "--prefix"
+        ]),
+        "Role app updated\n"
+    );
+    as_root(&[
+        "role",
+        "grant-permission",
+        "app",
+        "READ",
+        "conf/a",
+        "conf/c",
+    ]);
+    assert_eq!(
+        as_root(&["role", "get", "app"]),
+        "Role app\nKV Read:\n\t[conf/a, conf/c)\n\tprefix app/\nKV Write:\n\tprefix app/\n"
+    );
+    let role = ok_json(
+        &ep,
+        &[&root[..], &["role", "get", "app", "-o", "json"]].concat(),
+    );
+    assert_eq!(
+        role["permissions"].as_array().expect("permissions").len(),
+        2
+    );
+    let out = as_root(&["user", "add", "alice", "--new-user-password", "alicepw"]);
+    assert_eq!(out, "User alice created\n");
+    as_root(&["user", "grant-role", "alice", "app"]);
+    assert_eq!(
+        as_root(&["user", "get", "alice"]),
+        "User: alice\nRoles: app\n"
+    );
+    let users = as_root(&["user", "list"]);
+    assert!(
+        users.lines().any(|l| l == "alice") && users.lines().any(|l| l == "root"),
+        "{users}"
+    );
+    let roles = ok_json(&ep, &[&root[..], &["role", "list", "-o", "json"]].concat());
+    assert!(
+        roles["roles"]
+            .as_array()
+            .expect("roles")
+            .iter()
+            .any(|r| r == "app"),
+        "{roles}"
+    );
+
+    let alice = |args: &[&str]| run(&ep, &[&["--user", "alice:alicepw"][..], args].concat());
+    assert!(alice(&["put", "app/x", "1"]).status.success());
+    assert_eq!(ok_output(&["get"], alice(&["get", "app/x"])), "1\n");
+    // Outside the grant: permission denied, one line.
+    for args in [
+        &["put", "other", "1"][..],
+        &["get", "k"],
+        &["put", "conf/b", "1"],
+        &["user", "list"],
+    ] {
+        let err = one_line_failure(args, alice(args));
+        assert!(err.contains("permission_denied"), "{args:?}: {err}");
+    }
+
+    // Revoking the permission and the role takes the rights away.
+    let out = as_root(&["role", "revoke-permission", "app", "app/", "--prefix"]);
+    assert_eq!(out, "Permission of prefix app/ is revoked from role app\n");
+    let args = ["put", "app/y", "1"];
+    assert!(one_line_failure(&args, alice(&args)).contains("permission_denied"));
+    as_root(&[
+        "role",
+        "grant-permission",
+        "app",
+        "write",
+        "app/",
+        "--prefix",
+    ]);
+    assert!(alice(&["put", "app/y", "1"]).status.success());
+    assert_eq!(
+        as_root(&["user", "revoke-role", "alice", "app"]),
+        "Role app is revoked from user alice\n"
+    );
+    let args = ["put", "app/z", "1"];
+    assert!(one_line_failure(&args, alice(&args)).contains("permission_denied"));
+
+    // A new password, piped in: the old one stops working.
+    let args = [&root[..], &["user", "passwd", "alice"]].concat();
+    assert_eq!(
+        ok_output(&args, run_with(&ep, &args, "alicepw2\n", &[])),
+        "Password updated\n"
+    );
+    let args = ["--user", "alice:alicepw", "get", "app/x"];
+    assert!(one_line_failure(&args, run(&ep, &args)).contains("authentication as \"alice\""));
+
+    assert_eq!(
+        as_root(&["user", "delete", "alice"]),
+        "User alice deleted\n"
+    );
+    assert_eq!(as_root(&["role", "delete", "app"]), "Role app deleted\n");
+    let args = [&root[..], &["user", "get", "alice"]].concat();
+    assert!(one_line_failure(&args, run(&ep, &args)).contains("not_found"));
+
+    // Off again: no credentials needed.
+    assert_eq!(as_root(&["auth", "disable"]), "Authentication Disabled\n");
+    assert_eq!(ok(&ep, &["get", "k"]), "v\n");
 }
