@@ -599,6 +599,11 @@ async fn kvctl_with_authentication() {
         as_root(&["user", "get", "alice"]),
         "User: alice\nRoles: app\n"
     );
+    let detail = as_root(&["user", "get", "alice", "--detail"]);
+    assert!(
+        detail.starts_with("User: alice\nRole app\nKV Read:\n"),
+        "{detail}"
+    );
     let users = as_root(&["user", "list"]);
     assert!(
         users.lines().any(|l| l == "alice") && users.lines().any(|l| l == "root"),

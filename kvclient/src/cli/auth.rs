@@ -128,8 +128,8 @@ pub enum UserCmd {
     Delete(NameArg),
     /// List the users.
     List,
-    /// A user's roles.
-    Get(NameArg),
+    /// A user's roles (with --detail, each role's permissions too).
+    Get(UserGetArgs),
     /// Change a user's password.
     Passwd(PasswdArgs),
     /// Give a user a role.
@@ -173,6 +173,14 @@ pub struct Interactive {
         default_missing_value = "true"
     )]
     pub interactive: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UserGetArgs {
+    pub name: String,
+    /// Show the permissions of each of the user's roles.
+    #[arg(long)]
+    pub detail: bool,
 }
 
 #[derive(Args, Debug)]
@@ -378,6 +386,19 @@ pub async fn user(ctx: &Ctx, cmd: UserCmd) -> anyhow::Result<()> {
                 return Ok(());
             }
             ctx.out.emit(&list, || lines(&list.users))
+        }
+        UserCmd::Get(a) if a.detail => {
+            let u = c.user_get(&a.name).await?;
+            let mut roles = Vec::new();
+            for r in &u.roles {
+                roles.push(c.role_get(r).await?);
+            }
+            let json = serde_json::json!({ "user": u, "roles": roles });
+            ctx.out.emit(&json, || {
+                let mut text = format!("User: {}\n", escape(&u.name));
+                text.extend(roles.iter().map(role_text));
+                text
+            })
         }
         UserCmd::Get(a) => {
             let u = c.user_get(&a.name).await?;

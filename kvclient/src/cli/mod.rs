@@ -378,6 +378,7 @@ mod tests {
         for args in [
             &["user", "list"][..],
             &["user", "get", "bob"],
+            &["user", "get", "bob", "--detail"],
             &["user", "delete", "bob"],
             &["user", "revoke-role", "bob", "app"],
             &["role", "add", "app"],
