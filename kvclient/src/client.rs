@@ -69,7 +69,7 @@ pub enum ClientError {
     /// the password.
     // `cause` is part of the message rather than a `#[source]`, so that a
     // printed error chain does not say it twice.
-    #[error("authentication as {user:?} failed: {cause}")]
+    #[error("authenticating as {user:?}: {}", .cause.auth_detail())]
     Authentication {
         user: String,
         cause: Box<ClientError>,
@@ -150,6 +150,16 @@ impl ClientError {
         }
     }
 
+    /// Why authenticating failed: the server's own words when it
+    /// answered ("authentication failed: invalid user name or password"),
+    /// else the whole error.
+    fn auth_detail(&self) -> String {
+        match self {
+            ClientError::Api { error, .. } => error.message.clone(),
+            e => e.to_string(),
+        }
+    }
+
     /// The API error code, if the server answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -222,7 +232,28 @@ struct Auth {
     /// Shared by clones, so that every clone (bench's workers, say) rides
     /// on one authentication; the lock is held while authenticating so that
     /// concurrent first requests wait for that one.
-    token: Arc<tokio::sync::Mutex<Option<String>>>,
+    token: Arc<tokio::sync::Mutex<Token>>,
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+enum Token {
+    /// Not asked for yet.
+    #[default]
+    Unknown,
+    /// The cluster has auth disabled: requests go without a token (as
+    /// etcd's client does) until one is refused.
+    NotNeeded,
+    Bearer(String),
+}
+
+impl Token {
+    /// What a request carries in this state.
+    fn header(&self) -> Option<&str> {
+        match self {
+            Token::Bearer(t) => Some(t),
+            Token::Unknown | Token::NotNeeded => None,
+        }
+    }
 }
 
 impl Auth {
@@ -230,7 +261,7 @@ impl Auth {
     /// its own: a client for other endpoints may need a token of its own if
     /// tokens are only valid where they were issued.
     fn detached(&self) -> Auth {
-        let token = self.token.try_lock().ok().and_then(|t| t.clone());
+        let token = self.token.try_lock().map(|t| t.clone()).unwrap_or_default();
         Auth {
             credentials: self.credentials.clone(),
             token: Arc::new(tokio::sync::Mutex::new(token)),
@@ -241,8 +272,9 @@ impl Auth {
 impl fmt::Debug for Auth {
     // Hand-written so that neither the password nor the token is printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let token = match self.token.try_lock() {
-            Ok(t) if t.is_none() => "none",
+        let token = match self.token.try_lock().as_deref() {
+            Ok(Token::Unknown) => "none",
+            Ok(Token::NotNeeded) => "not needed",
             _ => "<redacted>",
         };
         f.debug_struct("Auth")
@@ -351,7 +383,7 @@ impl Client {
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.auth = Auth {
             credentials: None,
-            token: Arc::new(tokio::sync::Mutex::new(Some(token.into()))),
+            token: Arc::new(tokio::sync::Mutex::new(Token::Bearer(token.into()))),
         };
         self
     }
@@ -711,20 +743,20 @@ impl Client {
         query: &[(&str, String)],
         body: Body,
     ) -> Result<(reqwest::header::HeaderMap, Bytes), ClientError> {
-        let token = self.token(None).await?;
+        let sent = self.token(None).await?;
         let first = self
-            .call_endpoints(&method, path, query, &body, token.as_deref())
+            .call_endpoints(&method, path, query, &body, sent.header())
             .await;
         match first {
-            // The token expired (or the node does not know it). A 401 is
-            // given before anything runs, so retrying even a write is safe;
-            // once only, so wrong rights cannot make it loop.
+            // The token expired (or auth was enabled since it was found
+            // off). A 401 is given before anything runs, so retrying even a
+            // write is safe; once only, so that it cannot loop.
             Err(e)
                 if e.code() == Some(ErrorCode::Unauthenticated)
                     && self.auth.credentials.is_some() =>
             {
-                let token = self.token(token.as_deref()).await?;
-                self.call_endpoints(&method, path, query, &body, token.as_deref())
+                let token = self.token(Some(&sent)).await?;
+                self.call_endpoints(&method, path, query, &body, token.header())
                     .await
             }
             r => r,
@@ -742,30 +774,34 @@ impl Client {
             .await
     }
 
-    /// The token to send: the current one, or with credentials a new one
-    /// when there is none yet or the current one is `stale` (was refused).
-    async fn token(&self, stale: Option<&str>) -> Result<Option<String>, ClientError> {
+    /// What to send: the current state, or with credentials a new one when
+    /// there is none yet or what was sent (`refused`) was refused.
+    async fn token(&self, refused: Option<&Token>) -> Result<Token, ClientError> {
         let mut token = self.auth.token.lock().await;
         let Some(creds) = &self.auth.credentials else {
             return Ok(token.clone());
         };
-        if token.is_some() && token.as_deref() != stale {
-            // Another request has already renewed it, or it is fresh.
+        let current = *token != Token::Unknown && Some(&*token) != refused;
+        if current {
+            // Fresh, or another request has renewed it meanwhile.
             return Ok(token.clone());
         }
         let req = AuthenticateRequest {
             name: creds.user.clone(),
             password: creds.password.clone(),
         };
-        let resp = self
-            .authenticate(&req)
-            .await
-            .map_err(|e| ClientError::Authentication {
-                user: creds.user.clone(),
-                cause: Box::new(e),
-            })?;
-        *token = Some(resp.token.clone());
-        Ok(Some(resp.token))
+        *token = match self.authenticate(&req).await {
+            Ok(resp) => Token::Bearer(resp.token),
+            // The server's answer while auth is disabled.
+            Err(e) if e.code() == Some(ErrorCode::PreconditionFailed) => Token::NotNeeded,
+            Err(e) => {
+                return Err(ClientError::Authentication {
+                    user: creds.user.clone(),
+                    cause: Box::new(e),
+                });
+            }
+        };
+        Ok(token.clone())
     }
 
     /// Runs the request against each endpoint in turn until one succeeds or
@@ -1188,10 +1224,10 @@ mod tests {
         assert_eq!(err.code(), Some(ErrorCode::Unauthenticated));
         assert!(!err.retryable());
         let msg = err.to_string();
-        assert!(
-            msg.starts_with("authentication as \"alice\" failed: ")
-                && msg.ends_with("invalid user name or password"),
-            "{msg}"
+        // The server's words, not a stack of prefixes.
+        assert_eq!(
+            msg,
+            "authenticating as \"alice\": invalid user name or password"
         );
         for shown in [msg, format!("{err:?}"), format!("{c:?}")] {
             assert!(!shown.contains("s3cret-pw"), "{shown}");
@@ -1199,6 +1235,41 @@ mod tests {
         // Neither the request nor a second authentication was sent.
         let seen = log.lock().expect("log").clone();
         assert_eq!(seen.len(), 1, "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn with_auth_disabled_requests_go_without_a_token_until_refused() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let enabled = std::sync::Arc::new(AtomicBool::new(false));
+        let on = enabled.clone();
+        let (url, log) = mock(move |s| {
+            let enabled = on.load(Ordering::SeqCst);
+            match (is_authenticate(s), enabled) {
+                (true, false) => {
+                    let e = r#"{"error":{"code":"precondition_failed","message":"auth is not enabled"}}"#;
+                    (412, e.into())
+                }
+                (true, true) => (200, r#"{"token":"t1","expires_in":300}"#.into()),
+                (false, true) if s.authorization.as_deref() != Some("Bearer t1") => {
+                    unauthenticated("no credentials")
+                }
+                (false, _) => (200, r#"{"roles":[]}"#.into()),
+            }
+        })
+        .await;
+        let c = Client::new(&[url]).expect("url").with_credentials("u", "p");
+        c.role_list().await.expect("auth disabled: no token needed");
+        c.role_list().await.expect("again");
+        // Asked once, not once per request.
+        assert_eq!(count(&log, is_authenticate), 1);
+        assert_eq!(count(&log, |s| s.authorization.is_some()), 0);
+        // Once auth is enabled, the refused request authenticates and is
+        // retried with the token.
+        enabled.store(true, Ordering::SeqCst);
+        c.role_list().await.expect("after enable");
+        assert_eq!(count(&log, is_authenticate), 2);
+        let last = log.lock().expect("log").last().cloned().expect("a request");
+        assert_eq!(last.authorization.as_deref(), Some("Bearer t1"));
     }
 
     #[tokio::test]

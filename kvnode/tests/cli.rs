@@ -539,12 +539,22 @@ async fn kvctl_with_authentication() {
         &["--user", "root", "--password", "nope-pw", "get", "k"],
     ] {
         let err = one_line_failure(args, run(&ep, args));
-        assert!(err.contains("authentication as \"root\" failed"), "{err}");
+        assert!(
+            err.contains(
+                "authenticating as \"root\": authentication failed: invalid user name or password"
+            ),
+            "{err}"
+        );
         assert!(!err.contains("nope-pw"), "{err}");
     }
     let args = ["--user", "root", "get", "k"];
     let err = one_line_failure(&args, run_with(&ep, &args, "nope-pw\n", &[]));
-    assert!(err.contains("authentication as \"root\" failed"), "{err}");
+    assert!(
+        err.contains(
+            "authenticating as \"root\": authentication failed: invalid user name or password"
+        ),
+        "{err}"
+    );
     // Probes need no credentials, whatever the password.
     assert!(ok(&ep, &["health", "--user", "root:nope-pw"]).contains("ready"));
 
@@ -661,7 +671,7 @@ async fn kvctl_with_authentication() {
         "Password updated\n"
     );
     let args = ["--user", "alice:alicepw", "get", "app/x"];
-    assert!(one_line_failure(&args, run(&ep, &args)).contains("authentication as \"alice\""));
+    assert!(one_line_failure(&args, run(&ep, &args)).contains("authenticating as \"alice\""));
 
     assert_eq!(
         as_root(&["user", "delete", "alice"]),
