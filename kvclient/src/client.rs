@@ -256,19 +256,6 @@ impl Token {
     }
 }
 
-impl Auth {
-    /// The same credentials and (a copy of) the current token, in a cell of
-    /// its own: a client for other endpoints may need a token of its own if
-    /// tokens are only valid where they were issued.
-    fn detached(&self) -> Auth {
-        let token = self.token.try_lock().map(|t| t.clone()).unwrap_or_default();
-        Auth {
-            credentials: self.credentials.clone(),
-            token: Arc::new(tokio::sync::Mutex::new(token)),
-        }
-    }
-}
-
 impl fmt::Debug for Auth {
     // Hand-written so that neither the password nor the token is printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -388,11 +375,13 @@ impl Client {
         self
     }
 
-    /// A client for other endpoints with the same TLS options and
-    /// credentials.
+    /// A client for other endpoints (of the same cluster) with the same TLS
+    /// options, credentials and token: tokens are valid on every node, so
+    /// bench's per-endpoint workers and `status`'s per-endpoint calls
+    /// authenticate once between them.
     pub fn for_endpoints<S: AsRef<str>>(&self, endpoints: &[S]) -> Result<Self, ClientError> {
         let mut c = Self::with_tls(endpoints, &self.tls)?;
-        c.auth = self.auth.detached();
+        c.auth = self.auth.clone();
         Ok(c)
     }
 
@@ -1325,14 +1314,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn for_endpoints_keeps_the_credentials() {
-        let (url, log) = mock(token_server(&["t1", "t2"])).await;
+    async fn for_endpoints_shares_the_credentials_and_the_token() {
+        let (url, log) = mock(token_server(&["t1"])).await;
         let c = Client::new(std::slice::from_ref(&url))
             .expect("url")
             .with_credentials("u", "p");
-        c.auth_status().await.expect("status");
+        // Made before the first authentication, as bench makes its workers.
         let one = c.for_endpoints(&[url]).expect("url").single_shot();
-        one.auth_status().await.expect("same token");
+        one.auth_status().await.expect("authenticates");
+        c.auth_status().await.expect("same token");
         assert_eq!(count(&log, is_authenticate), 1);
         assert!(format!("{one:?}").contains("\"u\""));
     }
