@@ -5,16 +5,19 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kvclient::{ClientError, ErrorCode, InitRequest};
 use serde::Serialize;
 use tracing::info;
 
+use crate::build::{self, CERTIFICATE_API_VERSION, Owner};
+use crate::certs::TlsMaterial;
 use crate::crd::{KvCluster, KvClusterStatus};
 use crate::names::{self, FIELD_MANAGER};
-use crate::observe::PdbSupport;
+use crate::observe::{NodeConnector, PdbSupport};
 use crate::plan::{Desired, Step};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +75,28 @@ pub async fn apply_objects(
     pdb: PdbSupport,
 ) -> Result<(), ApplyError> {
     // Services first: the StatefulSet's pods advertise names of the peer
-    // Service, which should exist when they start.
+    // Service, which should exist when they start. The NetworkPolicy and
+    // the certificates before the pods too: they start guarded and with
+    // their Secret.
     let services = Api::<Service>::namespaced(client.clone(), namespace);
     apply(&services, "Service", &desired.peer_service).await?;
     apply(&services, "Service", &desired.client_service).await?;
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
+    match &desired.network_policy {
+        Some(policy) => apply(&policies, "NetworkPolicy", policy).await?,
+        None => {
+            let name = desired
+                .client_service
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or_default();
+            delete_if_present(&policies, "NetworkPolicy", name).await?;
+        }
+    }
+    for certificate in &desired.certificates {
+        apply_certificate(client, namespace, certificate).await?;
+    }
     apply(
         &Api::<StatefulSet>::namespaced(client.clone(), namespace),
         "StatefulSet",
@@ -86,6 +107,91 @@ pub async fn apply_objects(
         apply_pdb(client, namespace, budget, pdb).await?;
     }
     Ok(())
+}
+
+/// Deletes `name`; absent is fine. Used for the NetworkPolicy once
+/// `networkPolicy.enabled` is false (each reconcile: the policy is not
+/// read first, which would need one more permission).
+async fn delete_if_present<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    name: &str,
+) -> Result<(), ApplyError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {
+            info!(kind, name, "deleted");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(source) => Err(ApplyError::Delete {
+            kind,
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn certificate_resource() -> ApiResource {
+    ApiResource {
+        group: "cert-manager.io".into(),
+        version: "v1".into(),
+        api_version: CERTIFICATE_API_VERSION.into(),
+        kind: "Certificate".into(),
+        plural: "certificates".into(),
+    }
+}
+
+async fn apply_certificate(
+    client: &kube::Client,
+    namespace: &str,
+    certificate: &serde_json::Value,
+) -> Result<(), ApplyError> {
+    let api =
+        Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &certificate_resource());
+    let name = certificate["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    api.patch(&name, &apply_params(), &Patch::Apply(certificate))
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError::Apply {
+            kind: "Certificate",
+            name,
+            source,
+        })
+}
+
+/// Whether the server serves cert-manager.io/v1 Certificates (the
+/// cert-manager CRDs are installed). Asked on every reconcile of a cluster
+/// that uses cert-manager, so installing it later needs no restart.
+pub async fn serves_cert_manager(client: &kube::Client) -> Result<bool, kube::Error> {
+    match client
+        .list_api_group_resources(CERTIFICATE_API_VERSION)
+        .await
+    {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "certificates")),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The Secrets of `tls.issuer: operator`, CA first: a crash after it is
+/// repaired next round (certificates not signed by the CA in `NAME-ca`
+/// are re-issued). The objects carry keys: errors name them, never print
+/// them.
+pub async fn apply_tls_secrets(
+    client: &kube::Client,
+    owner: &Owner,
+    material: &TlsMaterial,
+) -> Result<(), ApplyError> {
+    let api = Api::<Secret>::namespaced(client.clone(), &owner.namespace);
+    apply(&api, "Secret", &build::ca_secret(owner, &material.ca)).await?;
+    apply(&api, "Secret", &build::node_secret(owner, material)).await?;
+    apply(&api, "Secret", &build::client_secret(owner, material)).await
 }
 
 async fn apply_pdb(
@@ -204,11 +310,14 @@ pub async fn delete_all_pvcs(
     Ok(deleted)
 }
 
-/// Sends the membership step to the node that must execute it.
-pub async fn execute_step(step: &Step, timeout: Duration) -> Result<(), ClientError> {
-    let node = |endpoint: &str| {
-        kvclient::Client::new(&[endpoint]).and_then(|c| c.single_shot().with_timeout(timeout))
-    };
+/// Sends the membership step to the node that must execute it, through
+/// the same connector (TLS trust, client certificate) the observer used.
+pub async fn execute_step(
+    step: &Step,
+    connector: &NodeConnector,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let node = |endpoint: &str| connector.client(endpoint, timeout);
     match step {
         Step::Initialize { endpoint, .. } => node(endpoint)?
             .init(&InitRequest::default())
@@ -327,21 +436,26 @@ mod tests {
                 client_url: "http://kv-1.kv-peer:7379".into(),
             },
         };
-        execute_step(&add, timeout).await.expect("add learner");
+        let plain = NodeConnector::default();
+        execute_step(&add, &plain, timeout)
+            .await
+            .expect("add learner");
         let promote = Step::Promote {
             leader: leader.clone(),
             pod: "kv-1".into(),
             id: 11,
             voters: vec![10, 11],
         };
-        execute_step(&promote, timeout).await.expect("promote");
+        execute_step(&promote, &plain, timeout)
+            .await
+            .expect("promote");
         let remove = Step::Remove {
             leader,
             pod: "kv-2".into(),
             id: 12,
             why: Removal::ScaleDown,
         };
-        execute_step(&remove, timeout)
+        execute_step(&remove, &plain, timeout)
             .await
             .expect("a member already gone counts as removed");
         let calls = calls.lock().expect("lock").clone();

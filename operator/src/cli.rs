@@ -1,11 +1,13 @@
 //! Command line of `raftkv-operator`. Every `run` flag also reads an
 //! environment variable `RAFTKV_OPERATOR_<FLAG>` (what the Helm chart sets).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
+use crate::build::OperatorPeer;
 use crate::controller::{LeaderElection, Settings};
 use crate::plan::PlanConfig;
 
@@ -74,6 +76,14 @@ pub struct RunArgs {
         default_value = "cluster.local"
     )]
     pub cluster_domain: String,
+    /// Namespace of the operator's pods, let through to the kvnode client
+    /// port by every cluster's NetworkPolicy (with `networkPolicy.clientFrom`).
+    #[arg(long, env = "RAFTKV_OPERATOR_OPERATOR_NAMESPACE")]
+    pub operator_namespace: Option<String>,
+    /// Labels of the operator's pods, `k=v,k=v` (the Helm chart passes its
+    /// selector labels). Empty: the NetworkPolicies name no operator peer.
+    #[arg(long, env = "RAFTKV_OPERATOR_OPERATOR_POD_LABELS", default_value = "", value_parser = parse_labels)]
+    pub operator_pod_labels: BTreeMap<String, String>,
     /// Timeout of one node status call.
     #[arg(long, env = "RAFTKV_OPERATOR_NODE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub node_timeout: Duration,
@@ -95,6 +105,10 @@ impl RunArgs {
                 stabilization: self.stabilization,
                 max_lag: self.max_lag,
                 cluster_domain: self.cluster_domain.clone(),
+                operator_peer: OperatorPeer {
+                    namespace: self.operator_namespace.clone(),
+                    pod_labels: self.operator_pod_labels.clone(),
+                },
             },
             node_timeout: self.node_timeout,
             step_timeout: self.step_timeout,
@@ -119,6 +133,18 @@ impl RunArgs {
             identity,
         })
     }
+}
+
+/// `k=v,k2=v2`; empty text is no labels.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => Err(format!("invalid label {pair:?}: expected key=value")),
+        })
+        .collect()
 }
 
 /// `500ms`, `30s`, `2m`, or a bare number of seconds.
@@ -152,6 +178,19 @@ mod tests {
         assert!(parse_duration("1h").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn operator_pod_labels_parse() {
+        assert_eq!(parse_labels(""), Ok(BTreeMap::new()));
+        assert_eq!(
+            parse_labels("a=1, b=x"),
+            Ok(BTreeMap::from([
+                ("a".into(), "1".into()),
+                ("b".into(), "x".into())
+            ]))
+        );
+        assert!(parse_labels("novalue").is_err());
     }
 
     #[test]

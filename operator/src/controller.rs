@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::apply::{self, ApplyError};
 use crate::build::Owner;
+use crate::certs;
 use crate::crd::{KvCluster, RetentionPolicy};
 use crate::metrics::Metrics;
 use crate::names::{self, FINALIZER, LABEL_INSTANCE};
@@ -58,6 +59,8 @@ pub enum Error {
     Observe(#[from] ObserveError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error("issuing certificates: {0}")]
+    Certificates(#[from] raftkv_pki::CertError),
     #[error("{step}: {source}")]
     Step {
         step: String,
@@ -76,6 +79,7 @@ impl Error {
             Error::MissingIdentity => "missing_identity",
             Error::Observe(_) => "observe",
             Error::Apply(_) => "apply",
+            Error::Certificates(_) => "certificates",
             Error::Step { .. } => "membership_step",
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -182,10 +186,11 @@ async fn reconcile_cluster(
     api: &Api<KvCluster>,
 ) -> Result<Action, Error> {
     let owner = Owner::of(kvc).ok_or(Error::MissingIdentity)?;
-    let observed = observe::observe(
+    let (observed, connector) = observe::observe(
         &ctx.client,
         &owner.namespace,
         &owner.name,
+        plan::wanted_tls(&kvc.spec),
         ctx.settings.node_timeout,
     )
     .await?;
@@ -211,6 +216,33 @@ async fn reconcile_cluster(
         "planned"
     );
 
+    // Certificates before the objects: a pod the StatefulSet is about to
+    // create finds its own certificate in the Secret.
+    if let Some(wanted) = plan.certificates.as_ref().filter(|c| c.write) {
+        let tls = &observed.tls;
+        let material = certs::issue(wanted, tls.ca.as_ref(), &tls.nodes, tls.client.as_ref())?;
+        apply::apply_tls_secrets(&ctx.client, &owner, &material).await?;
+        if wanted.new_ca || !wanted.issue.is_empty() || wanted.client.is_some() {
+            let issued: Vec<String> = wanted
+                .issue
+                .iter()
+                .chain(&wanted.client)
+                .map(|r| format!("{} ({:?})", r.name, r.reason))
+                .collect();
+            let note = format!(
+                "{}issued certificates: {}",
+                if wanted.new_ca {
+                    "new cluster CA; "
+                } else {
+                    ""
+                },
+                issued.join(", ")
+            );
+            info!(cluster = %owner.name, namespace = %owner.namespace, %note, "certificates");
+            ctx.publish(kvc, false, "IssuedCertificates", note, Related::None)
+                .await;
+        }
+    }
     if let Some(objects) = &plan.objects {
         apply::apply_objects(&ctx.client, &owner.namespace, objects, ctx.pdb).await?;
     }
@@ -230,7 +262,7 @@ async fn reconcile_cluster(
         None => Ok(()),
         Some(step) => {
             info!(cluster = %owner.name, namespace = %owner.namespace, step = %step, "membership step");
-            let result = apply::execute_step(step, ctx.settings.step_timeout).await;
+            let result = apply::execute_step(step, &connector, ctx.settings.step_timeout).await;
             ctx.metrics.step(step.reason(), result.is_ok());
             let pod = Related::Pod(step.pod());
             match &result {

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::api::core::v1::{Affinity, PodSecurityContext, SecurityContext, Toleration};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt};
@@ -76,10 +77,113 @@ pub struct KvClusterSpec {
     /// Scheduling and metadata of the kvnode pods.
     #[serde(default)]
     pub pod: PodOverrides,
+    /// TLS on both kvnode ports, on by default. Fixed once the cluster is
+    /// initialized: the members' advertised URLs carry the scheme.
+    #[serde(default)]
+    pub tls: TlsSpec,
+    /// The NetworkPolicy `NAME` that guards the kvnode ports.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// Stop all changes: no objects are updated and no membership step is
     /// taken until this is false again. Status keeps being reported.
     #[serde(default)]
     pub paused: bool,
+}
+
+/// Who issues the kvnode certificates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TlsIssuer {
+    /// The operator: a CA per cluster in Secret `NAME-ca`, one certificate
+    /// per pod in Secret `NAME-tls`, renewed before expiry.
+    #[default]
+    Operator,
+    /// cert-manager: the operator creates `Certificate` objects, cert-manager
+    /// fills their Secrets and renews them.
+    CertManager,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Peer port mutual TLS and client port TLS. Turning it off must be
+    /// explicit: a default-off cluster would accept raft RPCs from anyone.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default)]
+    #[schemars(schema_with = "issuer_schema")]
+    pub issuer: TlsIssuer,
+    /// Required with `issuer: certManager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<CertManagerSpec>,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        TlsSpec {
+            enabled: true,
+            issuer: TlsIssuer::Operator,
+            cert_manager: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertManagerSpec {
+    /// The cert-manager Issuer or ClusterIssuer that signs the certificates.
+    /// It must fill `ca.crt` in the Secrets (a CA or Vault issuer does):
+    /// the nodes verify their peers against it.
+    pub issuer_ref: IssuerRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// `Issuer` (in the cluster's namespace) or `ClusterIssuer`.
+    #[serde(default = "default_issuer_kind")]
+    #[schemars(length(min = 1))]
+    pub kind: String,
+    #[serde(default = "default_issuer_group")]
+    #[schemars(length(min = 1))]
+    pub group: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".into()
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy `NAME`: the peer port only from this
+    /// cluster's pods, the client port as `clientFrom` says.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may reach the client port; anyone when empty. NetworkPolicyPeer
+    /// entries (podSelector, namespaceSelector, ipBlock). This cluster's own
+    /// pods and the operator are always allowed in addition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec {
+            enabled: true,
+            client_from: Vec::new(),
+        }
+    }
 }
 
 fn default_replicas() -> i32 {
@@ -195,6 +299,16 @@ pub struct PodOverrides {
     /// pods over nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Merged field by field over the default pod security context
+    /// (runAsNonRoot, uid/gid/fsGroup 65532, seccomp RuntimeDefault): the
+    /// fields set here win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    /// Merged field by field over the default kvnode container security
+    /// context (no privilege escalation, all capabilities dropped,
+    /// read-only root filesystem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
 }
 
 /// Coarse state for humans and `kubectl get`.
@@ -298,6 +412,14 @@ fn pull_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+fn issuer_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["operator", "certManager"],
+        "default": "operator",
+    })
+}
+
 fn quantity_map_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
@@ -329,6 +451,22 @@ mod tests {
         );
         assert!(spec.image.starts_with("raftkv/kvnode:"));
         assert!(!spec.paused);
+        assert!(spec.tls.enabled, "TLS is on unless turned off explicitly");
+        assert_eq!(spec.tls.issuer, TlsIssuer::Operator);
+        assert!(spec.network_policy.enabled);
+        assert!(spec.network_policy.client_from.is_empty());
+
+        let spec: KvClusterSpec = serde_json::from_str(
+            r#"{"tls": {"issuer": "certManager", "certManager": {"issuerRef": {"name": "ca"}}}}"#,
+        )
+        .expect("cert-manager spec parses");
+        assert!(spec.tls.enabled, "naming an issuer keeps TLS on");
+        let issuer = spec.tls.cert_manager.expect("certManager").issuer_ref;
+        assert_eq!(
+            (issuer.kind.as_str(), issuer.group.as_str()),
+            ("Issuer", "cert-manager.io")
+        );
+        assert!(serde_json::from_str::<KvClusterSpec>(r#"{"tls": {"issuer": "vault"}}"#).is_err());
     }
 
     #[test]
@@ -364,6 +502,20 @@ mod tests {
         assert_eq!(
             spec["storage"]["properties"]["size"]["pattern"],
             QUANTITY_PATTERN
+        );
+        let tls = &spec["tls"]["properties"];
+        assert_eq!(
+            tls["issuer"]["enum"],
+            serde_json::json!(["operator", "certManager"])
+        );
+        assert_eq!(tls["enabled"]["default"], true);
+        assert_eq!(
+            tls["certManager"]["properties"]["issuerRef"]["required"],
+            serde_json::json!(["name"])
+        );
+        assert_eq!(
+            spec["networkPolicy"]["properties"]["enabled"]["default"],
+            true
         );
         // kube-apiserver 1.20 ignores CEL rules: validation must not depend on them.
         let text = schema.to_string();

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod certs;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -12,6 +12,17 @@ pub const DATA_DIR: &str = "/var/lib/raftkv";
 /// Name of the volume claim template; PVCs are `data-<cluster>-<ordinal>`.
 pub const DATA_VOLUME: &str = "data";
 pub const CONTAINER_NAME: &str = "kvnode";
+/// Where the Secret with the node certificates is mounted (read-only).
+pub const TLS_DIR: &str = "/etc/raftkv/tls";
+pub const TLS_VOLUME: &str = "tls";
+/// Key of the CA bundle in every TLS Secret (cert-manager's name for it).
+pub const CA_CERT_KEY: &str = "ca.crt";
+pub const CA_KEY_KEY: &str = "ca.key";
+/// Keys of a single certificate in a `kubernetes.io/tls` Secret.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
+/// The user the operator's client certificate names (its CN).
+pub const OPERATOR_USER: &str = "root";
 /// The one server-side-apply field manager of the operator.
 pub const FIELD_MANAGER: &str = "raftkv-operator";
 pub const FINALIZER: &str = "raftkv.io/cleanup";
@@ -24,6 +35,38 @@ const APP: &str = "raftkv";
 
 pub fn peer_service(cluster: &str) -> String {
     format!("{cluster}-peer")
+}
+
+/// Secret with the cluster CA (`ca.crt`, `ca.key`), issuer `operator` only.
+pub fn ca_secret(cluster: &str) -> String {
+    format!("{cluster}-ca")
+}
+
+/// Secret with the node certificates: `ca.crt` and `<pod>.crt`/`<pod>.key`
+/// (issuer `operator`), or `ca.crt`/`tls.crt`/`tls.key` (cert-manager).
+/// With cert-manager it is also the name of the Certificate object.
+pub fn tls_secret(cluster: &str) -> String {
+    format!("{cluster}-tls")
+}
+
+/// Secret with the operator's client certificate (CN `root`):
+/// `ca.crt`, `tls.crt`, `tls.key`; also the cert-manager Certificate's name.
+pub fn client_secret(cluster: &str) -> String {
+    format!("{cluster}-operator-client")
+}
+
+/// Key of a pod's certificate in the node Secret.
+pub fn pod_cert_key(pod: &str) -> String {
+    format!("{pod}.crt")
+}
+
+pub fn pod_key_key(pod: &str) -> String {
+    format!("{pod}.key")
+}
+
+/// The pod's DNS name under the headless peer Service in its namespace.
+pub fn pod_host(cluster: &str, namespace: &str, pod: &str) -> String {
+    format!("{pod}.{}.{namespace}.svc", peer_service(cluster))
 }
 
 pub fn pod(cluster: &str, ordinal: u32) -> String {

@@ -2,18 +2,24 @@
 //! node's own report (`GET /v1/cluster/status`), the PVCs. Nothing here
 //! decides anything; a node that cannot be reached is recorded as such.
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ListParams};
-use kvclient::ClusterStatus;
+use kvclient::{ClientError, ClusterStatus};
 use tracing::debug;
 
+use crate::build::TlsMode;
+use crate::certs::{CertPair, KeyPem};
 use crate::crd::StorageSpec;
-use crate::names::{self, CLIENT_PORT, DATA_VOLUME};
+use crate::names::{
+    self, CA_CERT_KEY, CA_KEY_KEY, CLIENT_PORT, DATA_VOLUME, TLS_CERT_KEY, TLS_KEY_KEY,
+};
 
 /// Which PodDisruptionBudget API the server offers (found by discovery).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +41,30 @@ pub struct Observed {
     pub pods: Vec<ObservedPod>,
     /// PVCs of this cluster's data volumes.
     pub pvcs: Vec<ObservedPvc>,
+    /// How the existing StatefulSet runs its nodes: plaintext or TLS, and
+    /// whose certificate layout it mounts.
+    pub statefulset_tls: Option<TlsMode>,
+    pub tls: ObservedTls,
+}
+
+/// The TLS Secrets of a cluster as they are. Keys are [`KeyPem`]s, so this
+/// prints no key material.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedTls {
+    /// Secret `NAME-ca` (issuer operator).
+    pub ca: Option<CertPair>,
+    /// `ca.crt` of Secret `NAME-tls`.
+    pub node_bundle: Option<String>,
+    /// Pod name -> its certificate in `NAME-tls` (issuer operator layout).
+    pub nodes: BTreeMap<String, CertPair>,
+    pub node_secret_exists: bool,
+    /// The operator's client certificate in `NAME-operator-client`.
+    pub client: Option<CertPair>,
+    /// `ca.crt` of `NAME-operator-client`.
+    pub client_bundle: Option<String>,
+    /// Whether the server serves cert-manager.io/v1 Certificates; only
+    /// asked for a cluster with `issuer: certManager`.
+    pub cert_manager: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -95,15 +125,80 @@ pub enum ObserveError {
     },
 }
 
+/// How the operator reaches the nodes of one cluster: plaintext to the pod
+/// IP, or HTTPS to the pod's DNS name under the peer Service (which its
+/// certificate names) pinned to the pod IP, trusting only the cluster CA
+/// and presenting the operator's client certificate.
+#[derive(Clone, Default)]
+pub struct NodeConnector {
+    tls: Option<ConnectorTls>,
+    /// Pod DNS name -> pod IP and client port: no DNS lookup (a not-ready
+    /// pod's record may lag), yet the certificate is checked for the name.
+    resolve: Vec<(String, SocketAddr)>,
+}
+
+#[derive(Clone)]
+struct ConnectorTls {
+    ca: String,
+    client: Option<CertPair>,
+}
+
+impl fmt::Debug for NodeConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeConnector")
+            .field("tls", &self.tls.is_some())
+            .field(
+                "client_certificate",
+                &self.tls.as_ref().is_some_and(|t| t.client.is_some()),
+            )
+            .field("resolve", &self.resolve)
+            .finish()
+    }
+}
+
+impl NodeConnector {
+    /// A single-shot kvclient for `endpoint` whose calls end after `timeout`.
+    pub fn client(
+        &self,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<kvclient::Client, ClientError> {
+        let transport = |source| ClientError::Transport {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .timeout(timeout);
+        if let Some(tls) = &self.tls {
+            builder = builder.https_only(true).add_root_certificate(
+                reqwest::Certificate::from_pem(tls.ca.as_bytes()).map_err(transport)?,
+            );
+            if let Some(pair) = &tls.client {
+                let pem = format!("{}\n{}", pair.cert.trim_end(), pair.key.expose());
+                builder = builder
+                    .identity(reqwest::Identity::from_pem(pem.as_bytes()).map_err(transport)?);
+            }
+            for (host, addr) in &self.resolve {
+                builder = builder.resolve(host, *addr);
+            }
+        }
+        let http = builder.build().map_err(transport)?;
+        Ok(kvclient::Client::with_http(&[endpoint], http)?.single_shot())
+    }
+}
+
 /// Reads the cluster `name` in `namespace`. Node status calls run
 /// concurrently and each is bounded by `node_timeout`, so one hung node
-/// cannot stall the reconcile.
+/// cannot stall the reconcile. `mode` is how the nodes run when there is
+/// no StatefulSet yet (from the spec).
 pub async fn observe(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    mode: TlsMode,
     node_timeout: Duration,
-) -> Result<Observed, ObserveError> {
+) -> Result<(Observed, NodeConnector), ObserveError> {
     let kube_err = |what| move |source| ObserveError::Kube { what, source };
     let selector = ListParams::default().labels(&names::selector_string(name));
 
@@ -111,6 +206,15 @@ pub async fn observe(
         .get_opt(name)
         .await
         .map_err(kube_err("statefulset"))?;
+    let statefulset_tls = statefulset.as_ref().map(TlsMode::of_statefulset);
+    let running = statefulset_tls.unwrap_or(mode);
+    let tls = if mode == TlsMode::Plaintext && running == TlsMode::Plaintext {
+        ObservedTls::default()
+    } else {
+        observe_tls(client, namespace, name, mode)
+            .await
+            .map_err(kube_err("secrets"))?
+    };
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&selector)
         .await
@@ -120,13 +224,15 @@ pub async fn observe(
         .await
         .map_err(kube_err("persistentvolumeclaims"))?;
 
-    let pods = join_all(
-        pods.items
-            .iter()
-            .filter_map(|pod| observe_pod(name, pod, node_timeout)),
-    )
-    .await;
+    let connector = connector(namespace, name, running, &tls, &pods.items);
+    let pods =
+        join_all(pods.items.iter().filter_map(|pod| {
+            observe_pod(namespace, name, pod, running, &connector, node_timeout)
+        }))
+        .await;
     let mut observed = Observed {
+        statefulset_tls,
+        tls,
         statefulset_storage: statefulset.as_ref().and_then(data_volume_template),
         statefulset_replicas: statefulset.map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(1)),
         pods,
@@ -145,7 +251,123 @@ pub async fn observe(
     };
     observed.pods.sort_by_key(|p| p.ordinal);
     observed.pvcs.sort_by_key(|p| p.ordinal);
-    Ok(observed)
+    Ok((observed, connector))
+}
+
+/// The Secrets of the cluster's TLS, whichever issuer made them. Missing
+/// ones are `None`: the planner decides what to do about them.
+async fn observe_tls(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+    mode: TlsMode,
+) -> Result<ObservedTls, kube::Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let ca = secrets.get_opt(&names::ca_secret(cluster)).await?;
+    let nodes = secrets.get_opt(&names::tls_secret(cluster)).await?;
+    let operator = secrets.get_opt(&names::client_secret(cluster)).await?;
+    let cert_manager = if mode == TlsMode::CertManager {
+        Some(crate::apply::serves_cert_manager(client).await?)
+    } else {
+        None
+    };
+    Ok(tls_from_secrets(
+        cluster,
+        ca.as_ref(),
+        nodes.as_ref(),
+        operator.as_ref(),
+        cert_manager,
+    ))
+}
+
+fn secret_text(secret: Option<&Secret>, key: &str) -> Option<String> {
+    let bytes = secret?.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+fn secret_pair(secret: Option<&Secret>, cert: &str, key: &str) -> Option<CertPair> {
+    Some(CertPair {
+        cert: secret_text(secret, cert)?,
+        key: KeyPem::new(secret_text(secret, key)?),
+    })
+}
+
+/// Pure: what the Secrets hold, in the planner's terms.
+fn tls_from_secrets(
+    cluster: &str,
+    ca: Option<&Secret>,
+    nodes: Option<&Secret>,
+    operator: Option<&Secret>,
+    cert_manager: Option<bool>,
+) -> ObservedTls {
+    let node_certs = nodes
+        .and_then(|s| s.data.as_ref())
+        .into_iter()
+        .flat_map(|data| data.keys())
+        .filter_map(|key| {
+            let pod = key.strip_suffix(".crt")?;
+            names::pod_ordinal(cluster, pod)?;
+            let pair = secret_pair(nodes, key, &names::pod_key_key(pod))?;
+            Some((pod.to_owned(), pair))
+        })
+        .collect();
+    ObservedTls {
+        ca: secret_pair(ca, CA_CERT_KEY, CA_KEY_KEY),
+        node_bundle: secret_text(nodes, CA_CERT_KEY),
+        nodes: node_certs,
+        node_secret_exists: nodes.is_some(),
+        client: secret_pair(operator, TLS_CERT_KEY, TLS_KEY_KEY),
+        client_bundle: secret_text(operator, CA_CERT_KEY),
+        cert_manager,
+    }
+}
+
+/// The CA the nodes' certificates chain to: the operator's CA, or the
+/// bundle cert-manager put next to the node certificate.
+fn connector(
+    namespace: &str,
+    cluster: &str,
+    mode: TlsMode,
+    tls: &ObservedTls,
+    pods: &[Pod],
+) -> NodeConnector {
+    let ca = match mode {
+        TlsMode::Plaintext => return NodeConnector::default(),
+        TlsMode::Operator => tls.ca.as_ref().map(|ca| ca.cert.clone()),
+        TlsMode::CertManager => tls.node_bundle.clone(),
+    };
+    let resolve = pods
+        .iter()
+        .filter_map(|pod| {
+            let name = pod.metadata.name.as_deref()?;
+            names::pod_ordinal(cluster, name)?;
+            let ip = pod_ip(pod)?;
+            Some((
+                names::pod_host(cluster, namespace, name),
+                SocketAddr::new(ip, port()),
+            ))
+        })
+        .collect();
+    NodeConnector {
+        // No CA yet (a new cluster before its first Secret write): nothing
+        // can be verified, so no node is reachable until there is one.
+        tls: Some(ConnectorTls {
+            ca: ca.unwrap_or_default(),
+            client: tls.client.clone(),
+        }),
+        resolve,
+    }
+}
+
+fn port() -> u16 {
+    u16::try_from(CLIENT_PORT).unwrap_or(7379)
+}
+
+fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
 }
 
 fn data_volume_template(sts: &StatefulSet) -> Option<StorageSpec> {
@@ -171,8 +393,11 @@ fn data_volume_template(sts: &StatefulSet) -> Option<StorageSpec> {
 
 /// `None` for a pod that matches the labels but is not one of ours by name.
 fn observe_pod(
+    namespace: &str,
     cluster: &str,
     pod: &Pod,
+    mode: TlsMode,
+    connector: &NodeConnector,
     timeout: Duration,
 ) -> Option<impl Future<Output = ObservedPod> + use<>> {
     let name = pod.metadata.name.clone()?;
@@ -182,13 +407,17 @@ fn observe_pod(
     let ready = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    let ip = status
-        .and_then(|s| s.pod_ip.as_deref())
-        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let endpoint = pod_ip(pod).map(|ip| match mode {
+        TlsMode::Plaintext => endpoint(ip),
+        TlsMode::Operator | TlsMode::CertManager => {
+            tls_endpoint(&names::pod_host(cluster, namespace, &name))
+        }
+    });
+    let connector = connector.clone();
     Some(async move {
-        let node = match ip {
+        let node = match endpoint {
             None => NodeView::NoAddress,
-            Some(ip) => probe_node(endpoint(ip), timeout).await,
+            Some(endpoint) => probe_node(endpoint, &connector, timeout).await,
         };
         ObservedPod {
             name,
@@ -209,10 +438,14 @@ fn endpoint(ip: IpAddr) -> String {
     }
 }
 
-async fn probe_node(endpoint: String, timeout: Duration) -> NodeView {
-    let client = match kvclient::Client::new(&[&endpoint])
-        .and_then(|c| c.single_shot().with_timeout(timeout))
-    {
+/// With TLS the URL names the pod (its certificate carries that name, not
+/// its IP); [`NodeConnector`] pins the name to the pod IP.
+fn tls_endpoint(host: &str) -> String {
+    format!("https://{host}:{CLIENT_PORT}")
+}
+
+async fn probe_node(endpoint: String, connector: &NodeConnector, timeout: Duration) -> NodeView {
+    let client = match connector.client(&endpoint, timeout) {
         Ok(client) => client,
         Err(e) => {
             return NodeView::Unreachable {
@@ -238,6 +471,8 @@ async fn probe_node(endpoint: String, timeout: Duration) -> NodeView {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::ByteString;
+
     use super::*;
 
     #[test]
@@ -245,5 +480,94 @@ mod tests {
         assert_eq!(endpoint([10, 0, 0, 7].into()), "http://10.0.0.7:7379");
         let v6: IpAddr = "fd00::7".parse().expect("ip");
         assert_eq!(endpoint(v6), "http://[fd00::7]:7379");
+        assert_eq!(
+            tls_endpoint(&names::pod_host("kv", "db", "kv-1")),
+            "https://kv-1.kv-peer.db.svc:7379"
+        );
+    }
+
+    fn secret(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_in_the_planner_s_terms() {
+        let ca = secret(&[("ca.crt", "CA"), ("ca.key", "CAKEY")]);
+        let nodes = secret(&[
+            ("ca.crt", "CA"),
+            ("kv-0.crt", "C0"),
+            ("kv-0.key", "K0"),
+            ("kv-1.crt", "C1"),
+            ("kv-other-1.crt", "X"),
+            ("kv-other-1.key", "X"),
+        ]);
+        let tls = tls_from_secrets("kv", Some(&ca), Some(&nodes), None, None);
+        assert_eq!(tls.ca.as_ref().map(|c| c.cert.as_str()), Some("CA"));
+        assert_eq!(tls.node_bundle.as_deref(), Some("CA"));
+        assert_eq!(
+            tls.nodes.keys().collect::<Vec<_>>(),
+            ["kv-0"],
+            "a certificate without its key, or of another cluster's pod, is not one"
+        );
+        assert!(tls.node_secret_exists && tls.client.is_none());
+        assert!(!format!("{tls:?}").contains("K0"), "keys are redacted");
+    }
+
+    #[test]
+    fn the_connector_pins_pod_names_to_pod_ips_and_prints_no_key() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("kv-0".into());
+        pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            pod_ip: Some("10.0.0.5".into()),
+            ..Default::default()
+        });
+        let tls = ObservedTls {
+            ca: Some(CertPair {
+                cert: "CA".into(),
+                key: KeyPem::new("SECRET-CA-KEY".into()),
+            }),
+            client: Some(CertPair {
+                cert: "C".into(),
+                key: KeyPem::new("SECRET-CLIENT-KEY".into()),
+            }),
+            ..ObservedTls::default()
+        };
+        let c = connector("db", "kv", TlsMode::Operator, &tls, &[pod.clone()]);
+        assert_eq!(
+            c.resolve,
+            [(
+                "kv-0.kv-peer.db.svc".to_owned(),
+                "10.0.0.5:7379".parse().expect("addr")
+            )]
+        );
+        let text = format!("{c:?}");
+        assert!(!text.contains("SECRET"), "{text}");
+        let plain = connector("db", "kv", TlsMode::Plaintext, &tls, &[pod]);
+        assert!(plain.tls.is_none() && plain.resolve.is_empty());
+    }
+
+    /// The PEM files the operator writes are what reqwest's rustls accepts
+    /// as trust root and client identity.
+    #[test]
+    fn the_connector_takes_the_operator_s_own_certificates() {
+        let ca = raftkv_pki::new_ca("ca", 1).expect("ca");
+        let root = raftkv_pki::issue(&ca, "root", &[], raftkv_pki::Usage::Client, 1).expect("leaf");
+        let tls = ObservedTls {
+            client: Some(CertPair::from(root)),
+            ca: Some(CertPair::from(ca)),
+            ..ObservedTls::default()
+        };
+        let c = connector("db", "kv", TlsMode::Operator, &tls, &[]);
+        let client = c
+            .client("https://kv-0.kv-peer.db.svc:7379", Duration::from_secs(1))
+            .expect("CA and identity parse");
+        assert_eq!(client.endpoints(), ["https://kv-0.kv-peer.db.svc:7379"]);
     }
 }

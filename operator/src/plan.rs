@@ -11,19 +11,24 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+pub mod certs;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kvclient::{AddLearnerRequest, ClusterStatus, NodeId, Role};
 
-use crate::build::{self, Owner, StatefulSetParams};
+use crate::build::{self, OperatorPeer, Owner, StatefulSetParams, TlsMode};
 use crate::crd::{
     KvClusterSpec, KvClusterStatus, MAX_REPLICAS, MemberRole, MemberStatus, Phase, RetentionPolicy,
+    TlsIssuer,
 };
 use crate::names::{self, quorum};
 use crate::observe::{Observed, ObservedPod, PdbSupport};
+use certs::{CertInput, CertPlan};
 
 /// How often a converged cluster is looked at again. Lag and node health
 /// change without any Kubernetes event, so the operator polls.
@@ -37,8 +42,12 @@ pub struct PlanConfig {
     pub stabilization: Duration,
     /// Caught up = at most this many log entries behind the leader.
     pub max_lag: u64,
-    /// DNS suffix of the Kubernetes cluster, for advertised URLs.
+    /// DNS suffix of the Kubernetes cluster, for advertised URLs and
+    /// certificate names.
     pub cluster_domain: String,
+    /// The operator's pods, always let through to the client port by the
+    /// clusters' NetworkPolicies.
+    pub operator_peer: OperatorPeer,
 }
 
 pub struct PlanInput<'a> {
@@ -58,6 +67,10 @@ pub struct Plan {
     pub objects: Option<Desired>,
     pub step: Option<Step>,
     pub delete_pvcs: Vec<String>,
+    /// With `tls.issuer: operator`: the certificates to issue and keep,
+    /// written before the objects (so a pod's certificate exists before
+    /// the StatefulSet grows to it). `None` when nothing is applied.
+    pub certificates: Option<CertPlan>,
     pub status: KvClusterStatus,
     /// Events to publish besides the one for the step.
     pub notices: Vec<Notice>,
@@ -71,6 +84,12 @@ pub struct Desired {
     pub client_service: Service,
     /// `None` where the server has no PodDisruptionBudget API.
     pub pdb: Option<PodDisruptionBudget>,
+    /// `None` when `networkPolicy.enabled` is false: an existing one is
+    /// then deleted, or it would keep filtering traffic.
+    pub network_policy: Option<NetworkPolicy>,
+    /// cert-manager Certificates (`tls.issuer: certManager`), as JSON.
+    pub certificates: Vec<serde_json::Value>,
+    pub tls: TlsMode,
 }
 
 /// One membership change. Each is idempotent on the node side, and the
@@ -368,8 +387,10 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
         input.previous.cluster_id.as_deref(),
     );
     let caught_up = caught_up_since(&view, input, config);
+    let initialized = view.cluster_id.is_some() || input.previous.cluster_id.is_some();
+    let (tls, tls_trouble) = tls_mode(input, initialized);
 
-    let (decision, replicas) = if input.spec.paused {
+    let (mut decision, replicas) = if input.spec.paused {
         (Decision::default(), current_replicas(input.observed))
     } else if let Err(message) = validate(input.spec) {
         (
@@ -397,13 +418,30 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
         (decision, replicas)
     };
 
+    if !input.spec.paused && tls_trouble.is_some() {
+        decision.trouble = tls_trouble;
+    }
+
     let delete_pvcs = if input.spec.paused || decision.hold.is_some() {
         Vec::new()
     } else {
         pvcs_to_delete(&view, input)
     };
     let objects = (!input.spec.paused && validate(input.spec).is_ok())
-        .then(|| desired(input, config, replicas));
+        .then(|| desired(input, config, replicas, tls));
+    let certificates = objects
+        .as_ref()
+        .filter(|o| o.tls == TlsMode::Operator)
+        .map(|_| {
+            certs::plan_certificates(&CertInput {
+                cluster,
+                namespace: &input.owner.namespace,
+                cluster_domain: &config.cluster_domain,
+                pods: certificate_pods(input, replicas),
+                tls: &input.observed.tls,
+                now: offset_time(input.now),
+            })
+        });
     let notices = notices(input, &decision);
     let status = status(input, &view, &decision, &caught_up, replicas);
     let converged = status.phase == Some(Phase::Running) && decision.step.is_none();
@@ -418,10 +456,88 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
         objects,
         step: decision.step,
         delete_pvcs,
+        certificates,
         status,
         notices,
         requeue_after,
     }
+}
+
+/// The TLS the pods get, and why it is not what the spec asks for. An
+/// initialized cluster keeps the mode it runs: its members' advertised
+/// URLs carry the scheme, and pods rolling from one CA or scheme to another
+/// could not talk to each other half-way.
+fn tls_mode(input: &PlanInput, initialized: bool) -> (TlsMode, Option<(&'static str, String)>) {
+    let wanted = wanted_tls(input.spec);
+    let describe = |mode| match mode {
+        TlsMode::Plaintext => "no TLS",
+        TlsMode::Operator => "TLS from the operator's CA",
+        TlsMode::CertManager => "TLS from cert-manager",
+    };
+    match input.observed.statefulset_tls {
+        Some(running) if initialized && running != wanted => (
+            running,
+            Some((
+                "TlsChangeNotApplied",
+                format!(
+                    "spec.tls asks for {} but the cluster runs with {}; an initialized cluster \
+                     keeps its TLS mode (its members advertise their URLs with the scheme). Set \
+                     spec.tls back, or move the data to a new cluster",
+                    describe(wanted),
+                    describe(running)
+                ),
+            )),
+        ),
+        _ if wanted == TlsMode::CertManager && input.observed.tls.cert_manager == Some(false) => (
+            wanted,
+            Some((
+                "CertManagerMissing",
+                "spec.tls.issuer is certManager but the server does not serve \
+                 cert-manager.io/v1 Certificates: install cert-manager (the pods cannot start \
+                 without their certificate Secret) or use issuer operator"
+                    .into(),
+            )),
+        ),
+        _ => (wanted, None),
+    }
+}
+
+/// The TLS mode `spec.tls` asks for.
+pub fn wanted_tls(spec: &KvClusterSpec) -> TlsMode {
+    match (spec.tls.enabled, spec.tls.issuer) {
+        (false, _) => TlsMode::Plaintext,
+        (true, TlsIssuer::Operator) => TlsMode::Operator,
+        (true, TlsIssuer::CertManager) => TlsMode::CertManager,
+    }
+}
+
+/// Certificates for every pod that exists, the StatefulSet's size this
+/// round and the desired size: the next pod's is in the Secret before the
+/// StatefulSet grows to it.
+fn certificate_pods(input: &PlanInput, replicas: i32) -> u32 {
+    let pods = input
+        .observed
+        .pods
+        .iter()
+        .map(|p| p.ordinal.saturating_add(1))
+        .max()
+        .unwrap_or(0);
+    let sizes = [
+        replicas,
+        input.spec.replicas,
+        current_replicas(input.observed),
+    ];
+    sizes
+        .into_iter()
+        .map(|n| u32::try_from(n).unwrap_or(0))
+        .chain([pods])
+        .max()
+        .unwrap_or(0)
+}
+
+fn offset_time(now: Timestamp) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(now.as_second())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 fn validate(spec: &KvClusterSpec) -> Result<(), String> {
@@ -442,6 +558,10 @@ fn validate(spec: &KvClusterSpec) -> Result<(), String> {
         return Err(format!(
             "raft.electionTimeoutMs ({election}) must exceed twice raft.heartbeatIntervalMs ({heartbeat})"
         ));
+    }
+    let tls = &spec.tls;
+    if tls.enabled && tls.issuer == TlsIssuer::CertManager && tls.cert_manager.is_none() {
+        return Err("tls.issuer certManager needs tls.certManager.issuerRef".into());
     }
     Ok(())
 }
@@ -852,7 +972,7 @@ fn pvcs_to_delete(view: &View, input: &PlanInput) -> Vec<String> {
         .collect()
 }
 
-fn desired(input: &PlanInput, config: &PlanConfig, replicas: i32) -> Desired {
+fn desired(input: &PlanInput, config: &PlanConfig, replicas: i32, tls: TlsMode) -> Desired {
     let owner = input.owner;
     // The StatefulSet keeps the volume template it was created with, or the
     // API server would refuse the whole apply, image and resources included.
@@ -870,12 +990,28 @@ fn desired(input: &PlanInput, config: &PlanConfig, replicas: i32) -> Desired {
             &StatefulSetParams {
                 replicas,
                 cluster_domain: &config.cluster_domain,
+                tls,
             },
         ),
         peer_service: build::peer_service(owner),
         client_service: build::client_service(owner),
         pdb: (input.pdb != PdbSupport::None)
             .then(|| build::pod_disruption_budget(owner, input.spec.replicas)),
+        network_policy: input.spec.network_policy.enabled.then(|| {
+            build::network_policy(owner, &input.spec.network_policy, &config.operator_peer)
+        }),
+        certificates: match (&input.spec.tls.cert_manager, tls) {
+            // Absent cert-manager: applying would only fail; the
+            // CertManagerMissing condition says what to do.
+            (Some(cm), TlsMode::CertManager) if input.observed.tls.cert_manager != Some(false) => {
+                vec![
+                    build::node_certificate(owner, &cm.issuer_ref, &config.cluster_domain),
+                    build::client_certificate(owner, &cm.issuer_ref),
+                ]
+            }
+            _ => Vec::new(),
+        },
+        tls,
     }
 }
 
@@ -1112,3 +1248,6 @@ fn condition(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tls_tests;

@@ -10,6 +10,7 @@ use kube::api::ObjectMeta;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
+use raftkv_operator::build::OperatorPeer;
 use raftkv_operator::controller::{self, Context, Settings};
 use raftkv_operator::crd::{KvCluster, KvClusterSpec};
 use raftkv_operator::metrics::Metrics;
@@ -45,6 +46,14 @@ fn context(client: kube::Client) -> Arc<Context> {
                 stabilization: Duration::from_secs(1),
                 max_lag: 10,
                 cluster_domain: "cluster.local".into(),
+                operator_peer: OperatorPeer {
+                    namespace: Some("raftkv-system".into()),
+                    pod_labels: [(
+                        "app.kubernetes.io/name".to_owned(),
+                        "raftkv-operator".to_owned(),
+                    )]
+                    .into(),
+                },
             },
             node_timeout: Duration::from_millis(200),
             step_timeout: Duration::from_secs(1),
@@ -135,6 +144,18 @@ async fn new_cluster_is_created_and_its_status_written() {
             not_found("kv"),
         )
         .await;
+        // TLS is on by default: the cluster's certificate Secrets are read
+        // by name (there are none yet).
+        for secret in ["kv-ca", "kv-tls", "kv-operator-client"] {
+            expect(
+                h,
+                Method::GET,
+                &format!("/api/v1/namespaces/db/secrets/{secret}"),
+                StatusCode::NOT_FOUND,
+                not_found(secret),
+            )
+            .await;
+        }
         let (query, _) = expect(
             h,
             Method::GET,
@@ -156,6 +177,64 @@ async fn new_cluster_is_created_and_its_status_written() {
         )
         .await;
         assert!(query.contains(selector), "{query}");
+
+        // Certificates before anything that starts a pod: CA, node
+        // certificates (pod 0's among them), the operator's client.
+        let (_, ca) = expect(
+            h,
+            Method::PATCH,
+            "/api/v1/namespaces/db/secrets/kv-ca",
+            StatusCode::OK,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(ca["metadata"]["ownerReferences"][0]["kind"], "KvCluster");
+        let data_keys = |secret: &Value| -> Vec<String> {
+            secret["data"]
+                .as_object()
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(data_keys(&ca), ["ca.crt", "ca.key"]);
+        let (_, nodes) = expect(
+            h,
+            Method::PATCH,
+            "/api/v1/namespaces/db/secrets/kv-tls",
+            StatusCode::OK,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            data_keys(&nodes),
+            [
+                "ca.crt", "kv-0.crt", "kv-0.key", "kv-1.crt", "kv-1.key", "kv-2.crt", "kv-2.key"
+            ],
+            "every pod of spec.replicas has its certificate before its pod exists"
+        );
+        let (_, operator) = expect(
+            h,
+            Method::PATCH,
+            "/api/v1/namespaces/db/secrets/kv-operator-client",
+            StatusCode::OK,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(operator["type"], "kubernetes.io/tls");
+        assert_eq!(data_keys(&operator), ["ca.crt", "tls.crt", "tls.key"]);
+        // The recorder's event about the issued certificates.
+        let (_, event) = expect(
+            h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/db/events",
+            StatusCode::OK,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(event["reason"], "IssuedCertificates");
+        assert!(
+            !event.to_string().contains("PRIVATE KEY"),
+            "no key in events"
+        );
 
         let (_, peer) = expect(
             h,
@@ -183,6 +262,20 @@ async fn new_cluster_is_created_and_its_status_written() {
         );
         assert_eq!(client_svc["spec"]["ports"][0]["port"], 7379);
 
+        let (_, policy) = expect(
+            h,
+            Method::PATCH,
+            "/apis/networking.k8s.io/v1/namespaces/db/networkpolicies/kv",
+            StatusCode::OK,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 7380);
+        assert_eq!(
+            policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+            "kv"
+        );
+
         let (_, sts) = expect(
             h,
             Method::PATCH,
@@ -198,6 +291,15 @@ async fn new_cluster_is_created_and_its_status_written() {
         );
         assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
         assert_eq!(sts["spec"]["serviceName"], "kv-peer");
+        let pod = &sts["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        let args = pod["containers"][0]["args"].to_string();
+        assert!(
+            args.contains("--peer-cert-file=/etc/raftkv/tls/$(POD_NAME).crt"),
+            "{args}"
+        );
+        assert!(args.contains("--advertise-peer-url=https://"), "{args}");
 
         let (_, pdb) = expect(
             h,

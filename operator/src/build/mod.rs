@@ -3,13 +3,21 @@
 //! only fields that kube-apiserver 1.20 knows (unknown fields are rejected
 //! by server-side apply there).
 
+mod certificate;
+mod network_policy;
 mod pdb;
+mod secrets;
 mod services;
 mod statefulset;
 
+pub use certificate::{CERTIFICATE_API_VERSION, client_certificate, node_certificate};
+pub use network_policy::{OperatorPeer, network_policy};
 pub use pdb::pod_disruption_budget;
+pub use secrets::{ca_secret, client_secret, node_secret};
 pub use services::{client_service, peer_service};
 pub use statefulset::{StatefulSetParams, statefulset};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -44,6 +52,46 @@ impl Owner {
             owner_references: Some(vec![self.reference.clone()]),
             ..ObjectMeta::default()
         }
+    }
+}
+
+/// How the kvnode pods run: which TLS, and so which files they mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    Plaintext,
+    /// Per-pod certificates `<pod>.crt`/`<pod>.key` from the operator's CA.
+    Operator,
+    /// One certificate `tls.crt`/`tls.key` made by cert-manager.
+    CertManager,
+}
+
+impl TlsMode {
+    /// What an existing StatefulSet runs, read from the kvnode arguments
+    /// this crate's builder wrote.
+    pub fn of_statefulset(sts: &StatefulSet) -> TlsMode {
+        let args = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| {
+                p.containers
+                    .iter()
+                    .find(|c| c.name == names::CONTAINER_NAME)
+            })
+            .and_then(|c| c.args.as_ref());
+        let peer_cert = args
+            .into_iter()
+            .flatten()
+            .find_map(|a| a.strip_prefix("--peer-cert-file="));
+        match peer_cert {
+            None => TlsMode::Plaintext,
+            Some(file) if file.ends_with(names::TLS_CERT_KEY) => TlsMode::CertManager,
+            Some(_) => TlsMode::Operator,
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        self != TlsMode::Plaintext
     }
 }
 

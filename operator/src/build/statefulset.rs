@@ -2,24 +2,33 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, VolumeMount,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::Owner;
+use super::{Owner, TlsMode};
 use crate::crd::KvClusterSpec;
-use crate::names::{self, CLIENT_PORT, CONTAINER_NAME, DATA_DIR, DATA_VOLUME, PEER_PORT};
+use crate::names::{
+    self, CA_CERT_KEY, CLIENT_PORT, CONTAINER_NAME, DATA_DIR, DATA_VOLUME, PEER_PORT, TLS_CERT_KEY,
+    TLS_DIR, TLS_KEY_KEY, TLS_VOLUME,
+};
 
 /// Long enough for a node to hand leadership to another voter and flush
 /// on SIGTERM (kvnode's shutdown path), short enough not to stall drains.
 const TERMINATION_GRACE_SECONDS: i64 = 30;
-/// The group the kvnode image runs as, so the mounted volume is writable by
-/// a non-root process.
-const FS_GROUP: i64 = 65532;
+/// The uid/gid the kvnode image runs as (its numeric USER); the volume's
+/// group, so the data volume is writable by that non-root process.
+const KVNODE_UID: i64 = 65532;
+/// Certificate files: readable by the owner and the pod's fsGroup only.
+const TLS_FILE_MODE: i32 = 0o440;
+const TMP_VOLUME: &str = "tmp";
 
 /// What the planner decides about the StatefulSet besides the spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +38,9 @@ pub struct StatefulSetParams<'a> {
     pub replicas: i32,
     /// DNS suffix of the Kubernetes cluster, used in advertised URLs.
     pub cluster_domain: &'a str,
+    /// The planner's choice, which may differ from `spec.tls`: an
+    /// initialized cluster keeps the mode it runs.
+    pub tls: TlsMode,
 }
 
 pub fn statefulset(owner: &Owner, spec: &KvClusterSpec, params: &StatefulSetParams) -> StatefulSet {
@@ -72,8 +84,28 @@ fn pod_spec(
     params: &StatefulSetParams,
     selector: &BTreeMap<String, String>,
 ) -> PodSpec {
+    let mut volumes = vec![Volume {
+        name: TMP_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if params.tls.tls() {
+        volumes.push(Volume {
+            name: TLS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names::tls_secret(&owner.name)),
+                default_mode: Some(TLS_FILE_MODE),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     PodSpec {
         containers: vec![container(owner, spec, params)],
+        volumes: Some(volumes),
+        // kvnode never calls the Kubernetes API: a token in the pod would
+        // only be something to steal.
+        automount_service_account_token: Some(false),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         affinity: Some(
             spec.pod
@@ -83,12 +115,69 @@ fn pod_spec(
         ),
         node_selector: non_empty(&spec.pod.node_selector),
         tolerations: (!spec.pod.tolerations.is_empty()).then(|| spec.pod.tolerations.clone()),
-        security_context: Some(PodSecurityContext {
-            fs_group: Some(FS_GROUP),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(merged(
+            pod_security_context(),
+            spec.pod.security_context.as_ref(),
+        )),
         ..PodSpec::default()
     }
+}
+
+/// The `restricted` Pod Security Standard, with the image's numeric user.
+/// Only fields Kubernetes 1.20 knows (seccompProfile is 1.19+).
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(KVNODE_UID),
+        run_as_group: Some(KVNODE_UID),
+        fs_group: Some(KVNODE_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// kvnode writes only to its data volume and /tmp (an emptyDir).
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
+    }
+}
+
+/// `over`'s fields replace `default`'s, recursively: a user who sets only
+/// `runAsUser` keeps the rest of the hardening.
+fn merged<T: Serialize + DeserializeOwned + Clone>(default: T, over: Option<&T>) -> T {
+    fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+        match (base, over) {
+            (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
+                for (key, value) in over {
+                    merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (base, over) => *base = over,
+        }
+    }
+    let Some(over) = over else {
+        return default;
+    };
+    let (Ok(mut base), Ok(over_value)) =
+        (serde_json::to_value(&default), serde_json::to_value(over))
+    else {
+        return over.clone();
+    };
+    merge(&mut base, over_value);
+    // Both sides are the same type, so the merge is one too; should that
+    // ever fail, the user's choice wins over the default.
+    serde_json::from_value(base).unwrap_or_else(|_| over.clone())
 }
 
 fn container(owner: &Owner, spec: &KvClusterSpec, params: &StatefulSetParams) -> Container {
@@ -107,25 +196,78 @@ fn container(owner: &Owner, spec: &KvClusterSpec, params: &StatefulSetParams) ->
         ]),
         // Not ready until the node is a member of an initialized cluster:
         // the client Service then only routes to members.
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        readiness_probe: Some(http_probe("/readyz", 5, 3, params.tls)),
         // Generous: a node replaying its log is alive but slow, and a
         // restart would only make it start over.
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(10),
-            ..http_probe("/healthz", 10, 6)
+            ..http_probe("/healthz", 10, 6, params.tls)
         }),
+        security_context: Some(merged(
+            container_security_context(),
+            spec.pod.container_security_context.as_ref(),
+        )),
         resources: spec.resources.as_ref().map(|r| ResourceRequirements {
             limits: non_empty(&r.limits),
             requests: non_empty(&r.requests),
             ..ResourceRequirements::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
+        volume_mounts: Some(volume_mounts(params.tls)),
+        ..Container::default()
+    }
+}
+
+fn volume_mounts(tls: TlsMode) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        VolumeMount {
             name: DATA_VOLUME.into(),
             mount_path: DATA_DIR.into(),
             ..VolumeMount::default()
-        }]),
-        ..Container::default()
+        },
+        VolumeMount {
+            name: TMP_VOLUME.into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    if tls.tls() {
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
     }
+    mounts
+}
+
+/// The kvnode TLS flags. One Secret serves every pod (a StatefulSet
+/// template cannot differ per pod), so with per-pod certificates each pod
+/// picks its own files by `$(POD_NAME)`. No `--client-cert-auth`: kubelet
+/// probes present no certificate; client certificates are verified when
+/// presented.
+fn tls_args(tls: TlsMode) -> Vec<String> {
+    let (cert, key) = match tls {
+        TlsMode::Plaintext => return Vec::new(),
+        TlsMode::Operator => (
+            names::pod_cert_key("$(POD_NAME)"),
+            names::pod_key_key("$(POD_NAME)"),
+        ),
+        TlsMode::CertManager => (TLS_CERT_KEY.to_owned(), TLS_KEY_KEY.to_owned()),
+    };
+    let (cert, key, ca) = (
+        format!("{TLS_DIR}/{cert}"),
+        format!("{TLS_DIR}/{key}"),
+        format!("{TLS_DIR}/{CA_CERT_KEY}"),
+    );
+    vec![
+        format!("--cert-file={cert}"),
+        format!("--key-file={key}"),
+        format!("--trusted-ca-file={ca}"),
+        format!("--peer-cert-file={cert}"),
+        format!("--peer-key-file={key}"),
+        format!("--peer-trusted-ca-file={ca}"),
+    ]
 }
 
 /// kvnode's command line. No `--id`: a node keeps the id it generated in
@@ -137,14 +279,17 @@ fn args(owner: &Owner, spec: &KvClusterSpec, params: &StatefulSetParams) -> Vec<
         names::peer_service(&owner.name),
         params.cluster_domain
     );
+    // kvnode refuses to advertise http:// for a TLS listener.
+    let scheme = if params.tls.tls() { "https" } else { "http" };
     let mut args = vec![
         "--name=$(POD_NAME)".to_owned(),
         format!("--data-dir={DATA_DIR}"),
         format!("--client-addr=0.0.0.0:{CLIENT_PORT}"),
         format!("--peer-addr=0.0.0.0:{PEER_PORT}"),
-        format!("--advertise-client-url=http://{host}:{CLIENT_PORT}"),
-        format!("--advertise-peer-url=http://{host}:{PEER_PORT}"),
+        format!("--advertise-client-url={scheme}://{host}:{CLIENT_PORT}"),
+        format!("--advertise-peer-url={scheme}://{host}:{PEER_PORT}"),
     ];
+    args.extend(tls_args(params.tls));
     let raft = &spec.raft;
     if let Some(ms) = raft.heartbeat_interval_ms {
         args.push(format!("--heartbeat-interval-ms={ms}"));
@@ -233,11 +378,14 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+/// With TLS an HTTPS probe: the kubelet does not verify the certificate
+/// and presents none, which kvnode accepts without `--client-cert-auth`.
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32, tls: TlsMode) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::Int(CLIENT_PORT),
+            scheme: Some(if tls.tls() { "HTTPS" } else { "HTTP" }.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period_seconds),
@@ -260,6 +408,10 @@ mod tests {
     use crate::build::fixtures::kvc;
 
     fn build(spec: serde_json::Value, replicas: i32) -> StatefulSet {
+        build_tls(spec, replicas, TlsMode::Plaintext)
+    }
+
+    fn build_tls(spec: serde_json::Value, replicas: i32, tls: TlsMode) -> StatefulSet {
         let kvc = kvc(spec);
         let owner = Owner::of(&kvc).expect("fixture has identity");
         statefulset(
@@ -268,8 +420,151 @@ mod tests {
             &StatefulSetParams {
                 replicas,
                 cluster_domain: "cluster.local",
+                tls,
             },
         )
+    }
+
+    fn pod_spec_of(sts: &StatefulSet) -> &PodSpec {
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
+    }
+
+    #[test]
+    fn operator_tls_mounts_the_secret_and_each_pod_picks_its_own_files() {
+        let sts = build_tls(json!({}), 3, TlsMode::Operator);
+        let c = kvnode(&sts);
+        let args = c.args.clone().unwrap_or_default();
+        for flag in [
+            "--cert-file=/etc/raftkv/tls/$(POD_NAME).crt",
+            "--key-file=/etc/raftkv/tls/$(POD_NAME).key",
+            "--trusted-ca-file=/etc/raftkv/tls/ca.crt",
+            "--peer-cert-file=/etc/raftkv/tls/$(POD_NAME).crt",
+            "--peer-key-file=/etc/raftkv/tls/$(POD_NAME).key",
+            "--peer-trusted-ca-file=/etc/raftkv/tls/ca.crt",
+            "--advertise-client-url=https://$(POD_NAME).kv-peer.$(POD_NAMESPACE).svc.cluster.local:7379",
+            "--advertise-peer-url=https://$(POD_NAME).kv-peer.$(POD_NAMESPACE).svc.cluster.local:7380",
+        ] {
+            assert!(
+                args.contains(&flag.to_owned()),
+                "{flag} missing from {args:?}"
+            );
+        }
+        assert!(
+            !args.iter().any(|a| a.starts_with("--client-cert-auth")),
+            "kubelet probes present no certificate"
+        );
+        for probe in [&c.readiness_probe, &c.liveness_probe] {
+            let get = probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .expect("probe");
+            assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+        }
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == "/etc/raftkv/tls")
+            .expect("TLS mount");
+        assert_eq!(mount.read_only, Some(true));
+        let volume = pod_spec_of(&sts)
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .and_then(|v| v.secret.as_ref())
+            .expect("secret volume");
+        assert_eq!(volume.secret_name.as_deref(), Some("kv-tls"));
+        assert_eq!(volume.default_mode, Some(0o440));
+        assert_eq!(TlsMode::of_statefulset(&sts), TlsMode::Operator);
+    }
+
+    #[test]
+    fn cert_manager_tls_uses_its_single_certificate_and_plaintext_mounts_nothing() {
+        let sts = build_tls(json!({}), 3, TlsMode::CertManager);
+        let args = kvnode(&sts).args.clone().unwrap_or_default();
+        assert!(args.contains(&"--peer-cert-file=/etc/raftkv/tls/tls.crt".to_owned()));
+        assert!(args.contains(&"--key-file=/etc/raftkv/tls/tls.key".to_owned()));
+        assert_eq!(TlsMode::of_statefulset(&sts), TlsMode::CertManager);
+
+        let plain = build(json!({}), 3);
+        let c = kvnode(&plain);
+        assert!(!c.args.iter().flatten().any(|a| a.contains("cert-file")));
+        assert!(!c.volume_mounts.iter().flatten().any(|m| m.name == "tls"));
+        let get = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("probe");
+        assert_eq!(get.scheme.as_deref(), Some("HTTP"));
+        assert_eq!(TlsMode::of_statefulset(&plain), TlsMode::Plaintext);
+    }
+
+    /// The `restricted` Pod Security Standard, as the admission plugin
+    /// checks it.
+    #[test]
+    fn pods_pass_the_restricted_pod_security_standard_by_default() {
+        let sts = build_tls(json!({}), 3, TlsMode::Operator);
+        let pod = pod_spec_of(&sts);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let psc = pod.security_context.as_ref().expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            (psc.run_as_user, psc.run_as_group, psc.fs_group),
+            (Some(65532), Some(65532), Some(65532))
+        );
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let csc = kvnode(&sts)
+            .security_context
+            .as_ref()
+            .expect("container security context");
+        assert_eq!(csc.allow_privilege_escalation, Some(false));
+        assert_eq!(csc.read_only_root_filesystem, Some(true));
+        assert_eq!(csc.privileged, None);
+        let caps = csc.capabilities.as_ref().expect("capabilities");
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert!(caps.add.is_none());
+        // The data volume stays writable: it is mounted read-write and owned
+        // by the fsGroup; the read-only root gets a writable /tmp.
+        let mounts = kvnode(&sts).volume_mounts.clone().unwrap_or_default();
+        let data = mounts
+            .iter()
+            .find(|m| m.name == "data")
+            .expect("data mount");
+        assert_ne!(data.read_only, Some(true));
+        assert!(mounts.iter().any(|m| m.mount_path == "/tmp"));
+        for volume in pod.volumes.iter().flatten() {
+            assert!(
+                volume.host_path.is_none(),
+                "restricted allows no hostPath: {volume:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn spec_pod_security_contexts_merge_over_the_defaults() {
+        let sts = build(
+            json!({"pod": {"securityContext": {"runAsUser": 1000, "fsGroup": 2000},
+                           "containerSecurityContext": {"readOnlyRootFilesystem": false}}}),
+            1,
+        );
+        let psc = pod_spec_of(&sts).security_context.clone().expect("psc");
+        assert_eq!((psc.run_as_user, psc.fs_group), (Some(1000), Some(2000)));
+        assert_eq!(
+            psc.run_as_group,
+            Some(65532),
+            "fields not set keep the default"
+        );
+        assert!(psc.seccomp_profile.is_some());
+        let csc = kvnode(&sts).security_context.clone().expect("csc");
+        assert_eq!(csc.read_only_root_filesystem, Some(false));
+        assert_eq!(csc.allow_privilege_escalation, Some(false));
     }
 
     fn kvnode(sts: &StatefulSet) -> &Container {
@@ -433,10 +728,11 @@ mod tests {
     /// rejects an object that carries any of them.
     #[test]
     fn statefulset_sends_no_field_newer_than_kubernetes_1_20() {
-        let sts = build(
+        let sts = build_tls(
             json!({"resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}},
                    "imagePullPolicy": "IfNotPresent"}),
             3,
+            TlsMode::Operator,
         );
         let text = serde_json::to_string(&sts).expect("serializes");
         for newer in [
@@ -454,6 +750,11 @@ mod tests {
             "matchLabelKeys",
             "grpc",
             "sleep",
+            "appArmorProfile",
+            "seLinuxChangePolicy",
+            "supplementalGroupsPolicy",
+            "recursiveReadOnly",
+            "sizeLimit",
         ] {
             assert!(
                 !text.contains(&format!("\"{newer}\"")),

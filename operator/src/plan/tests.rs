@@ -13,7 +13,7 @@ use serde_json::json;
 use super::*;
 use crate::build::fixtures;
 use crate::crd::StorageSpec;
-use crate::observe::{NodeView, ObservedPvc};
+use crate::observe::{NodeView, ObservedPvc, ObservedTls};
 
 const STABILIZATION: Duration = Duration::from_secs(10);
 const MAX_LAG: u64 = 100;
@@ -25,6 +25,7 @@ fn config() -> PlanConfig {
         stabilization: STABILIZATION,
         max_lag: MAX_LAG,
         cluster_domain: "cluster.local".into(),
+        operator_peer: OperatorPeer::default(),
     }
 }
 
@@ -241,6 +242,8 @@ impl World {
         Observed {
             statefulset_replicas: self.statefulset,
             statefulset_storage: None,
+            statefulset_tls: None,
+            tls: ObservedTls::default(),
             pods,
             pvcs: self
                 .volumes
