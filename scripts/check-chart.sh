@@ -6,8 +6,11 @@
 #   - every rendered manifest against the Kubernetes OpenAPI schemas (strict: unknown
 #     fields fail) for 1.20, the oldest server we support and the test cluster, and for
 #     newer versions (RAFTKV_K8S_VERSIONS);
-#   - RBAC: exactly the documented rules, no '*', no secrets, no privilege-escalation
-#     verbs, lease access only in the release namespace;
+#   - RBAC: exactly the documented rules (only the verbs the code sends), no '*', Secrets
+#     only get/create/patch (never list/watch), no privilege-escalation verbs, lease
+#     access only in the release namespace;
+#   - the optional operator NetworkPolicy and ServiceMonitor (the latter is a
+#     Prometheus Operator kind: checked by hand, not against the Kubernetes schemas);
 #   - the operator Deployment: non-root, read-only root fs, no capabilities, probes,
 #     POD_NAMESPACE, the operator's flags (operator/src/cli.rs);
 #   - the chart's CRD copy equals crds/kvclusters.raftkv.io.yaml, and that CRD is valid;
@@ -184,8 +187,11 @@ render() {
     pass "helm template: $name (kube $kube)"
     [[ $first -eq 1 ]] || echo "," >> "$CASES_JSON"
     first=0
-    printf '{"name":"%s","file":"%s","watch_ns":"%s","replicas":%s,"leader_election":%s,"sa":"%s","sa_create":%s}\n' \
-      "$name" "$out" "$watch" "$replicas" "$le" "$sa" "$sa_create" >> "$CASES_JSON"
+    local np=false sm=false
+    [[ " $* " != *" networkPolicy.enabled=true "* ]] || np=true
+    [[ " $* " != *" serviceMonitor.enabled=true "* ]] || sm=true
+    printf '{"name":"%s","file":"%s","watch_ns":"%s","replicas":%s,"leader_election":%s,"sa":"%s","sa_create":%s,"network_policy":%s,"service_monitor":%s}\n' \
+      "$name" "$out" "$watch" "$replicas" "$le" "$sa" "$sa_create" "$np" "$sm" >> "$CASES_JSON"
   else
     fail "helm template: $name (kube $kube)"; sed 's/^/     /' "$WORK/$name.err"
   fi
@@ -198,6 +204,9 @@ render two-replicas 1.20.0 "" 2 true "$RELEASE" true --set replicas=2
 render no-leader-election 1.20.0 "" 1 false "$RELEASE" true --set leaderElection.enabled=false
 render existing-service-account 1.20.0 "" 1 true ops false \
   --set serviceAccount.create=false --set serviceAccount.name=ops
+render network-policy 1.20.0 "" 1 true "$RELEASE" true --set networkPolicy.enabled=true
+render network-policy-one-namespace 1.33.0 foo 1 true "$RELEASE" true --set watchNamespace=foo --set networkPolicy.enabled=true
+render service-monitor 1.20.0 "" 1 true "$RELEASE" true --set serviceMonitor.enabled=true
 echo "]" >> "$CASES_JSON"
 
 refuse() {
@@ -212,6 +221,7 @@ refuse "2 replicas without leader election" --set replicas=2 --set leaderElectio
 refuse "serviceAccount.create=false without a name" --set serviceAccount.create=false
 refuse "an invalid watchNamespace" --set watchNamespace=Not_A_Namespace
 refuse "Kubernetes older than 1.20" --kube-version 1.19.0
+refuse "a ServiceMonitor without the metrics Service" --set serviceMonitor.enabled=true --set metrics.service.enabled=false
 
 # ---------------------------------------------------------------- schemas and policy
 section "schemas, RBAC, Deployment, example (Kubernetes $K8S_VERSIONS)"
@@ -310,19 +320,27 @@ def load_docs(path):
         return [d for d in yaml.safe_load_all(f) if d]
 
 # ---- What the RBAC must be: the rules in the chart's _helpers.tpl, and nothing else.
-ALL = ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Only the verbs the operator sends (server-side apply is patch, plus create when the
+# apply creates the object); operator/src/apply.rs and observe.rs are the users.
+APPLY = ["create", "patch"]
 OPERATOR_RULES = {
-    ("raftkv.io", "kvclusters"): ["get", "list", "watch", "patch", "update"],
-    ("raftkv.io", "kvclusters/status"): ["get", "patch", "update"],
+    ("raftkv.io", "kvclusters"): ["list", "watch", "patch"],
+    ("raftkv.io", "kvclusters/status"): ["patch"],
     ("raftkv.io", "kvclusters/finalizers"): ["update"],
-    ("apps", "statefulsets"): ALL,
-    ("", "services"): ALL,
-    ("", "pods"): ["get", "list", "watch"],
-    ("", "persistentvolumeclaims"): ["get", "list", "watch", "delete"],
-    ("policy", "poddisruptionbudgets"): ALL,
+    ("apps", "statefulsets"): ["get", "list", "watch"] + APPLY,
+    ("", "services"): ["list", "watch"] + APPLY,
+    ("", "pods"): ["list", "watch"],
+    ("", "persistentvolumeclaims"): ["list", "delete"],
+    ("", "secrets"): ["get"] + APPLY,
+    ("policy", "poddisruptionbudgets"): APPLY,
+    ("networking.k8s.io", "networkpolicies"): APPLY + ["delete"],
+    ("cert-manager.io", "certificates"): APPLY,
     ("", "events"): ["create", "patch"],
     ("events.k8s.io", "events"): ["create", "patch"],
 }
+# Reading every Secret in scope (list, watch) or rewriting/deleting Secrets the
+# operator did not make: never.
+SECRET_VERBS_FORBIDDEN = {"list", "watch", "update", "delete", "deletecollection"}
 def lease_rules(lease):
     return {("coordination.k8s.io", "leases"): ["create"],
             ("coordination.k8s.io", "leases:" + lease): ["get", "update", "patch"]}
@@ -346,8 +364,9 @@ def rbac_problems(role):
         for field in ("verbs", "resources", "apiGroups", "nonResourceURLs", "resourceNames"):
             if any("*" in str(x) for x in rule.get(field) or []):
                 probs.append("rule %d: '*' in %s" % (i, field))
-        if any(r == "secrets" or r.startswith("secrets/") for r in rule.get("resources") or []):
-            probs.append("rule %d grants secrets" % i)
+        secrets = [r for r in rule.get("resources") or [] if r == "secrets" or r.startswith("secrets/")]
+        if secrets and (SECRET_VERBS_FORBIDDEN & set(rule.get("verbs") or []) or secrets != ["secrets"]):
+            probs.append("rule %d grants secrets %s %s" % (i, secrets, sorted(SECRET_VERBS_FORBIDDEN & set(rule.get("verbs") or []))))
         if ESCALATING_VERBS & set(rule.get("verbs") or []):
             probs.append("rule %d has verbs %s" % (i, sorted(ESCALATING_VERBS & set(rule["verbs"]))))
         if rule.get("nonResourceURLs"):
@@ -369,6 +388,10 @@ for case in cfg["cases"]:
     docs = load_docs(case["file"])
     crd_docs += [d for d in docs if d.get("kind") == "CustomResourceDefinition"]
     docs = [d for d in docs if d.get("kind") != "CustomResourceDefinition"]
+    # Kinds of other projects' CRDs (the Prometheus Operator's ServiceMonitor) are not in
+    # the Kubernetes schemas: checked by hand below.
+    foreign = [d for d in docs if d.get("apiVersion", "").startswith("monitoring.coreos.com/")]
+    docs = [d for d in docs if d not in foreign]
     errs = {s.version: ["%s: %s" % (name_of(d), e) for d in docs for e in s.object_errors(d)] for s in schemas}
     if schemas and not any(errs.values()):
         passed += len(schemas) - 1
@@ -379,11 +402,12 @@ for case in cfg["cases"]:
             check(not e, "[%s] %d objects valid against Kubernetes %s (strict)" % (cname, len(docs), v), e)
 
     by_kind = {}
-    for d in docs:
+    for d in docs + foreign:
         by_kind.setdefault(d["kind"], []).append(d)
     roles = by_kind.get("Role", []) + by_kind.get("ClusterRole", [])
     probs = ["%s: %s" % (name_of(r), p) for r in roles for p in rbac_problems(r)]
-    sub(roles and not probs, "[%s] RBAC: no '*', no secrets, no escalate/bind/impersonate, no nonResourceURLs" % cname, probs)
+    sub(roles and not probs, "[%s] RBAC: no '*', no list/watch/update/delete of secrets, no escalate/bind/impersonate, "
+        "no nonResourceURLs" % cname, probs)
 
     watch, le, sa = case["watch_ns"], case["leader_election"], case["sa"]
     lease = cfg["release"]
@@ -453,7 +477,8 @@ for case in cfg["cases"]:
     args = c.get("args") or []
     want_args = ["--metrics-addr=0.0.0.0:8080", "--leader-election=%s" % str(le).lower(),
                  "--lease-name=%s" % lease, "--lease-namespace=%s" % release_ns,
-                 "--log-level=info", "--log-format=json"]
+                 "--log-level=info", "--log-format=json", "--operator-namespace=%s" % release_ns,
+                 "--operator-pod-labels=app.kubernetes.io/name=raftkv-operator,app.kubernetes.io/instance=%s" % lease]
     want_args += ["--watch-namespace=%s" % watch] if watch else []
     missing = [a for a in want_args if a not in args]
     stray_ns = [a for a in args if a.startswith("--watch-namespace") and not watch]
@@ -482,6 +507,55 @@ for case in cfg["cases"]:
           "[%s] the metrics Service selects the operator pods, port metrics" % cname)
     labels = dep["spec"]["template"]["metadata"]["labels"]
     sub(all(labels.get(k) == v for k, v in sel.items()), "[%s] the pod template carries the selector labels" % cname)
+
+    pols = by_kind.get("NetworkPolicy", [])
+    if case.get("network_policy"):
+        probs = []
+        if len(pols) != 1:
+            probs.append("%d NetworkPolicies" % len(pols))
+        else:
+            ps = pols[0]["spec"]
+            if ps["podSelector"].get("matchLabels") != sel:
+                probs.append("podSelector %s" % ps["podSelector"])
+            if sorted(ps.get("policyTypes") or []) != ["Egress", "Ingress"]:
+                probs.append("policyTypes %s" % ps.get("policyTypes"))
+            in_ports = sorted(p["port"] for r in ps.get("ingress") or [] for p in r.get("ports") or [])
+            if in_ports != [8080]:
+                probs.append("ingress ports %s, want the metrics port only" % in_ports)
+            eg = ps.get("egress") or []
+            kv = [r for r in eg if any(p["port"] == 7379 for p in r.get("ports") or [])]
+            if not kv or any(t.get("podSelector", {}).get("matchLabels") != {"app.kubernetes.io/name": "raftkv"}
+                             for r in kv for t in r.get("to") or [{}]):
+                probs.append("no egress to kvnode pods on 7379 only: %s" % kv)
+            api = [r for r in eg if any(p["port"] == 6443 for p in r.get("ports") or [])]
+            if not api or not all("ipBlock" in t for r in api for t in r.get("to") or [{}]):
+                probs.append("no egress to the API server by ipBlock: %s" % api)
+            if any(not r.get("ports") for r in eg):
+                probs.append("an egress rule without ports allows everything")
+        sub(not probs, "[%s] operator NetworkPolicy: ingress metrics 8080, egress API server, kvnode 7379, DNS" % cname, probs)
+    else:
+        sub(not pols, "[%s] networkPolicy off by default: no NetworkPolicy" % cname)
+
+    mons = by_kind.get("ServiceMonitor", [])
+    if case.get("service_monitor"):
+        probs = []
+        if len(mons) != 1:
+            probs.append("%d ServiceMonitors" % len(mons))
+        else:
+            m = mons[0]
+            if m.get("apiVersion") != "monitoring.coreos.com/v1":
+                probs.append("apiVersion %s" % m.get("apiVersion"))
+            svc_labels = svcs[0]["metadata"].get("labels") or {} if svcs else {}
+            if not m["spec"]["selector"].get("matchLabels") or \
+                    any(svc_labels.get(k) != v for k, v in m["spec"]["selector"]["matchLabels"].items()):
+                probs.append("selector %s does not select the metrics Service" % m["spec"]["selector"])
+            if [e.get("port") for e in m["spec"].get("endpoints") or []] != ["metrics"]:
+                probs.append("endpoints %s" % m["spec"].get("endpoints"))
+            if m["spec"].get("namespaceSelector", {}).get("matchNames") != [release_ns]:
+                probs.append("namespaceSelector %s" % m["spec"].get("namespaceSelector"))
+        sub(not probs, "[%s] ServiceMonitor monitoring.coreos.com/v1 selects the metrics Service, port metrics" % cname, probs)
+    else:
+        sub(not mons, "[%s] serviceMonitor off by default: no ServiceMonitor" % cname)
     flush(cname)
 
 # ---- The CRD, as Helm installs it
@@ -527,7 +601,7 @@ if crd:
 QUANTITY = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SPEC_FIELDS = {"replicas", "image", "imagePullPolicy", "storage", "resources", "pvcRetentionPolicy",
-               "raft", "pod", "paused"}
+               "raft", "pod", "paused", "tls", "networkPolicy"}
 ex_docs = load_docs(cfg["example"])
 check(len(ex_docs) == 1 and ex_docs[0].get("apiVersion") == "raftkv.io/v1alpha1" and ex_docs[0].get("kind") == "KvCluster",
       "example: one raftkv.io/v1alpha1 KvCluster")
@@ -552,8 +626,14 @@ if set(raft) - {"heartbeatIntervalMs", "electionTimeoutMs", "snapshotLogThreshol
 elif {"electionTimeoutMs", "heartbeatIntervalMs"} <= set(raft) \
         and raft["electionTimeoutMs"] <= 2 * raft["heartbeatIntervalMs"]:
     probs.append("raft: electionTimeoutMs must exceed twice heartbeatIntervalMs (operator/src/crd.rs)")
-if set(spec.get("pod") or {}) - {"labels", "annotations", "nodeSelector", "tolerations", "affinity"}:
-    probs.append("pod: only labels, annotations, nodeSelector, tolerations, affinity")
+if set(spec.get("pod") or {}) - {"labels", "annotations", "nodeSelector", "tolerations", "affinity",
+                                 "securityContext", "containerSecurityContext"}:
+    probs.append("pod: only labels, annotations, nodeSelector, tolerations, affinity, securityContext, "
+                 "containerSecurityContext")
+tls = spec.get("tls") or {}
+if tls.get("issuer", "operator") not in ("operator", "certManager") or \
+        (tls.get("issuer") == "certManager" and not (tls.get("certManager") or {}).get("issuerRef", {}).get("name")):
+    probs.append("tls: issuer operator, or certManager with certManager.issuerRef.name")
 if spec.get("image") != "raftkv/kvnode:%s" % cfg["version"]:
     probs.append("image %s, want raftkv/kvnode:%s" % (spec.get("image"), cfg["version"]))
 check(not probs, "example: fields and values as API.md specifies", probs)

@@ -57,46 +57,73 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-Everything the reconciler touches, and nothing more. The same rules go into a
-ClusterRole (all namespaces) or a Role (one namespace): see rbac.yaml.
-- kvclusters: watch them, add/remove the finalizer (patch/update), never create or delete them.
+Everything the reconciler touches, with only the verbs the code sends, and
+nothing more. The same rules go into a ClusterRole (all namespaces) or a Role
+(one namespace): see rbac.yaml.
+- kvclusters: list/watch them, add/remove the finalizer (a JSON patch); never
+  create or delete them.
+- kvclusters/status: written with server-side apply (patch).
 - kvclusters/finalizers: needed to set blockOwnerDeletion on owner references
   where the OwnerReferencesPermissionEnforcement admission plugin is on.
-- statefulsets, services, poddisruptionbudgets: the owned objects, written with server-side apply.
-- pods: read-only; the operator finds node endpoints and readiness, it never deletes pods.
-- persistentvolumeclaims: delete on scale-down or deletion when pvcRetentionPolicy says Delete.
+- statefulsets, services, poddisruptionbudgets, networkpolicies, secrets,
+  cert-manager certificates: the owned objects, written with server-side apply:
+  patch, and create (an apply that creates the object is also checked
+  against create). Never update (no read-modify-write) and never delete,
+  except the NetworkPolicy once a cluster turns it off.
+- statefulsets: get (observe), list/watch (owned objects trigger reconciles);
+  services: list/watch only.
+- secrets: get the cluster's own CA, node and client certificate Secrets by
+  name. No list and no watch: those would read every Secret in scope.
+- pods: list/watch only; the operator finds node endpoints and readiness, it
+  never deletes pods.
+- persistentvolumeclaims: list, and delete on scale-down or deletion when
+  pvcRetentionPolicy says Delete.
 - events: both APIs, since the event recorder may use either.
-No secrets, no wildcards.
+No wildcards.
 */}}
 {{- define "raftkv-operator.rules" -}}
 - apiGroups: ["raftkv.io"]
   resources: ["kvclusters"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["raftkv.io"]
   resources: ["kvclusters/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: ["raftkv.io"]
   resources: ["kvclusters/finalizers"]
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["list", "delete"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "patch", "delete"]
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* The operator pods' labels as `k=v,k=v`, for --operator-pod-labels. */}}
+{{- define "raftkv-operator.selectorFlag" -}}
+app.kubernetes.io/name={{ include "raftkv-operator.name" . }},app.kubernetes.io/instance={{ .Release.Name }}
 {{- end -}}
