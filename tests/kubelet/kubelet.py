@@ -23,6 +23,7 @@ Configuration (environment, set by tests/local-k8s.sh):
   RKV_API_PORT    port pods use for the API           RKV_TLS_CERT/RKV_TLS_KEY  for :10250
   RAFTKV_BIN_DIR  binaries for the image table        RAFTKV_IMAGES  extra image table
   RKV_BACKOFF_BASE / RKV_BACKOFF_MAX  restart backoff seconds (default 1 / 30)
+  RKV_VOLUME_SYNC  seconds between refreshes of Secret/ConfigMap volumes (default 3)
 """
 import base64
 import fnmatch
@@ -63,6 +64,10 @@ PROVISIONER = "raftkv.io/local-dir"
 BACKOFF_BASE = float(os.environ.get("RKV_BACKOFF_BASE", "1"))
 BACKOFF_MAX = float(os.environ.get("RKV_BACKOFF_MAX", "30"))
 SYNC_PERIOD = 0.5
+# How often a running pod's Secret/ConfigMap volumes are compared with the API
+# (the real kubelet: about a minute). Short, so a renewed certificate reaches
+# the pods within a scenario.
+VOLUME_SYNC_PERIOD = float(os.environ.get("RKV_VOLUME_SYNC", "3"))
 HEARTBEAT_PERIOD = 10
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -274,6 +279,46 @@ def parse_quantity(q):
     return float(q)
 
 
+def is_projection(v):
+    return "secret" in v or "configMap" in v or "projected" in v or "downwardAPI" in v
+
+
+def write_projection(path, files):
+    """Writes {relative path: (bytes, mode)} into `path` the way the kubelet's
+    atomic writer does: into a fresh hidden directory that the `..data` symlink
+    is renamed to, the visible names being symlinks through `..data`. A reader
+    never sees old and new files mixed (a new certificate with the old key)."""
+    os.makedirs(path, exist_ok=True)
+    stamp = "..%s.%08x" % (time.strftime("%Y_%m_%d_%H_%M_%S"), random.getrandbits(32))
+    for rel, (data, mode) in files.items():
+        fp = os.path.join(path, stamp, rel)
+        os.makedirs(os.path.dirname(fp), exist_ok=True)
+        with open(fp, "wb") as f:
+            f.write(data)
+        os.chmod(fp, mode)
+    os.makedirs(os.path.join(path, stamp), exist_ok=True)
+    data_link, tmp_link = os.path.join(path, "..data"), os.path.join(path, "..data_tmp")
+    old = os.readlink(data_link) if os.path.islink(data_link) else None
+    if os.path.lexists(tmp_link):
+        os.unlink(tmp_link)
+    os.symlink(stamp, tmp_link)
+    os.rename(tmp_link, data_link)
+    tops = {rel.split("/")[0] for rel in files}
+    for top in tops:
+        link = os.path.join(path, top)
+        if not os.path.islink(link):
+            if os.path.isdir(link):
+                shutil.rmtree(link)
+            elif os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(os.path.join("..data", top), link)
+    for entry in os.listdir(path):
+        if not entry.startswith("..") and entry not in tops:
+            os.unlink(os.path.join(path, entry))
+    if old and old != stamp:
+        shutil.rmtree(os.path.join(path, old), ignore_errors=True)
+
+
 def label_match(selector, labels):
     if not selector:
         return False
@@ -373,6 +418,8 @@ class PodWorker(threading.Thread):
         self.netns = None
         self.volumes_ready = False
         self.mounts = {}
+        self.projected = {}         # volume name -> files last written
+        self.next_volume_sync = 0
         self.wake = threading.Event()
         if saved:
             self.idx = saved["idx"]
@@ -456,6 +503,9 @@ class PodWorker(threading.Thread):
         self.init_done = True
         for c in self.containers.values():
             self.step_container(pod, c, policy)
+        if self.volumes_ready and time.time() >= self.next_volume_sync:
+            self.next_volume_sync = time.time() + VOLUME_SYNC_PERIOD
+            self.refresh_volumes(pod)
         self.push_status(pod)
 
     def step_container(self, pod, c, policy):
@@ -587,21 +637,39 @@ class PodWorker(threading.Thread):
                 if (v["hostPath"].get("type") or "") == "DirectoryOrCreate":
                     os.makedirs(p, exist_ok=True)
                 vols[name] = p
-            elif "secret" in v or "configMap" in v or "projected" in v or "downwardAPI" in v:
+            elif is_projection(v):
                 p = os.path.join(vdir, name)
                 files = self.volume_files(pod, v)
                 shutil.rmtree(p, ignore_errors=True)
-                os.makedirs(p)
-                for rel, (data, mode) in files.items():
-                    fp = os.path.join(p, rel)
-                    os.makedirs(os.path.dirname(fp), exist_ok=True)
-                    with open(fp, "wb") as f:
-                        f.write(data)
-                    os.chmod(fp, mode)
+                write_projection(p, files)
+                self.projected[name] = files
                 vols[name] = p
             else:
                 raise Waiting("CreateContainerError", "volume %s: type not supported by the process kubelet" % name)
         self.mounts = vols
+
+    def refresh_volumes(self, pod):
+        """Brings Secret/ConfigMap volumes of a running pod up to date, as the
+        kubelet does: a changed Secret reaches the files without a restart. A
+        source that is gone leaves the last content in place."""
+        for v in pod["spec"].get("volumes") or []:
+            name = v["name"]
+            # Service-account tokens are minted per request: refreshing them
+            # would rewrite the volume every period (they last a day here).
+            if not is_projection(v) or any("serviceAccountToken" in src for src in (v.get("projected") or {}).get("sources") or []):
+                continue
+            p = os.path.join(self.dir, "volumes", name)
+            if not os.path.isdir(p):
+                continue
+            try:
+                files = self.volume_files(pod, v)
+            except Waiting:
+                continue
+            if files == self.projected.get(name):
+                continue
+            write_projection(p, files)
+            self.projected[name] = files
+            log("pod %s/%s: volume %s updated (%d files)" % (self.ns, self.name, name, len(files)))
 
     def _get_keyed(self, kind, name, optional):
         obj = self.api.get_or_none("/api/v1/namespaces/%s/%s/%s" % (self.ns, kind, name))
