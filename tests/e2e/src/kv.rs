@@ -1,14 +1,24 @@
 //! Talking to kvnode from the machine that runs the tests.
 //!
 //! Default (`RAFTKV_E2E_ACCESS` unset or `proxy`): through the API server's
-//! proxy, `/api/v1/namespaces/NS/services/NAME:7379/proxy/...` for the client
-//! Service and `.../pods/POD:7379/proxy/...` for one pod. It needs nothing but
-//! the kubeconfig, so the suite runs unchanged on kind or any other cluster.
+//! proxy, `/api/v1/namespaces/NS/services/https:NAME:7379/proxy/...` for the
+//! client Service and `.../pods/https:POD:7379/proxy/...` for one pod (no
+//! `https:` for a cluster with TLS off). It needs nothing but the kubeconfig,
+//! so the suite runs unchanged on kind or any other cluster. The API server
+//! does not verify the node's certificate there, and it drops
+//! `Authorization` after authenticating the caller, so with auth on requests
+//! carry root's token in `x-raftkv-token` (password from Secret `NAME-root`),
+//! re-authenticating when a token is refused.
 //!
 //! `RAFTKV_E2E_ACCESS=pod-ip`: straight to the pod IPs with `kvclient` (the
 //! host must route to pods, as it does with tests/local-k8s.sh). A Service
-//! target then means "the ready endpoints of that Service".
+//! target then means "the ready endpoints of that Service". With TLS the
+//! request goes to the pod's name under the peer Service (which its
+//! certificate carries) pinned to the pod IP, trusting the cluster CA and
+//! presenting the operator's client certificate (CN `root`, which is root
+//! once auth is on), from Secret `NAME-operator-client`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,7 +28,12 @@ use futures::StreamExt;
 use http::{Method, Request, StatusCode};
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kube::Api;
-use kvclient::{ClusterStatus, Consistency, ErrorBody, ErrorCode, NodeId, RangeResponse};
+use kvclient::{
+    AuthenticateRequest, AuthenticateResponse, ClusterStatus, Consistency, ErrorBody, ErrorCode,
+    NodeId, ROOT, RangeResponse,
+};
+
+use crate::creds::{self, Creds, Registry};
 
 /// kvnode's client port (API.md).
 pub const CLIENT_PORT: u16 = 7379;
@@ -109,21 +124,44 @@ impl KvError {
     }
 }
 
+/// Whose credentials a request carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// root: its token through the proxy (fetched when a node asks for
+    /// one), the operator's client certificate on pod IPs.
+    Root,
+    /// Nothing: no token, no client certificate.
+    Anonymous,
+    /// This token, no client certificate.
+    Token(String),
+}
+
+/// Header kvnode takes a token from when `Authorization` cannot get through
+/// (the API server's proxy removes it).
+pub const TOKEN_HEADER: &str = "x-raftkv-token";
+
 /// Access to the kvnodes of one namespace.
 #[derive(Clone)]
 pub struct Kv {
     client: kube::Client,
     namespace: String,
     access: Access,
+    creds: Registry,
 }
 
 impl Kv {
     pub fn new(client: kube::Client, namespace: &str, access: Access) -> Kv {
         Kv {
+            creds: Registry::new(client.clone(), namespace),
             client,
             namespace: namespace.to_owned(),
             access,
         }
+    }
+
+    /// The Secrets and TLS mode of the namespace's clusters.
+    pub fn creds(&self) -> &Registry {
+        &self.creds
     }
 
     pub fn access(&self) -> Access {
@@ -290,7 +328,7 @@ impl Kv {
 
     // ------------------------------------------------------------ transports
 
-    /// One request through the API server's proxy; the body of a 200.
+    /// One request as root (see [`Auth::Root`]); the body of a 200.
     async fn proxy(
         &self,
         target: &Target,
@@ -298,21 +336,127 @@ impl Kv {
         path_and_query: &str,
         body: Vec<u8>,
     ) -> Result<Bytes, KvError> {
+        self.call(target, method, path_and_query, body, Auth::Root)
+            .await
+    }
+
+    /// One request with the given credentials, by the suite's access path;
+    /// the body of a 200. Through the proxy, `Auth::Root` authenticates when
+    /// a node answers `unauthenticated` and tries once more.
+    pub async fn call(
+        &self,
+        target: &Target,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        auth: Auth,
+    ) -> Result<Bytes, KvError> {
+        let cluster = creds::cluster_of(target);
+        let creds = self
+            .creds
+            .get(&cluster)
+            .await
+            .map_err(|m| KvError::new(target, m))?;
+        if self.access == Access::PodIp {
+            return self
+                .direct_call(target, method, path_and_query, body, &auth)
+                .await;
+        }
+        let token = match &auth {
+            Auth::Root => creds.token(),
+            Auth::Anonymous => None,
+            Auth::Token(t) => Some(t.clone()),
+        };
+        let first = self
+            .proxy_once(
+                target,
+                &creds,
+                method.clone(),
+                path_and_query,
+                body.clone(),
+                token.as_deref(),
+            )
+            .await;
+        match first {
+            Err(e) if auth == Auth::Root && e.code == Some(ErrorCode::Unauthenticated) => {
+                let password = self
+                    .creds
+                    .root_password(&cluster)
+                    .await
+                    .map_err(|m| KvError::new(target, format!("{m}; the node said: {e}")))?;
+                let token = self.authenticate(target, ROOT, &password).await?;
+                creds.set_token(Some(token.clone()));
+                self.proxy_once(target, &creds, method, path_and_query, body, Some(&token))
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// `POST /v1/auth/authenticate`: a token for `name`.
+    pub async fn authenticate(
+        &self,
+        target: &Target,
+        name: &str,
+        password: &str,
+    ) -> Result<String, KvError> {
+        let request = serde_json::to_vec(&AuthenticateRequest {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        })
+        .map_err(|e| KvError::new(target, e.to_string()))?;
+        let (method, path) = (Method::POST, "/v1/auth/authenticate");
+        let body = match self.access {
+            Access::PodIp => {
+                self.direct_call(target, method, path, request, &Auth::Anonymous)
+                    .await?
+            }
+            Access::ApiProxy => {
+                let creds = self
+                    .creds
+                    .get(&creds::cluster_of(target))
+                    .await
+                    .map_err(|m| KvError::new(target, m))?;
+                self.proxy_once(target, &creds, method, path, request, None)
+                    .await?
+            }
+        };
+        let response: AuthenticateResponse = decode(target, &body)?;
+        Ok(response.token)
+    }
+
+    /// One request through the API server's proxy.
+    async fn proxy_once(
+        &self,
+        target: &Target,
+        creds: &Creds,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        token: Option<&str>,
+    ) -> Result<Bytes, KvError> {
+        // The API server's proxy speaks TLS to the backend only when told.
+        let scheme = if creds.tls { "https:" } else { "" };
         let base = match target {
             Target::Service(name) => format!(
-                "/api/v1/namespaces/{}/services/{name}:{CLIENT_PORT}/proxy",
+                "/api/v1/namespaces/{}/services/{scheme}{name}:{CLIENT_PORT}/proxy",
                 self.namespace
             ),
             Target::Pod(name) => format!(
-                "/api/v1/namespaces/{}/pods/{name}:{CLIENT_PORT}/proxy",
+                "/api/v1/namespaces/{}/pods/{scheme}{name}:{CLIENT_PORT}/proxy",
                 self.namespace
             ),
         };
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{base}{path_and_query}"));
-        if path_and_query.starts_with("/v1/cluster/") && !body.is_empty() {
+        if (path_and_query.starts_with("/v1/cluster/") || path_and_query.starts_with("/v1/auth/"))
+            && !body.is_empty()
+        {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = token {
+            request = request.header(TOKEN_HEADER, token);
         }
         let request = request
             .body(kube::client::Body::from(body))
@@ -333,40 +477,17 @@ impl Kv {
         let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .map_err(|_| KvError::new(target, format!("no answer within {REQUEST_TIMEOUT:?}")))??;
-        if status == StatusCode::OK {
-            return Ok(bytes);
-        }
-        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            // kvnode's own error, passed through by the proxy.
-            Ok(ErrorBody { error }) => KvError {
-                target: target.to_string(),
-                status: Some(status.as_u16()),
-                code: Some(error.code),
-                retryable: error.code.retryable(),
-                message: format!("{} {:?}: {}", status.as_u16(), error.code, error.message),
-            },
-            // The API server's (no endpoints, pod gone, backend unreachable):
-            // the kind of failure a retry elsewhere or later may fix.
-            Err(_) => KvError {
-                target: target.to_string(),
-                status: Some(status.as_u16()),
-                code: None,
-                retryable: true,
-                message: format!(
-                    "{} from the API server proxy: {}",
-                    status.as_u16(),
-                    String::from_utf8_lossy(&bytes)
-                        .chars()
-                        .take(300)
-                        .collect::<String>()
-                ),
-            },
-        })
+        answer(target, status, bytes, "the API server proxy")
     }
 
-    /// A kvclient for the pod IP(s) behind `target` (one attempt per endpoint).
-    async fn direct(&self, target: &Target) -> Result<kvclient::Client, KvError> {
-        let endpoints = match target {
+    /// The pods behind `target` with their IPs: the pod itself, or the ready
+    /// endpoints of the Service (in a random order, as a Service spreads).
+    async fn pod_addresses(&self, target: &Target) -> Result<Vec<(String, IpAddr)>, KvError> {
+        let parse = |ip: &str| {
+            ip.parse::<IpAddr>()
+                .map_err(|_| KvError::new(target, format!("bad pod IP {ip:?}")))
+        };
+        match target {
             Target::Pod(name) => {
                 let pod = Api::<Pod>::namespaced(self.client.clone(), &self.namespace)
                     .get(name)
@@ -376,33 +497,166 @@ impl Kv {
                     .status
                     .and_then(|s| s.pod_ip)
                     .ok_or_else(|| KvError::new(target, "the pod has no IP"))?;
-                vec![format!("http://{ip}:{CLIENT_PORT}")]
+                Ok(vec![(name.clone(), parse(&ip)?)])
             }
             Target::Service(name) => {
                 let endpoints = Api::<Endpoints>::namespaced(self.client.clone(), &self.namespace)
                     .get(name)
                     .await
                     .map_err(|e| KvError::new(target, format!("reading the endpoints: {e}")))?;
-                let mut ips: Vec<String> = endpoints
+                let mut pods = Vec::new();
+                for address in endpoints
                     .subsets
                     .iter()
                     .flatten()
                     .flat_map(|s| s.addresses.iter().flatten())
-                    .map(|a| format!("http://{}:{CLIENT_PORT}", a.ip))
-                    .collect();
-                if ips.is_empty() {
+                {
+                    let pod = address
+                        .target_ref
+                        .as_ref()
+                        .and_then(|r| r.name.clone())
+                        .unwrap_or_default();
+                    pods.push((pod, parse(&address.ip)?));
+                }
+                if pods.is_empty() {
                     return Err(KvError::new(target, "the Service has no ready endpoints"));
                 }
-                // Spread requests like a Service would.
-                let first = rand::random_range(0..ips.len());
-                ips.rotate_left(first);
-                ips
+                let first = rand::random_range(0..pods.len());
+                pods.rotate_left(first);
+                Ok(pods)
             }
-        };
-        kvclient::Client::new(&endpoints)
-            .and_then(|c| c.with_attempts(1).with_timeout(REQUEST_TIMEOUT))
+        }
+    }
+
+    /// An HTTP client for the pods behind `target` and their endpoint URLs.
+    /// With TLS each pod is addressed by `POD.NAME-peer`, a name its
+    /// certificate carries, resolved to its IP; `identity` presents root's
+    /// client certificate.
+    pub async fn direct_http(
+        &self,
+        target: &Target,
+        identity: bool,
+    ) -> Result<(reqwest::Client, Vec<String>), KvError> {
+        let cluster = creds::cluster_of(target);
+        let tls = self
+            .creds
+            .get(&cluster)
+            .await
+            .map_err(|m| KvError::new(target, m))?
+            .tls;
+        let pods = self.pod_addresses(target).await?;
+        let transport = |e: reqwest::Error| KvError::new(target, format!("HTTP client: {e}"));
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(REQUEST_TIMEOUT)
+            .tls_info(true);
+        let mut endpoints = Vec::new();
+        if tls {
+            let pem = self
+                .creds
+                .client_pem(&cluster)
+                .await
+                .map_err(|m| KvError::new(target, m))?;
+            builder = builder.https_only(true).add_root_certificate(
+                reqwest::Certificate::from_pem(pem.ca.as_bytes()).map_err(transport)?,
+            );
+            if identity {
+                let both = format!("{}\n{}", pem.cert.trim_end(), pem.key);
+                builder = builder
+                    .identity(reqwest::Identity::from_pem(both.as_bytes()).map_err(transport)?);
+            }
+            for (pod, ip) in &pods {
+                let host = format!("{pod}.{cluster}-peer");
+                builder = builder.resolve(&host, SocketAddr::new(*ip, CLIENT_PORT));
+                endpoints.push(format!("https://{host}:{CLIENT_PORT}"));
+            }
+        } else {
+            endpoints.extend(
+                pods.iter()
+                    .map(|(_, ip)| format!("http://{}", SocketAddr::new(*ip, CLIENT_PORT))),
+            );
+        }
+        Ok((builder.build().map_err(transport)?, endpoints))
+    }
+
+    /// A kvclient for the pod IP(s) behind `target` (one attempt per
+    /// endpoint), as root.
+    async fn direct(&self, target: &Target) -> Result<kvclient::Client, KvError> {
+        let (http, endpoints) = self.direct_http(target, true).await?;
+        kvclient::Client::with_http(&endpoints, http)
+            .map(|c| c.with_attempts(1))
             .map_err(|e| KvError::from_client(target, e))
     }
+
+    /// One raw request to the first pod behind `target`.
+    async fn direct_call(
+        &self,
+        target: &Target,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        auth: &Auth,
+    ) -> Result<Bytes, KvError> {
+        let (http, endpoints) = self.direct_http(target, *auth == Auth::Root).await?;
+        let endpoint = endpoints
+            .first()
+            .ok_or_else(|| KvError::new(target, "no endpoint"))?;
+        let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
+            .map_err(|e| KvError::new(target, e.to_string()))?;
+        let mut request = http
+            .request(method, format!("{endpoint}{path_and_query}"))
+            .body(body);
+        if path_and_query.starts_with("/v1/cluster/") || path_and_query.starts_with("/v1/auth/") {
+            request = request.header("content-type", "application/json");
+        }
+        if let Auth::Token(token) = auth {
+            request = request.header(TOKEN_HEADER, token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| KvError::new(target, format!("{endpoint}: {e}")))?;
+        let status = StatusCode::from_u16(response.status().as_u16())
+            .map_err(|e| KvError::new(target, e.to_string()))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| KvError::new(target, format!("reading the response: {e}")))?;
+        answer(target, status, bytes, endpoint)
+    }
+}
+
+/// The body of a 200, or the error: kvnode's own (passed through by the
+/// proxy), or something in between (`via`).
+fn answer(target: &Target, status: StatusCode, bytes: Bytes, via: &str) -> Result<Bytes, KvError> {
+    if status == StatusCode::OK {
+        return Ok(bytes);
+    }
+    Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(ErrorBody { error }) => KvError {
+            target: target.to_string(),
+            status: Some(status.as_u16()),
+            code: Some(error.code),
+            retryable: error.code.retryable(),
+            message: format!("{} {:?}: {}", status.as_u16(), error.code, error.message),
+        },
+        // The API server's (no endpoints, pod gone, backend unreachable):
+        // the kind of failure a retry elsewhere or later may fix.
+        Err(_) => KvError {
+            target: target.to_string(),
+            status: Some(status.as_u16()),
+            code: None,
+            retryable: true,
+            message: format!(
+                "{} from {via}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ),
+        },
+    })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(target: &Target, body: &[u8]) -> Result<T, KvError> {

@@ -3,11 +3,13 @@
 //! (tests/e2e/run.sh does both; docs/e2e.md explains the suite). The
 //! scenarios are in `tests/scenarios.rs`; this library holds what they share.
 
+pub mod creds;
 pub mod kv;
 pub mod kvc;
 pub mod monitor;
 pub mod operator;
 pub mod scenario;
+pub mod tls;
 
 pub use kv::{Kv, Target};
 pub use scenario::Scenario;

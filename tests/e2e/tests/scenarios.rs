@@ -18,7 +18,7 @@ use raftkv_e2e::kv::{self, WriteStream};
 use raftkv_e2e::kvc;
 use raftkv_e2e::monitor::MembershipMonitor;
 use raftkv_e2e::operator;
-use raftkv_e2e::{Scenario, Target};
+use raftkv_e2e::{Scenario, Target, creds, tls};
 use serde_json::json;
 
 /// A new cluster: pods start, bootstrap, learners catch up and get promoted.
@@ -261,6 +261,37 @@ async fn apply_example_then_write_and_read_1000_keys() -> anyhow::Result<()> {
         anyhow::ensure!(
             pvcs == ["data-kv-0", "data-kv-1", "data-kv-2"],
             "PVCs {pvcs:?}"
+        );
+        let policy = s
+            .api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+            .get("kv")
+            .await?;
+        anyhow::ensure!(
+            owned_by_kvc(policy.metadata.owner_references.as_ref()),
+            "NetworkPolicy kv is not owned by the KvCluster"
+        );
+        let secrets = s.api::<k8s_openapi::api::core::v1::Secret>();
+        for name in ["kv-ca", "kv-tls", "kv-operator-client"] {
+            let secret = secrets.get(name).await?;
+            anyhow::ensure!(
+                owned_by_kvc(secret.metadata.owner_references.as_ref()),
+                "Secret {name} is not owned by the KvCluster"
+            );
+        }
+        let pod = s.api::<Pod>().get("kv-0").await?;
+        let pod_spec = pod.spec.unwrap_or_default();
+        let psc = pod_spec.security_context.unwrap_or_default();
+        let csc = pod_spec
+            .containers
+            .first()
+            .and_then(|c| c.security_context.clone())
+            .unwrap_or_default();
+        anyhow::ensure!(
+            psc.run_as_non_root == Some(true)
+                && csc.allow_privilege_escalation == Some(false)
+                && csc.read_only_root_filesystem == Some(true)
+                && pod_spec.automount_service_account_token == Some(false),
+            "kv-0 is not restricted: {psc:?} {csc:?}"
         );
         s.log(format_args!(
             "objects as documented; leader {}",
@@ -959,6 +990,215 @@ async fn deleting_the_kvcluster_removes_what_it_owned() -> anyhow::Result<()> {
             again.ids
         );
         check_keys(s, "kv", &keys).await
+    })
+    .await
+}
+
+/// The pod's IP and the node certificate the cluster's Secret holds for it.
+async fn pod_ip(s: &Scenario, pod: &str) -> anyhow::Result<std::net::IpAddr> {
+    let ip = s
+        .api::<Pod>()
+        .get(pod)
+        .await?
+        .status
+        .and_then(|st| st.pod_ip)
+        .ok_or_else(|| anyhow::anyhow!("{pod} has no IP"))?;
+    Ok(ip.parse()?)
+}
+
+async fn secret_certificate(s: &Scenario, cluster: &str, pod: &str) -> Result<Vec<u8>, String> {
+    let data = s.kv.creds().secret(&creds::tls_secret(cluster)).await?;
+    let pem = data
+        .get(&format!("{pod}.crt"))
+        .ok_or_else(|| format!("no {pod}.crt in the Secret"))?;
+    tls::pem_to_der(&String::from_utf8_lossy(pem)).ok_or_else(|| format!("{pod}.crt is no PEM"))
+}
+
+/// kvctl from the build the suite runs with (tests/e2e/run.sh builds the
+/// workspace into `$CARGO_TARGET_DIR`).
+fn kvctl_path() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/raftkv/target")
+        });
+    target.join("debug/kvctl")
+}
+
+/// Runs kvctl with `args`; (success, stdout + stderr).
+async fn kvctl(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = tokio::process::Command::new(kvctl_path())
+        .args(args)
+        .env_remove("KVCTL_ENDPOINTS")
+        .output()
+        .await
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", kvctl_path().display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text.trim().to_owned()))
+}
+
+/// TLS is on by default. The operator re-issues the node certificates when
+/// their Secret goes (what an administrator does to force a renewal): under
+/// a stream of writes every node starts serving its new certificate without
+/// a restart and no write fails. Then kvctl, given the operator's client
+/// Secret and a loopback relay to a pod (what `kubectl port-forward` is),
+/// verifies the node and reads and writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_renewal_under_writes_fails_no_request() -> anyhow::Result<()> {
+    Scenario::run("renewal", async |s| {
+        let c = kvc::create(s, &kvc::example()?, FORM).await?;
+        let pods = kvc::pod_names("kv", 3);
+        let sts = s.api::<StatefulSet>().get("kv").await?;
+        let args: Vec<String> = sts
+            .spec
+            .and_then(|sp| sp.template.spec)
+            .map(|p| p.containers.into_iter().flat_map(|c| c.args.unwrap_or_default()).collect())
+            .unwrap_or_default();
+        for flag in ["--cert-file=", "--key-file=", "--trusted-ca-file=", "--peer-cert-file=", "--peer-key-file=", "--peer-trusted-ca-file="] {
+            anyhow::ensure!(args.iter().any(|a| a.starts_with(flag)), "kvnode runs without {flag}: {args:?}");
+        }
+        anyhow::ensure!(
+            args.iter().any(|a| a.starts_with("--advertise-client-url=https://")),
+            "advertised client URL is not https: {args:?}"
+        );
+        // The API server's https proxy form reaches the node.
+        let plain = s
+            .kv
+            .call(&Target::pod("kv-0"), http::Method::GET, "/readyz", Vec::new(), kv::Auth::Anonymous)
+            .await;
+        anyhow::ensure!(plain.is_ok(), "https through the proxy: {plain:?}");
+
+        let ip0 = pod_ip(s, "kv-0").await?;
+        let direct = tls::reachable(std::net::SocketAddr::new(ip0, kv::CLIENT_PORT)).await;
+        if !direct {
+            s.log("pod IPs are not reachable from here: the served certificates and kvctl are not checked");
+        }
+        let mut before = std::collections::BTreeMap::new();
+        for pod in &pods {
+            let stored = secret_certificate(s, "kv", pod).await.map_err(anyhow::Error::msg)?;
+            if direct {
+                let served = tls::served_certificate(&s.kv, pod).await.map_err(anyhow::Error::msg)?;
+                anyhow::ensure!(served == stored, "{pod} serves a certificate other than its Secret's");
+            }
+            before.insert(pod.clone(), stored);
+        }
+
+        let stream = WriteStream::start(&s.kv, &Target::service("kv"), "renew", 2);
+        s.wait("the write stream to get going (50 acknowledged writes)", WRITE_WITHIN, async || {
+            let n = stream.acked_count();
+            if n >= 50 { Ok(()) } else { Err(format!("{n} acknowledged")) }
+        })
+        .await?;
+        let secrets = s.api::<k8s_openapi::api::core::v1::Secret>();
+        secrets.delete(&creds::tls_secret("kv"), &DeleteParams::default()).await?;
+        let deleted_at = Instant::now();
+        s.log("deleted Secret kv-tls");
+        s.wait("the operator to issue new node certificates", CHANGE, async || {
+            let mut renewed = 0;
+            for pod in &pods {
+                match secret_certificate(s, "kv", pod).await {
+                    Ok(cert) if cert != before[pod] => renewed += 1,
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if renewed == pods.len() { Ok(()) } else { Err(format!("{renewed} of {} renewed", pods.len())) }
+        })
+        .await?;
+        s.record("MEASURED Secret deleted -> new certificates in it", deleted_at.elapsed());
+        if direct {
+            s.wait("every node to serve its new certificate on new connections", CHANGE, async || {
+                let mut stale = Vec::new();
+                for pod in &pods {
+                    let stored = secret_certificate(s, "kv", pod).await?;
+                    match tls::served_certificate(&s.kv, pod).await {
+                        Ok(served) if served == stored => {}
+                        Ok(_) => stale.push(format!("{pod}: old certificate")),
+                        Err(e) => stale.push(format!("{pod}: {e}")),
+                    }
+                }
+                if stale.is_empty() { Ok(()) } else { Err(stale.join("; ")) }
+            })
+            .await?;
+            s.record("MEASURED Secret deleted -> nodes serve the new certificates", deleted_at.elapsed());
+        }
+        let renewed_at = Instant::now();
+        let base = stream.acked_count();
+        s.wait("writes to continue (100 more acknowledged on the new certificates)", WRITE_WITHIN, async || {
+            let n = stream.acked_count() - base;
+            if n >= 100 { Ok(()) } else { Err(format!("{n} acknowledged")) }
+        })
+        .await?;
+        let report = stream.stop().await?;
+        s.log(format_args!(
+            "write stream: {} acknowledged ({} after the renewal), {} failed attempts (last: {:?})",
+            report.acked.len(),
+            report.acked_after(renewed_at),
+            report.failed_attempts,
+            report.last_error
+        ));
+        s.record("longest pause between acknowledged writes", report.longest_pause());
+        anyhow::ensure!(
+            report.failed_attempts == 0,
+            "{} writes failed during the renewal, last: {:?}",
+            report.failed_attempts,
+            report.last_error
+        );
+        check_keys(s, "kv", &report.acked).await?;
+        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
+        anyhow::ensure!(c2.ids == c.ids, "node ids changed: {:?} -> {:?}", c.ids, c2.ids);
+        for pod in &pods {
+            let restarts: i32 = s
+                .api::<Pod>()
+                .get(pod)
+                .await?
+                .status
+                .and_then(|st| st.container_statuses)
+                .into_iter()
+                .flatten()
+                .map(|cs| cs.restart_count)
+                .sum();
+            anyhow::ensure!(restarts == 0, "{pod} restarted {restarts} times");
+        }
+
+        if !direct {
+            return Ok(());
+        }
+        // kvctl with the operator's client Secret, through a relay on
+        // localhost (a name every node certificate carries).
+        let dir = std::env::temp_dir().join(format!("{}-kvctl", s.namespace));
+        std::fs::create_dir_all(&dir)?;
+        let data = s.kv.creds().secret(&creds::client_secret("kv")).await.map_err(anyhow::Error::msg)?;
+        for key in ["ca.crt", "tls.crt", "tls.key"] {
+            let bytes = data.get(key).ok_or_else(|| anyhow::anyhow!("kv-operator-client has no {key}"))?;
+            std::fs::write(dir.join(key), bytes)?;
+        }
+        let relay = tls::Relay::start(std::net::SocketAddr::new(ip0, kv::CLIENT_PORT)).await?;
+        let endpoint = format!("https://localhost:{}", relay.port);
+        let file = |k: &str| dir.join(k).display().to_string();
+        let (ca, cert, key) = (file("ca.crt"), file("tls.crt"), file("tls.key"));
+        let tls_args = ["--endpoints", &endpoint, "--cacert", &ca, "--cert", &cert, "--key", &key];
+        let run = async |extra: &[&str]| {
+            let args: Vec<&str> = tls_args.iter().copied().chain(extra.iter().copied()).collect();
+            kvctl(&args).await
+        };
+        let (ok, out) = run(&["put", "kvctl-key", "from kvctl"]).await?;
+        anyhow::ensure!(ok, "kvctl put: {out}");
+        let (ok, out) = run(&["get", "kvctl-key"]).await?;
+        anyhow::ensure!(ok && out.contains("from kvctl"), "kvctl get: {out}");
+        let (ok, out) = run(&["status"]).await?;
+        anyhow::ensure!(ok, "kvctl status: {out}");
+        // Without the CA, the node's certificate is not trusted.
+        let (ok, out) = kvctl(&["--endpoints", &endpoint, "get", "kvctl-key"]).await?;
+        anyhow::ensure!(!ok, "kvctl without --cacert succeeded: {out}");
+        s.log(format_args!("kvctl via {endpoint} with the kv-operator-client Secret: put, get, status"));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     })
     .await
 }
