@@ -8,11 +8,14 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kvclient::{ClientError, ErrorCode, InitRequest};
 use serde::Serialize;
 use tracing::info;
 
+use crate::auth::{self, Password};
 use crate::build::{self, CERTIFICATE_API_VERSION, Owner};
 use crate::certs::TlsMaterial;
 use crate::crd::{KvCluster, KvClusterStatus};
@@ -194,6 +197,23 @@ pub async fn apply_tls_secrets(
     apply(&api, "Secret", &build::client_secret(owner, material)).await
 }
 
+/// Creates `NAME-root` with a new password unless it exists: a create, not
+/// an apply, so a password the nodes already hold is never replaced (a
+/// Secret made meanwhile by another round answers 409, which is fine).
+pub async fn create_root_secret(client: &kube::Client, owner: &Owner) -> Result<bool, ApplyError> {
+    let api = Api::<Secret>::namespaced(client.clone(), &owner.namespace);
+    let secret = build::root_secret(owner, &Password::generate());
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(ApplyError::Apply {
+            kind: "Secret",
+            name: names::root_secret(&owner.name),
+            source,
+        }),
+    }
+}
+
 async fn apply_pdb(
     client: &kube::Client,
     namespace: &str,
@@ -338,6 +358,9 @@ pub async fn execute_step(
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(()),
             result => result.map(drop),
         },
+        Step::EnableAuth {
+            leader, password, ..
+        } => auth::enable_root(&connector.http(leader, timeout)?, leader, password).await,
     }
 }
 
@@ -372,7 +395,7 @@ mod tests {
     use axum::Router;
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
-    use axum::routing::{delete, post, put};
+    use axum::routing::{delete, get, post, put};
     use kvclient::{AddLearnerRequest, Membership, MembershipResponse};
 
     use super::*;
@@ -411,6 +434,34 @@ mod tests {
                     c.lock().expect("lock").push(format!("remove {id}"));
                     let body = r#"{"error":{"code":"not_found","message":"no member"}}"#;
                     (StatusCode::NOT_FOUND, body)
+                }),
+            )
+            .route(
+                "/v1/auth/status",
+                get(|State(c): State<Calls>| async move {
+                    let enabled = c.lock().expect("lock").iter().any(|l| l == "enable");
+                    format!(r#"{{"enabled":{enabled},"revision":1}}"#)
+                }),
+            )
+            .route(
+                "/v1/auth/users",
+                post(|State(c): State<Calls>, body: String| async move {
+                    let mut calls = c.lock().expect("lock");
+                    let again = calls.iter().any(|l| l.starts_with("user "));
+                    calls.push(format!("user {body}"));
+                    if again {
+                        let body = r#"{"error":{"code":"already_exists","message":"user root"}}"#;
+                        (StatusCode::CONFLICT, body)
+                    } else {
+                        (StatusCode::OK, "{}")
+                    }
+                }),
+            )
+            .route(
+                "/v1/auth/enable",
+                post(|State(c): State<Calls>| async move {
+                    c.lock().expect("lock").push("enable".into());
+                    r#"{"enabled":true,"revision":2}"#
                 }),
             )
             .with_state(calls.clone());
@@ -466,6 +517,52 @@ mod tests {
                 r#"voters {"voters":[10,11]}"#,
                 "remove 12",
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn enabling_auth_makes_root_then_turns_it_on_once() {
+        let (leader, calls) = fake_node().await;
+        let step = Step::EnableAuth {
+            leader,
+            pod: "kv-0".into(),
+            password: Password::new("pw".into()),
+        };
+        let plain = NodeConnector::default();
+        let timeout = Duration::from_secs(5);
+        execute_step(&step, &plain, timeout)
+            .await
+            .expect("enable auth");
+        // Again, as after a lost answer: the node says auth is on, nothing
+        // else is sent.
+        execute_step(&step, &plain, timeout).await.expect("repeat");
+        assert_eq!(
+            calls.lock().expect("lock").clone(),
+            [
+                r#"user {"name":"root","password":"pw","roles":["root"]}"#,
+                "enable"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_existing_root_user_is_not_an_error() {
+        let (leader, calls) = fake_node().await;
+        calls
+            .lock()
+            .expect("lock")
+            .push("user (made by hand)".into());
+        let step = Step::EnableAuth {
+            leader,
+            pod: "kv-0".into(),
+            password: Password::new("pw".into()),
+        };
+        execute_step(&step, &NodeConnector::default(), Duration::from_secs(5))
+            .await
+            .expect("409 already_exists is fine");
+        assert_eq!(
+            calls.lock().expect("lock").last().map(String::as_str),
+            Some("enable")
         );
     }
 }

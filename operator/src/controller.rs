@@ -191,6 +191,7 @@ async fn reconcile_cluster(
         &owner.namespace,
         &owner.name,
         plan::wanted_tls(&kvc.spec),
+        kvc.spec.auth.enabled,
         ctx.settings.node_timeout,
     )
     .await?;
@@ -242,6 +243,12 @@ async fn reconcile_cluster(
             ctx.publish(kvc, false, "IssuedCertificates", note, Related::None)
                 .await;
         }
+    }
+    if plan.create_root_secret && apply::create_root_secret(&ctx.client, &owner).await? {
+        info!(cluster = %owner.name, namespace = %owner.namespace, "created Secret with root's password");
+        let note = format!("created Secret {}", names::root_secret(&owner.name));
+        ctx.publish(kvc, false, "CreatedRootSecret", note, Related::None)
+            .await;
     }
     if let Some(objects) = &plan.objects {
         apply::apply_objects(&ctx.client, &owner.namespace, objects, ctx.pdb).await?;

@@ -84,6 +84,9 @@ pub struct KvClusterSpec {
     /// The NetworkPolicy `NAME` that guards the kvnode ports.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    /// Users and roles on the nodes, on by default.
+    #[serde(default)]
+    pub auth: AuthSpec,
     /// Stop all changes: no objects are updated and no membership step is
     /// taken until this is false again. Status keeps being reported.
     #[serde(default)]
@@ -184,6 +187,37 @@ impl Default for NetworkPolicySpec {
             client_from: Vec::new(),
         }
     }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Once the cluster is initialized the operator creates the user `root`
+    /// (password in Secret `NAME-root`) and turns auth on: every request
+    /// then needs a token or a client certificate naming a user. Turning it
+    /// off must be explicit; it needs TLS (the operator is `root` by its
+    /// client certificate). The operator never turns auth off again.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        AuthSpec { enabled: true }
+    }
+}
+
+/// Whether the nodes require authentication, as the leader reports it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AuthState {
+    /// Requests need a token or a client certificate.
+    Enabled,
+    /// Not yet: the operator turns it on once the cluster is initialized.
+    Pending,
+    /// Off, as `spec.auth.enabled: false` asks.
+    Disabled,
+    /// The nodes have no auth API (an older kvnode image).
+    Unsupported,
 }
 
 fn default_replicas() -> i32 {
@@ -383,6 +417,9 @@ pub struct KvClusterStatus {
     pub failure_tolerance: Option<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
+    /// Whether the nodes require authentication (`spec.auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthState>,
     /// `Available`, `Progressing` and `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

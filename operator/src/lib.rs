@@ -7,6 +7,7 @@
 //! [`crd`] the custom resource types.
 
 pub mod apply;
+pub mod auth;
 pub mod build;
 pub mod certs;
 pub mod cli;

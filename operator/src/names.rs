@@ -55,6 +55,16 @@ pub fn client_secret(cluster: &str) -> String {
     format!("{cluster}-operator-client")
 }
 
+/// Keys of the root Secret.
+pub const ROOT_USERNAME_KEY: &str = "username";
+pub const ROOT_PASSWORD_KEY: &str = "password";
+
+/// Secret with root's credentials (`username`, `password`), made once by
+/// the operator when `spec.auth` is on.
+pub fn root_secret(cluster: &str) -> String {
+    format!("{cluster}-root")
+}
+
 /// Key of a pod's certificate in the node Secret.
 pub fn pod_cert_key(pod: &str) -> String {
     format!("{pod}.crt")

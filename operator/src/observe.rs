@@ -14,11 +14,13 @@ use kube::api::{Api, ListParams};
 use kvclient::{ClientError, ClusterStatus};
 use tracing::debug;
 
+use crate::auth::{self, NodeAuth, Password};
 use crate::build::TlsMode;
 use crate::certs::{CertPair, KeyPem};
 use crate::crd::StorageSpec;
 use crate::names::{
-    self, CA_CERT_KEY, CA_KEY_KEY, CLIENT_PORT, DATA_VOLUME, TLS_CERT_KEY, TLS_KEY_KEY,
+    self, CA_CERT_KEY, CA_KEY_KEY, CLIENT_PORT, DATA_VOLUME, ROOT_PASSWORD_KEY, TLS_CERT_KEY,
+    TLS_KEY_KEY,
 };
 
 /// Which PodDisruptionBudget API the server offers (found by discovery).
@@ -45,6 +47,9 @@ pub struct Observed {
     /// whose certificate layout it mounts.
     pub statefulset_tls: Option<TlsMode>,
     pub tls: ObservedTls,
+    /// root's password from Secret `NAME-root`; only read when
+    /// `spec.auth` is on.
+    pub root_password: Option<Password>,
 }
 
 /// The TLS Secrets of a cluster as they are. Keys are [`KeyPem`]s, so this
@@ -88,6 +93,8 @@ pub enum NodeView {
     Serving {
         endpoint: String,
         status: Box<ClusterStatus>,
+        /// `GET /v1/auth/status`.
+        auth: NodeAuth,
     },
 }
 
@@ -96,6 +103,13 @@ impl ObservedPod {
         match &self.node {
             NodeView::Serving { status, .. } => Some(status),
             _ => None,
+        }
+    }
+
+    pub fn auth(&self) -> &NodeAuth {
+        match &self.node {
+            NodeView::Serving { auth, .. } => auth,
+            _ => &NodeAuth::Unknown,
         }
     }
 
@@ -163,6 +177,13 @@ impl NodeConnector {
         endpoint: &str,
         timeout: Duration,
     ) -> Result<kvclient::Client, ClientError> {
+        let http = self.http(endpoint, timeout)?;
+        Ok(kvclient::Client::with_http(&[endpoint], http)?.single_shot())
+    }
+
+    /// The HTTP client under [`NodeConnector::client`], for calls kvclient
+    /// does not make.
+    pub fn http(&self, endpoint: &str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
         let transport = |source| ClientError::Transport {
             endpoint: endpoint.to_owned(),
             source,
@@ -183,8 +204,7 @@ impl NodeConnector {
                 builder = builder.resolve(host, *addr);
             }
         }
-        let http = builder.build().map_err(transport)?;
-        Ok(kvclient::Client::with_http(&[endpoint], http)?.single_shot())
+        builder.build().map_err(transport)
     }
 }
 
@@ -197,6 +217,7 @@ pub async fn observe(
     namespace: &str,
     name: &str,
     mode: TlsMode,
+    auth_wanted: bool,
     node_timeout: Duration,
 ) -> Result<(Observed, NodeConnector), ObserveError> {
     let kube_err = |what| move |source| ObserveError::Kube { what, source };
@@ -230,7 +251,17 @@ pub async fn observe(
             observe_pod(namespace, name, pod, running, &connector, node_timeout)
         }))
         .await;
+    let root_password = if auth_wanted {
+        let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+            .get_opt(&names::root_secret(name))
+            .await
+            .map_err(kube_err("secrets"))?;
+        secret_text(secret.as_ref(), ROOT_PASSWORD_KEY).map(Password::new)
+    } else {
+        None
+    };
     let mut observed = Observed {
+        root_password,
         statefulset_tls,
         tls,
         statefulset_storage: statefulset.as_ref().and_then(data_volume_template),
@@ -445,8 +476,13 @@ fn tls_endpoint(host: &str) -> String {
 }
 
 async fn probe_node(endpoint: String, connector: &NodeConnector, timeout: Duration) -> NodeView {
-    let client = match connector.client(&endpoint, timeout) {
-        Ok(client) => client,
+    let (client, http) = match connector.http(&endpoint, timeout).and_then(|http| {
+        Ok((
+            kvclient::Client::with_http(&[&endpoint], http.clone())?,
+            http,
+        ))
+    }) {
+        Ok((client, http)) => (client.single_shot(), http),
         Err(e) => {
             return NodeView::Unreachable {
                 endpoint,
@@ -455,10 +491,15 @@ async fn probe_node(endpoint: String, connector: &NodeConnector, timeout: Durati
         }
     };
     match client.status().await {
-        Ok(status) => NodeView::Serving {
-            endpoint,
-            status: Box::new(status),
-        },
+        Ok(status) => {
+            // Asked whatever the spec says: status reports what the nodes do.
+            let auth = auth::node_auth(&http, &endpoint).await;
+            NodeView::Serving {
+                endpoint,
+                status: Box::new(status),
+                auth,
+            }
+        }
         Err(e) => {
             debug!(%endpoint, error = %e, "node status unavailable");
             NodeView::Unreachable {

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+pub mod auth;
 pub mod certs;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -21,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kvclient::{AddLearnerRequest, ClusterStatus, NodeId, Role};
 
+use crate::auth::Password;
 use crate::build::{self, OperatorPeer, Owner, StatefulSetParams, TlsMode};
 use crate::crd::{
     KvClusterSpec, KvClusterStatus, MAX_REPLICAS, MemberRole, MemberStatus, Phase, RetentionPolicy,
@@ -71,6 +73,8 @@ pub struct Plan {
     /// written before the objects (so a pod's certificate exists before
     /// the StatefulSet grows to it). `None` when nothing is applied.
     pub certificates: Option<CertPlan>,
+    /// Create Secret `NAME-root` with a new password (`spec.auth`).
+    pub create_root_secret: bool,
     pub status: KvClusterStatus,
     /// Events to publish besides the one for the step.
     pub notices: Vec<Notice>,
@@ -129,6 +133,14 @@ pub enum Step {
         id: NodeId,
         why: Removal,
     },
+    /// Make the user root (role root) with root's password and turn auth
+    /// on (`spec.auth`). Not a membership change, but the same kind of
+    /// idempotent call through the leader.
+    EnableAuth {
+        leader: String,
+        pod: String,
+        password: Password,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +159,8 @@ impl Step {
             | Step::AddLearner { pod, .. }
             | Step::Promote { pod, .. }
             | Step::Demote { pod, .. }
-            | Step::Remove { pod, .. } => pod,
+            | Step::Remove { pod, .. }
+            | Step::EnableAuth { pod, .. } => pod,
             Step::TransferLeadership { from_pod, .. } => from_pod,
         }
     }
@@ -160,6 +173,7 @@ impl Step {
             Step::Promote { .. } => "PromoteVoter",
             Step::TransferLeadership { .. } => "TransferLeadership",
             Step::Demote { .. } => "DemoteVoter",
+            Step::EnableAuth { .. } => "EnableAuth",
             Step::Remove {
                 why: Removal::ScaleDown,
                 ..
@@ -190,6 +204,9 @@ impl fmt::Display for Step {
                 "transfer leadership from {from_pod} to {to_pod} (id {to})"
             ),
             Step::Demote { pod, id, .. } => write!(f, "remove {pod} (id {id}) from the voters"),
+            Step::EnableAuth { pod, .. } => {
+                write!(f, "create the user root and turn auth on via {pod}")
+            }
             Step::Remove {
                 pod,
                 id,
@@ -421,14 +438,29 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
     if !input.spec.paused && tls_trouble.is_some() {
         decision.trouble = tls_trouble;
     }
+    let valid = !input.spec.paused && validate(input.spec).is_ok();
+    let auth = auth::plan_auth(
+        input.spec,
+        input.observed,
+        tls,
+        view.leader.filter(|_| view.cluster_id.is_some()),
+    );
+    if valid && decision.hold.is_none() {
+        // Before any membership step: no member is added to an open cluster.
+        if let Some(step) = auth.step.clone() {
+            decision.step = Some(step);
+        }
+        if decision.trouble.is_none() {
+            decision.trouble = auth.trouble.clone();
+        }
+    }
 
     let delete_pvcs = if input.spec.paused || decision.hold.is_some() {
         Vec::new()
     } else {
         pvcs_to_delete(&view, input)
     };
-    let objects = (!input.spec.paused && validate(input.spec).is_ok())
-        .then(|| desired(input, config, replicas, tls));
+    let objects = valid.then(|| desired(input, config, replicas, tls));
     let certificates = objects
         .as_ref()
         .filter(|o| o.tls == TlsMode::Operator)
@@ -443,7 +475,8 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
             })
         });
     let notices = notices(input, &decision);
-    let status = status(input, &view, &decision, &caught_up, replicas);
+    let mut status = status(input, &view, &decision, &caught_up, replicas);
+    status.auth = auth.state;
     let converged = status.phase == Some(Phase::Running) && decision.step.is_none();
     let requeue_after = decision
         .requeue
@@ -457,6 +490,7 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
         step: decision.step,
         delete_pvcs,
         certificates,
+        create_root_secret: valid && auth.create_secret,
         status,
         notices,
         requeue_after,
@@ -562,6 +596,12 @@ fn validate(spec: &KvClusterSpec) -> Result<(), String> {
     let tls = &spec.tls;
     if tls.enabled && tls.issuer == TlsIssuer::CertManager && tls.cert_manager.is_none() {
         return Err("tls.issuer certManager needs tls.certManager.issuerRef".into());
+    }
+    if spec.auth.enabled && !tls.enabled {
+        return Err(
+            "auth.enabled needs tls.enabled: the operator is root on the nodes by its client              certificate; set auth.enabled: false for a cluster without TLS"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -1213,6 +1253,7 @@ fn status(
             i32::try_from(tolerance).unwrap_or(0)
         }),
         members,
+        auth: None,
         conditions,
         observed_generation: input.generation,
     }

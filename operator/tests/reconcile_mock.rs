@@ -177,6 +177,15 @@ async fn new_cluster_is_created_and_its_status_written() {
         )
         .await;
         assert!(query.contains(selector), "{query}");
+        // spec.auth is on by default: root's Secret, by name.
+        expect(
+            h,
+            Method::GET,
+            "/api/v1/namespaces/db/secrets/kv-root",
+            StatusCode::NOT_FOUND,
+            not_found("kv-root"),
+        )
+        .await;
 
         // Certificates before anything that starts a pod: CA, node
         // certificates (pod 0's among them), the operator's client.
@@ -235,6 +244,32 @@ async fn new_cluster_is_created_and_its_status_written() {
             !event.to_string().contains("PRIVATE KEY"),
             "no key in events"
         );
+
+        // Created (never applied: an existing password must stay), owned,
+        // with a generated password that no event repeats.
+        let (_, root) = expect(
+            h,
+            Method::POST,
+            "/api/v1/namespaces/db/secrets",
+            StatusCode::CREATED,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(root["metadata"]["name"], "kv-root");
+        assert_eq!(root["metadata"]["ownerReferences"][0]["kind"], "KvCluster");
+        assert_eq!(root["data"]["username"], "cm9vdA==", "base64 of root");
+        let password = root["data"]["password"].as_str().unwrap_or_default();
+        assert_eq!(password.len(), 44, "32 characters, base64: {password}");
+        let (_, event) = expect(
+            h,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/db/events",
+            StatusCode::OK,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(event["reason"], "CreatedRootSecret");
+        assert!(!event.to_string().contains(password));
 
         let (_, peer) = expect(
             h,

@@ -13,7 +13,7 @@ mod statefulset;
 pub use certificate::{CERTIFICATE_API_VERSION, client_certificate, node_certificate};
 pub use network_policy::{OperatorPeer, network_policy};
 pub use pdb::pod_disruption_budget;
-pub use secrets::{ca_secret, client_secret, node_secret};
+pub use secrets::{ca_secret, client_secret, node_secret, root_secret};
 pub use services::{client_service, peer_service};
 pub use statefulset::{StatefulSetParams, statefulset};
 

@@ -8,8 +8,13 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::Owner;
+use kvclient::ROOT;
+
+use crate::auth::Password;
 use crate::certs::{CertPair, TlsMaterial};
-use crate::names::{self, CA_CERT_KEY, CA_KEY_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
+use crate::names::{
+    self, CA_CERT_KEY, CA_KEY_KEY, ROOT_PASSWORD_KEY, ROOT_USERNAME_KEY, TLS_CERT_KEY, TLS_KEY_KEY,
+};
 
 fn secret(owner: &Owner, name: String, type_: &str, data: BTreeMap<String, String>) -> Secret {
     Secret {
@@ -22,6 +27,21 @@ fn secret(owner: &Owner, name: String, type_: &str, data: BTreeMap<String, Strin
         ),
         ..Secret::default()
     }
+}
+
+/// `NAME-root`: root's user name and password (`spec.auth`), for people
+/// and programs that authenticate with a password; created once, never
+/// rewritten (the nodes keep the password it was made with).
+pub fn root_secret(owner: &Owner, password: &Password) -> Secret {
+    secret(
+        owner,
+        names::root_secret(&owner.name),
+        "Opaque",
+        BTreeMap::from([
+            (ROOT_USERNAME_KEY.to_owned(), ROOT.to_owned()),
+            (ROOT_PASSWORD_KEY.to_owned(), password.expose().to_owned()),
+        ]),
+    )
 }
 
 /// `NAME-ca`: the cluster CA and its key. Only the operator reads it.

@@ -15,6 +15,9 @@ use crate::build::fixtures;
 use crate::crd::StorageSpec;
 use crate::observe::{NodeView, ObservedPvc, ObservedTls};
 
+/// Operator-managed auth, on the same simulated cluster.
+mod auth;
+
 const STABILIZATION: Duration = Duration::from_secs(10);
 const MAX_LAG: u64 = 100;
 /// Simulated time between two reconciles.
@@ -80,9 +83,15 @@ struct World {
     raft: Option<Raft>,
     lag: BTreeMap<NodeId, u64>,
     now: i64,
+    /// The nodes require authentication (auth is cluster state in raft).
+    auth_enabled: bool,
+    /// Secret `kv-root`'s password.
+    root_password: Option<Password>,
 }
 
 impl World {
+    /// Auth is already on, so the membership tests see membership steps only
+    /// (`auth_tests.rs` starts from auth off).
     fn empty() -> World {
         World {
             statefulset: None,
@@ -92,6 +101,8 @@ impl World {
             raft: None,
             lag: BTreeMap::new(),
             now: 0,
+            auth_enabled: true,
+            root_password: Some(Password::new("sim-root-password".into())),
         }
     }
 
@@ -226,6 +237,10 @@ impl World {
                     NodeView::Serving {
                         endpoint: endpoint(ordinal),
                         status: Box::new(status),
+                        auth: crate::auth::NodeAuth::Known(kvclient::AuthStatus {
+                            enabled: self.auth_enabled && joined.is_some(),
+                            revision: 1,
+                        }),
                     }
                 };
                 let member = joined
@@ -244,6 +259,7 @@ impl World {
             statefulset_storage: None,
             statefulset_tls: None,
             tls: ObservedTls::default(),
+            root_password: self.root_password.clone(),
             pods,
             pvcs: self
                 .volumes
@@ -279,7 +295,8 @@ impl World {
                 | Step::Promote { leader, .. }
                 | Step::TransferLeadership { leader, .. }
                 | Step::Demote { leader, .. }
-                | Step::Remove { leader, .. } => leader.clone(),
+                | Step::Remove { leader, .. }
+                | Step::EnableAuth { leader, .. } => leader.clone(),
                 Step::Initialize { .. } => unreachable!(),
             };
             assert_eq!(via, self.leader_endpoint(), "{step}: sent to a non-leader");
@@ -343,6 +360,15 @@ impl World {
                 raft.voters.retain(|v| v != id);
                 raft.learners.retain(|v| v != id);
             }
+            Step::EnableAuth { password, .. } => {
+                assert!(self.raft.is_some(), "auth turned on before initialization");
+                assert_eq!(
+                    Some(password),
+                    self.root_password.as_ref(),
+                    "root made with a password other than the Secret's"
+                );
+                self.auth_enabled = true;
+            }
         }
         // The new voter set must keep a healthy quorum whenever the old did.
         if let (Some(before), Some(raft)) = (before, self.raft.as_ref()) {
@@ -357,8 +383,12 @@ impl World {
         }
     }
 
-    /// The StatefulSet size and PVC deletions of a plan.
+    /// The StatefulSet size and PVC deletions of a plan, and the root
+    /// Secret (a create: an existing one is kept).
     fn apply_objects(&mut self, plan: &Plan) {
+        if plan.create_root_secret && self.root_password.is_none() {
+            self.root_password = Some(Password::new(format!("generated at {}", self.now)));
+        }
         if let Some(objects) = &plan.objects {
             let replicas = objects
                 .statefulset
@@ -466,6 +496,7 @@ fn summary(step: Option<&Step>) -> String {
             why: Removal::LostVolume,
             ..
         }) => format!("remove-lost {pod}#{id}"),
+        Some(Step::EnableAuth { pod, .. }) => format!("enable-auth {pod}"),
     }
 }
 

@@ -85,7 +85,7 @@ fn an_initialized_cluster_keeps_the_tls_mode_it_runs() {
 
     // Acknowledged in the spec: healthy again.
     let plan = run(
-        json!({"tls": {"enabled": false}}),
+        json!({"tls": {"enabled": false}, "auth": {"enabled": false}}),
         &observed,
         &initialized(),
     );
