@@ -72,8 +72,9 @@ nothing more. The same rules go into a ClusterRole (all namespaces) or a Role
   except the NetworkPolicy once a cluster turns it off.
 - statefulsets: get (observe), list/watch (owned objects trigger reconciles);
   services: list/watch only.
-- secrets: get the cluster's own CA, node and client certificate Secrets by
-  name. No list and no watch: those would read every Secret in scope.
+- secrets: get the cluster's own CA, node and client certificate Secrets and
+  root's password Secret (NAME-root, created once) by name. No list and no
+  watch: those would read every Secret in scope.
 - pods: list/watch only; the operator finds node endpoints and readiness, it
   never deletes pods.
 - persistentvolumeclaims: list, and delete on scale-down or deletion when

@@ -132,6 +132,8 @@ pub struct KvcStatus {
     #[serde(default)]
     pub conditions: Vec<Condition>,
     pub observed_generation: Option<i64>,
+    /// `Enabled`, `Pending`, `Disabled`, `Unsupported` (spec.auth).
+    pub auth: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Resource as _, ResourceExt};
-use kvclient::{Consistency, Role};
+use kvclient::{Consistency, ErrorCode, Role};
 use raftkv_e2e::kv::{self, WriteStream};
 use raftkv_e2e::kvc;
 use raftkv_e2e::monitor::MembershipMonitor;
@@ -1198,6 +1198,107 @@ async fn certificate_renewal_under_writes_fails_no_request() -> anyhow::Result<(
         anyhow::ensure!(!ok, "kvctl without --cacert succeeded: {out}");
         s.log(format_args!("kvctl via {endpoint} with the kv-operator-client Secret: put, get, status"));
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    })
+    .await
+}
+
+/// `spec.auth` is on by default: the operator makes root (password in
+/// Secret `kv-root`) and turns auth on. Then a request without credentials
+/// is 401, a user without the root role may not change the membership
+/// (403), and root may, by token through the API server's proxy
+/// (`x-raftkv-token`) or by the operator's client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_is_on_and_refuses_strangers() -> anyhow::Result<()> {
+    Scenario::run("auth", async |s| {
+        let t0 = Instant::now();
+        kvc::create(s, &kvc::example()?, FORM).await?;
+        s.wait("status.auth Enabled", CHANGE, async || {
+            let (_, st) = kvc::status(s, "kv").await?;
+            match st.auth.as_deref() {
+                Some("Enabled") => Ok(()),
+                other => Err(format!("auth {other:?}; {}", st.describe())),
+            }
+        })
+        .await?;
+        s.record("MEASURED apply -> auth Enabled", t0.elapsed());
+        let root = s.kv.creds().secret(&creds::root_secret("kv")).await.map_err(anyhow::Error::msg)?;
+        let text = |k: &str| String::from_utf8_lossy(root.get(k).map(Vec::as_slice).unwrap_or_default()).into_owned();
+        anyhow::ensure!(text("username") == "root", "kv-root username {:?}", text("username"));
+        let password = text("password");
+        anyhow::ensure!(
+            password.len() == 32 && password.chars().all(|c| c.is_ascii_alphanumeric()),
+            "kv-root password is not 32 letters and digits"
+        );
+
+        let service = Target::service("kv");
+        let anonymous = |method: http::Method, path: &'static str, body: &'static str| {
+            s.kv.call(&service, method, path, body.as_bytes().to_vec(), kv::Auth::Anonymous)
+        };
+        let refused = |what: &str, r: Result<bytes::Bytes, kv::KvError>, status: u16, code: ErrorCode| match r {
+            Err(e) if e.status == Some(status) && e.code == Some(code) => {
+                s.log(format_args!("{what}: refused as expected ({})", e.message));
+                Ok(())
+            }
+            other => Err(anyhow::anyhow!("{what}: want {status} {code:?}, got {other:?}")),
+        };
+        refused("anonymous PUT", anonymous(http::Method::PUT, "/v1/kv/open", "x").await, 401, ErrorCode::Unauthenticated)?;
+        refused("anonymous GET", anonymous(http::Method::GET, "/v1/kv/open", "").await, 401, ErrorCode::Unauthenticated)?;
+        let learner = r#"{"id":4242,"name":"intruder","peer_url":"https://intruder:7380","client_url":"https://intruder:7379"}"#;
+        refused(
+            "anonymous add-learner",
+            anonymous(http::Method::POST, "/v1/cluster/learners", learner).await,
+            401,
+            ErrorCode::Unauthenticated,
+        )?;
+        let health = anonymous(http::Method::GET, "/readyz", "").await;
+        anyhow::ensure!(health.is_ok(), "/readyz must stay open: {health:?}");
+
+        // A user without the root role: may authenticate, may not touch
+        // the membership.
+        let user = r#"{"name":"alice","password":"alice-password-1","roles":[]}"#;
+        s.kv.call(&service, http::Method::POST, "/v1/auth/users", user.as_bytes().to_vec(), kv::Auth::Root).await?;
+        let alice = s.kv.authenticate(&service, "alice", "alice-password-1").await?;
+        refused(
+            "alice's add-learner",
+            s.kv.call(&service, http::Method::POST, "/v1/cluster/learners", learner.as_bytes().to_vec(), kv::Auth::Token(alice))
+                .await,
+            403,
+            ErrorCode::PermissionDenied,
+        )?;
+        let bad = s.kv.authenticate(&service, "root", "not-the-password").await;
+        anyhow::ensure!(
+            bad.as_ref().is_err_and(|e| e.status == Some(401)),
+            "a wrong password: {bad:?}"
+        );
+
+        // root, as the harness is: writes and reads work, membership is
+        // intact.
+        let keys = write_keys(s, "kv", "auth", 100).await?;
+        check_keys(s, "kv", &keys).await?;
+        let c = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
+        anyhow::ensure!(!c.ids.values().any(|id| *id == 4242), "the intruder joined: {:?}", c.ids);
+
+        // kvctl on a pod IP: without a client certificate it is a stranger.
+        let ip = pod_ip(s, "kv-0").await?;
+        if tls::reachable(std::net::SocketAddr::new(ip, kv::CLIENT_PORT)).await {
+            let dir = std::env::temp_dir().join(format!("{}-kvctl", s.namespace));
+            std::fs::create_dir_all(&dir)?;
+            let data = s.kv.creds().secret(&creds::client_secret("kv")).await.map_err(anyhow::Error::msg)?;
+            for key in ["ca.crt", "tls.crt", "tls.key"] {
+                std::fs::write(dir.join(key), data.get(key).cloned().unwrap_or_default())?;
+            }
+            let relay = tls::Relay::start(std::net::SocketAddr::new(ip, kv::CLIENT_PORT)).await?;
+            let endpoint = format!("https://localhost:{}", relay.port);
+            let ca = dir.join("ca.crt").display().to_string();
+            let (cert, key) = (dir.join("tls.crt").display().to_string(), dir.join("tls.key").display().to_string());
+            let (ok, out) = kvctl(&["--endpoints", &endpoint, "--cacert", &ca, "get", "auth-000000"]).await?;
+            anyhow::ensure!(!ok, "kvctl without credentials read a key: {out}");
+            let (ok, out) =
+                kvctl(&["--endpoints", &endpoint, "--cacert", &ca, "--cert", &cert, "--key", &key, "get", "auth-000000"]).await?;
+            anyhow::ensure!(ok, "kvctl with the root client certificate: {out}");
+            std::fs::remove_dir_all(&dir)?;
+        }
         Ok(())
     })
     .await
