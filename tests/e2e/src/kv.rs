@@ -537,6 +537,16 @@ impl Kv {
         target: &Target,
         identity: bool,
     ) -> Result<(reqwest::Client, Vec<String>), KvError> {
+        self.direct_http_port(target, identity, CLIENT_PORT).await
+    }
+
+    /// [`Kv::direct_http`] for another port of the pods (the raft port).
+    pub async fn direct_http_port(
+        &self,
+        target: &Target,
+        identity: bool,
+        port: u16,
+    ) -> Result<(reqwest::Client, Vec<String>), KvError> {
         let cluster = creds::cluster_of(target);
         let tls = self
             .creds
@@ -567,13 +577,13 @@ impl Kv {
             }
             for (pod, ip) in &pods {
                 let host = format!("{pod}.{cluster}-peer");
-                builder = builder.resolve(&host, SocketAddr::new(*ip, CLIENT_PORT));
-                endpoints.push(format!("https://{host}:{CLIENT_PORT}"));
+                builder = builder.resolve(&host, SocketAddr::new(*ip, port));
+                endpoints.push(format!("https://{host}:{port}"));
             }
         } else {
             endpoints.extend(
                 pods.iter()
-                    .map(|(_, ip)| format!("http://{}", SocketAddr::new(*ip, CLIENT_PORT))),
+                    .map(|(_, ip)| format!("http://{}", SocketAddr::new(*ip, port))),
             );
         }
         Ok((builder.build().map_err(transport)?, endpoints))

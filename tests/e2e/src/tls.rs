@@ -26,13 +26,23 @@ pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
         .filter(|der| !der.is_empty())
 }
 
-/// The leaf certificate (DER) a new TLS connection to `pod`'s client port
-/// is served, verified against the cluster CA for the pod's name.
-pub async fn served_certificate(kv: &Kv, pod: &str) -> Result<Vec<u8>, String> {
+/// kvnode's raft port.
+pub const PEER_PORT: u16 = 7380;
+
+/// The leaf certificate (DER) a new TLS connection to `pod`'s `port` is
+/// served, verified against the cluster CA for the pod's name. The raft
+/// port wants a client certificate of the CA: `identity` presents the
+/// operator's.
+pub async fn served_certificate(
+    kv: &Kv,
+    pod: &str,
+    port: u16,
+    identity: bool,
+) -> Result<Vec<u8>, String> {
     let target = Target::pod(pod);
     // A new client per call: a new connection, so a new handshake.
     let (http, endpoints) = kv
-        .direct_http(&target, false)
+        .direct_http_port(&target, identity, port)
         .await
         .map_err(|e| e.to_string())?;
     let endpoint = endpoints.first().ok_or("no endpoint")?;

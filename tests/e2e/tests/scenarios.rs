@@ -1082,8 +1082,14 @@ async fn certificate_renewal_under_writes_fails_no_request() -> anyhow::Result<(
         for pod in &pods {
             let stored = secret_certificate(s, "kv", pod).await.map_err(anyhow::Error::msg)?;
             if direct {
-                let served = tls::served_certificate(&s.kv, pod).await.map_err(anyhow::Error::msg)?;
+                let served = tls::served_certificate(&s.kv, pod, kv::CLIENT_PORT, false)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
                 anyhow::ensure!(served == stored, "{pod} serves a certificate other than its Secret's");
+                let peer = tls::served_certificate(&s.kv, pod, tls::PEER_PORT, true)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                anyhow::ensure!(peer == stored, "{pod}'s raft port serves another certificate");
             }
             before.insert(pod.clone(), stored);
         }
@@ -1116,10 +1122,12 @@ async fn certificate_renewal_under_writes_fails_no_request() -> anyhow::Result<(
                 let mut stale = Vec::new();
                 for pod in &pods {
                     let stored = secret_certificate(s, "kv", pod).await?;
-                    match tls::served_certificate(&s.kv, pod).await {
-                        Ok(served) if served == stored => {}
-                        Ok(_) => stale.push(format!("{pod}: old certificate")),
-                        Err(e) => stale.push(format!("{pod}: {e}")),
+                    for (port, identity) in [(kv::CLIENT_PORT, false), (tls::PEER_PORT, true)] {
+                        match tls::served_certificate(&s.kv, pod, port, identity).await {
+                            Ok(served) if served == stored => {}
+                            Ok(_) => stale.push(format!("{pod}:{port}: old certificate")),
+                            Err(e) => stale.push(format!("{pod}:{port}: {e}")),
+                        }
                     }
                 }
                 if stale.is_empty() { Ok(()) } else { Err(stale.join("; ")) }
