@@ -200,9 +200,13 @@ pub async fn apply_tls_secrets(
 /// Creates `NAME-root` with a new password unless it exists: a create, not
 /// an apply, so a password the nodes already hold is never replaced (a
 /// Secret made meanwhile by another round answers 409, which is fine).
-pub async fn create_root_secret(client: &kube::Client, owner: &Owner) -> Result<bool, ApplyError> {
+pub async fn create_root_secret(
+    client: &kube::Client,
+    owner: &Owner,
+    owned: bool,
+) -> Result<bool, ApplyError> {
     let api = Api::<Secret>::namespaced(client.clone(), &owner.namespace);
-    let secret = build::root_secret(owner, &Password::generate());
+    let secret = build::root_secret(owner, &Password::generate(), owned);
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),

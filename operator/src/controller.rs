@@ -244,7 +244,8 @@ async fn reconcile_cluster(
                 .await;
         }
     }
-    if plan.create_root_secret && apply::create_root_secret(&ctx.client, &owner).await? {
+    let owned = kvc.spec.pvc_retention_policy.when_deleted == RetentionPolicy::Delete;
+    if plan.create_root_secret && apply::create_root_secret(&ctx.client, &owner, owned).await? {
         info!(cluster = %owner.name, namespace = %owner.namespace, "created Secret with root's password");
         let note = format!("created Secret {}", names::root_secret(&owner.name));
         ctx.publish(kvc, false, "CreatedRootSecret", note, Related::None)

@@ -245,8 +245,9 @@ async fn new_cluster_is_created_and_its_status_written() {
             "no key in events"
         );
 
-        // Created (never applied: an existing password must stay), owned,
-        // with a generated password that no event repeats.
+        // Created (never applied: an existing password must stay), with a
+        // generated password that no event repeats. Not owned: the default
+        // whenDeleted: Retain keeps the volumes, which keep this password.
         let (_, root) = expect(
             h,
             Method::POST,
@@ -256,7 +257,7 @@ async fn new_cluster_is_created_and_its_status_written() {
         )
         .await;
         assert_eq!(root["metadata"]["name"], "kv-root");
-        assert_eq!(root["metadata"]["ownerReferences"][0]["kind"], "KvCluster");
+        assert_eq!(root["metadata"]["ownerReferences"], Value::Null);
         assert_eq!(root["data"]["username"], "cm9vdA==", "base64 of root");
         let password = root["data"]["password"].as_str().unwrap_or_default();
         assert_eq!(password.len(), 44, "32 characters, base64: {password}");

@@ -32,8 +32,13 @@ fn secret(owner: &Owner, name: String, type_: &str, data: BTreeMap<String, Strin
 /// `NAME-root`: root's user name and password (`spec.auth`), for people
 /// and programs that authenticate with a password; created once, never
 /// rewritten (the nodes keep the password it was made with).
-pub fn root_secret(owner: &Owner, password: &Password) -> Secret {
-    secret(
+///
+/// Owned by the KvCluster unless its volumes outlive it
+/// (`whenDeleted: Retain`): the retained data still answers to this
+/// password, and a KvCluster re-created on those volumes must find it
+/// instead of making a new one the nodes do not know.
+pub fn root_secret(owner: &Owner, password: &Password, owned: bool) -> Secret {
+    let mut secret = secret(
         owner,
         names::root_secret(&owner.name),
         "Opaque",
@@ -41,7 +46,11 @@ pub fn root_secret(owner: &Owner, password: &Password) -> Secret {
             (ROOT_USERNAME_KEY.to_owned(), ROOT.to_owned()),
             (ROOT_PASSWORD_KEY.to_owned(), password.expose().to_owned()),
         ]),
-    )
+    );
+    if !owned {
+        secret.metadata.owner_references = None;
+    }
+    secret
 }
 
 /// `NAME-ca`: the cluster CA and its key. Only the operator reads it.
@@ -143,5 +152,29 @@ mod tests {
         for s in [&nodes, &ca, &client] {
             assert_eq!(s.metadata.owner_references.as_ref().map(Vec::len), Some(1));
         }
+    }
+
+    #[test]
+    fn the_root_secret_is_owned_only_when_the_volumes_go_with_the_cluster() {
+        let owner = Owner::of(&kvc(json!({}))).expect("identity");
+        let password = Password::new("pw".into());
+        let owned = root_secret(&owner, &password, true);
+        assert_eq!(owned.metadata.name.as_deref(), Some("kv-root"));
+        assert_eq!(keys(&owned), ["password", "username"]);
+        assert_eq!(
+            owned
+                .data
+                .as_ref()
+                .and_then(|d| d.get("username"))
+                .map(|b| b.0.clone()),
+            Some(b"root".to_vec())
+        );
+        assert_eq!(
+            owned.metadata.owner_references.as_ref().map(Vec::len),
+            Some(1)
+        );
+        let kept = root_secret(&owner, &password, false);
+        assert_eq!(kept.metadata.owner_references, None);
+        assert_eq!(kept.metadata.labels, owned.metadata.labels);
     }
 }
