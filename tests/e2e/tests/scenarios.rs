@@ -970,6 +970,16 @@ async fn deleting_the_kvcluster_removes_what_it_owned() -> anyhow::Result<()> {
         )
         .await?;
 
+        // root's password stays with the volumes that hold it.
+        let root = s
+            .api::<k8s_openapi::api::core::v1::Secret>()
+            .get_opt(&creds::root_secret("kv"))
+            .await?;
+        anyhow::ensure!(
+            root.is_some(),
+            "kv-root went with the KvCluster, its volumes stay"
+        );
+
         // Retained volumes are the cluster: the same KvCluster again finds it.
         let t1 = Instant::now();
         let again = kvc::create(s, &kv_manifest, FORM).await?;
