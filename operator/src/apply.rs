@@ -364,7 +364,7 @@ pub async fn execute_step(
         },
         Step::EnableAuth {
             leader, password, ..
-        } => auth::enable_root(&connector.http(leader, timeout)?, leader, password).await,
+        } => auth::enable_root(&node(leader)?, password).await,
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use kvclient::{AuthStatus, ClientError, ErrorBody, ErrorCode, ROOT, UserAddRequest};
+use kvclient::{AuthStatus, ClientError, ErrorCode, ROOT, UserAddRequest};
 use rand::Rng as _;
 
 /// Characters of a generated password: letters and digits, so it survives
@@ -58,23 +58,11 @@ pub enum NodeAuth {
 }
 
 /// Makes the user root (holding the role root) with `password` and turns
-/// auth on, through `endpoint` (the leader; followers forward). Each call
-/// is idempotent, so a repeat after a crash or a lost answer is harmless.
-pub async fn enable_root(
-    http: &reqwest::Client,
-    endpoint: &str,
-    password: &Password,
-) -> Result<(), ClientError> {
-    let status: AuthStatus = call(
-        http,
-        endpoint,
-        reqwest::Method::GET,
-        "/v1/auth/status",
-        None,
-    )
-    .await
-    .and_then(|body| decode(endpoint, &body))?;
-    if status.enabled {
+/// auth on, through `node` (a client for the leader; followers forward).
+/// Each call is idempotent, so a repeat after a crash or a lost answer is
+/// harmless.
+pub async fn enable_root(node: &kvclient::Client, password: &Password) -> Result<(), ClientError> {
+    if node.auth_status().await?.enabled {
         return Ok(());
     }
     let user = UserAddRequest {
@@ -82,88 +70,19 @@ pub async fn enable_root(
         password: Some(password.expose().to_owned()),
         roles: vec![ROOT.into()],
     };
-    let body = serde_json::to_value(&user).unwrap_or_default();
-    match call(
-        http,
-        endpoint,
-        reqwest::Method::POST,
-        "/v1/auth/users",
-        Some(body),
-    )
-    .await
-    {
+    match node.user_add(&user).await {
         // Made by an earlier attempt (or by hand): enabling checks that
         // root holds the role root.
         Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {}
         other => drop(other?),
     }
-    call(
-        http,
-        endpoint,
-        reqwest::Method::POST,
-        "/v1/auth/enable",
-        Some(serde_json::json!({})),
-    )
-    .await
-    .map(drop)
-}
-
-/// One request; the body of a 2xx, kvnode's error otherwise.
-async fn call(
-    http: &reqwest::Client,
-    endpoint: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<bytes::Bytes, ClientError> {
-    let transport = |source| ClientError::Transport {
-        endpoint: endpoint.to_owned(),
-        source,
-    };
-    let mut request = http.request(method, format!("{endpoint}{path}"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.map_err(transport)?;
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.map_err(transport)?;
-    if (200..300).contains(&status) {
-        return Ok(bytes);
-    }
-    Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(ErrorBody { error }) => ClientError::Api {
-            endpoint: endpoint.to_owned(),
-            status,
-            error,
-        },
-        Err(_) => ClientError::Unexpected {
-            endpoint: endpoint.to_owned(),
-            status,
-            body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-        },
-    })
-}
-
-fn decode<T: serde::de::DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, ClientError> {
-    serde_json::from_slice(body).map_err(|e| ClientError::Unexpected {
-        endpoint: endpoint.to_owned(),
-        status: 200,
-        body: format!("undecodable ({e}): {}", String::from_utf8_lossy(body)),
-    })
+    node.auth_enable().await.map(drop)
 }
 
 /// What `GET /v1/auth/status` answered, in the planner's terms.
-pub async fn node_auth(http: &reqwest::Client, endpoint: &str) -> NodeAuth {
-    match call(
-        http,
-        endpoint,
-        reqwest::Method::GET,
-        "/v1/auth/status",
-        None,
-    )
-    .await
-    {
-        Ok(body) => decode(endpoint, &body).map_or(NodeAuth::Unknown, NodeAuth::Known),
+pub async fn node_auth(node: &kvclient::Client) -> NodeAuth {
+    match node.auth_status().await {
+        Ok(status) => NodeAuth::Known(status),
         Err(ClientError::Api { status: 404, .. } | ClientError::Unexpected { status: 404, .. }) => {
             NodeAuth::Unsupported
         }

@@ -181,9 +181,8 @@ impl NodeConnector {
         Ok(kvclient::Client::with_http(&[endpoint], http)?.single_shot())
     }
 
-    /// The HTTP client under [`NodeConnector::client`], for calls kvclient
-    /// does not make.
-    pub fn http(&self, endpoint: &str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    /// The HTTP client under [`NodeConnector::client`].
+    fn http(&self, endpoint: &str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
         let transport = |source| ClientError::Transport {
             endpoint: endpoint.to_owned(),
             source,
@@ -476,13 +475,8 @@ fn tls_endpoint(host: &str) -> String {
 }
 
 async fn probe_node(endpoint: String, connector: &NodeConnector, timeout: Duration) -> NodeView {
-    let (client, http) = match connector.http(&endpoint, timeout).and_then(|http| {
-        Ok((
-            kvclient::Client::with_http(&[&endpoint], http.clone())?,
-            http,
-        ))
-    }) {
-        Ok((client, http)) => (client.single_shot(), http),
+    let client = match connector.client(&endpoint, timeout) {
+        Ok(client) => client,
         Err(e) => {
             return NodeView::Unreachable {
                 endpoint,
@@ -493,7 +487,7 @@ async fn probe_node(endpoint: String, connector: &NodeConnector, timeout: Durati
     match client.status().await {
         Ok(status) => {
             // Asked whatever the spec says: status reports what the nodes do.
-            let auth = auth::node_auth(&http, &endpoint).await;
+            let auth = auth::node_auth(&client).await;
             NodeView::Serving {
                 endpoint,
                 status: Box::new(status),
