@@ -15,7 +15,7 @@
 #     POD_NAMESPACE, the operator's flags (operator/src/cli.rs);
 #   - the chart's CRD copy equals crds/kvclusters.raftkv.io.yaml, and that CRD is valid;
 #   - examples/kvcluster.yaml: the embedded Kubernetes types (resources, tolerations,
-#     affinity, ...) against the Kubernetes schemas, the fields against API.md, and the
+#     affinity, ...) against the Kubernetes schemas, the fields against docs/api.md, and the
 #     whole object against the CRD's own schema;
 #   - version strings (Cargo workspace = Chart appVersion = image tags) and the
 #     Dockerfiles' user/ports (they cannot be built here).
@@ -611,7 +611,7 @@ probs = []
 if not DNS_LABEL.match(str(ex.get("metadata", {}).get("name", ""))):
     probs.append("metadata.name is not a DNS label")
 if set(spec) - SPEC_FIELDS:
-    probs.append("fields not in API.md: %s" % sorted(set(spec) - SPEC_FIELDS))
+    probs.append("fields not in docs/api.md: %s" % sorted(set(spec) - SPEC_FIELDS))
 if not (isinstance(spec.get("replicas"), int) and 1 <= spec["replicas"] <= 9):
     probs.append("replicas must be 1..9")
 if set(spec.get("storage") or {}) - {"size", "storageClassName"} or not QUANTITY.match(str((spec.get("storage") or {}).get("size", ""))):
@@ -636,7 +636,7 @@ if tls.get("issuer", "operator") not in ("operator", "certManager") or \
     probs.append("tls: issuer operator, or certManager with certManager.issuerRef.name")
 if spec.get("image") != "raftkv/kvnode:%s" % cfg["version"]:
     probs.append("image %s, want raftkv/kvnode:%s" % (spec.get("image"), cfg["version"]))
-check(not probs, "example: fields and values as API.md specifies", probs)
+check(not probs, "example: fields and values as docs/api.md specifies", probs)
 
 # The Kubernetes types the KvCluster spec embeds.
 string_map = {"type": "object", "additionalProperties": {"type": "string"}}

@@ -35,7 +35,7 @@ use kvclient::{
 
 use crate::creds::{self, Creds, Registry};
 
-/// kvnode's client port (API.md).
+/// kvnode's client port (docs/api.md).
 pub const CLIENT_PORT: u16 = 7379;
 /// Bound on one request, including the API server's proxying.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,6 +1,6 @@
 //! KvClusters as a user sees them: the manifest, `kubectl apply`, `kubectl
-//! scale`, and the status fields API.md promises. The status types here are
-//! written from API.md, not shared with the operator, so that a change of the
+//! scale`, and the status fields docs/api.md promises. The status types here are
+//! written from docs/api.md, not shared with the operator, so that a change of the
 //! operator's wire format shows up as a failing test.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,7 +116,7 @@ pub async fn scale(s: &Scenario, name: &str, replicas: i32) -> anyhow::Result<()
     Ok(())
 }
 
-// ---------------------------------------------------------------- status (API.md)
+// ---------------------------------------------------------------- status (docs/api.md)
 
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]

@@ -208,7 +208,7 @@ async fn apply_example_then_write_and_read_1000_keys() -> anyhow::Result<()> {
             t0.elapsed(),
         );
 
-        // The objects API.md lists, owned by the KvCluster.
+        // The objects docs/api.md lists, owned by the KvCluster.
         let uid = created.meta().uid.clone().unwrap_or_default();
         let owned_by_kvc =
             |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
