@@ -95,7 +95,8 @@ for round in $(seq "$ROUNDS"); do
   start secure
   pki="$WORK/secure/pki"
   # The password through kvctl's environment, not its command line.
-  (export KVCTL_USER=root KVCTL_PASSWORD="$(cat "$pki/root-password")"
+  (KVCTL_PASSWORD="$(cat "$pki/root-password")"
+   export KVCTL_USER=root KVCTL_PASSWORD
    workloads "TLS + token (r$round)" --endpoints "$secure_ep" --cacert "$pki/ca.crt")
   workloads "mTLS, CN root (r$round)" --endpoints "$secure_ep" --cacert "$pki/ca.crt" \
     --cert "$pki/root.crt" --key "$pki/root.key"

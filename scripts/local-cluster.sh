@@ -61,6 +61,7 @@ for i in 1 2 3; do
     tls_args=(--cert-file "$PKI/node$i.crt" --key-file "$PKI/node$i.key" --trusted-ca-file "$PKI/ca.crt"
               --peer-cert-file "$PKI/node$i.crt" --peer-key-file "$PKI/node$i.key" --peer-trusted-ca-file "$PKI/ca.crt")
   fi
+  # shellcheck disable=SC2086 # RAFTKV_NODE_ARGS: extra flags, one per word
   "$KVNODE" --id "$i" --name "node$i" --data-dir "$DATA/node$i" \
     --client-addr "127.0.0.1:$cport" --peer-addr "127.0.0.1:$pport" \
     "${tls_args[@]}" ${RAFTKV_NODE_ARGS:-} 2>>"$DATA/node$i.log" &

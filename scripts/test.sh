@@ -13,6 +13,9 @@ scripts/prereqs.sh test
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "shell and Python lints (shellcheck, ruff)"
+scripts/lint.sh
+
 step "build: every crate and test target, and the binaries the tests run"
 # nextest builds test targets only; kvctl (a kvclient binary) is run by
 # kvnode's tests, so the binaries are built here first.

@@ -56,6 +56,7 @@ if kubectl get namespace "$NS" >/dev/null 2>&1; then
   kubectl delete namespace "$NS" --wait=true --timeout=120s >/dev/null
 fi
 kubectl create namespace "$NS" >/dev/null
+# shellcheck disable=SC2086 # K is "kubectl -n NS"
 until_ok 60 $K get serviceaccount default -o 'jsonpath={.secrets[0].name}' || fail "no default ServiceAccount token in $NS"
 
 step "apply headless Service + StatefulSet (2 replicas, volumeClaimTemplates)"
@@ -282,6 +283,7 @@ spec:
 YAML
 until_ok 60 pod_ready features || fail "pod features not Ready"
 out=$("$HERE/local-k8s.sh" exec "$NS" features -- sh -c 'cat /scratch/init.txt /scratch/cm/greeting; echo; wc -l < /tmp/data/boots; if touch /scratch/cm/x 2>/dev/null; then echo writable; fi') || fail "exec in pod features"
+# shellcheck disable=SC2086,SC2116 # echo joins the lines and trims the blanks
 [ "$(echo $out)" = "init-ran hello 1" ] || fail "features pod sees: $out"
 until_ok 30 sh -c "[ \"\$(kubectl -n $NS get pod once -o 'jsonpath={.status.phase}')\" = Failed ]" || fail "pod once not Failed"
 [ "$($K get pod once -o 'jsonpath={.status.containerStatuses[0].state.terminated.exitCode}')" = 4 ] || fail "pod once exit code"

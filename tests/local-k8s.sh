@@ -26,7 +26,6 @@ K8S_ORIG_TARBALL=kubernetes_1.20.5+really1.20.2.orig.tar.gz
 K8S_BUILD_REV=r2
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
 CACHE=${RAFTKV_CACHE:-$HOME/.cache/raftkv}
 STATE=${RAFTKV_STATE:-/tmp/raftkv-k8s}
 K8S_BIN=$CACHE/k8s-$K8S_VERSION-$K8S_BUILD_REV/bin
@@ -191,7 +190,7 @@ gen_certs() {
       echo "$(cat token-kubelet),system:node:local-node,kubelet,\"system:nodes,system:masters\""
     } > tokens.csv
     chmod 600 ./*.key token-* tokens.csv
-    touch done
+    touch ./done
   )
 }
 
@@ -419,9 +418,10 @@ PY
   done
   # 6. mounts (normally none on the host: pod mounts live in private mount namespaces)
   local m
-  for m in $(awk -v s="$STATE" '$2 ~ "^"s"/" || $2 ~ "^/run/netns/rkvp" {print $2}' /proc/mounts | sort -r); do
+  while read -r m; do
+    [ -n "$m" ] || continue
     umount -l "$m" 2>/dev/null && log "unmounted $m" || true
-  done
+  done < <(awk -v s="$STATE" '$2 ~ "^"s"/" || $2 ~ "^/run/netns/rkvp" {print $2}' /proc/mounts | sort -r)
   # 7. mount points the kubelet had to create on the host for volumeMounts
   if [ -f "$STATE/kubelet/created-dirs" ]; then
     tac "$STATE/kubelet/created-dirs" | while read -r m; do

@@ -97,7 +97,7 @@ finish() {
   if [ "${RAFTKV_E2E_KEEP_INSTALL:-0}" = 1 ]; then log "RAFTKV_E2E_KEEP_INSTALL=1: the operator stays installed"
   else uninstall; fi
   rm -rf "$WORK"
-  exit $rc
+  exit "$rc"
 }
 trap finish EXIT
 

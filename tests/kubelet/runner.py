@@ -58,7 +58,7 @@ def main():
             fds.append(os.open(m["src"], os.O_PATH))
         except OSError as e:
             fail("volume source %s: %s" % (m["src"], e))
-    for m, fd in zip(mounts, fds):
+    for m, fd in zip(mounts, fds, strict=True):
         dst = m["dst"]
         if not os.path.lexists(dst):  # only under another volume: the kubelet made the others
             try:
