@@ -401,6 +401,7 @@ fn non_empty<V: Clone>(map: &BTreeMap<String, V>) -> Option<BTreeMap<String, V>>
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 
@@ -646,6 +647,48 @@ mod tests {
                 .and_then(|r| r.get("storage")),
             Some(&Quantity("5Gi".into()))
         );
+    }
+
+    /// The container's args as the kubelet hands them to kvnode: `$(VAR)`
+    /// expanded from the container's env.
+    fn kvnode_argv(sts: &StatefulSet) -> Vec<String> {
+        let c = kvnode(sts);
+        let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE"], "the values below");
+        let expand = |a: &String| {
+            a.replace("$(POD_NAME)", "kv-2")
+                .replace("$(POD_NAMESPACE)", "prod")
+        };
+        let mut argv = vec!["kvnode".to_owned()];
+        argv.extend(c.args.iter().flatten().map(expand));
+        argv
+    }
+
+    #[test]
+    fn kvnode_accepts_every_flag_the_operator_passes() {
+        let spec = json!({"raft": {"heartbeatIntervalMs": 50, "electionTimeoutMs": 500,
+                                   "snapshotLogThreshold": 1000}});
+        for tls in [TlsMode::Plaintext, TlsMode::Operator, TlsMode::CertManager] {
+            let argv = kvnode_argv(&build_tls(spec.clone(), 3, tls));
+            let config = kvnode::config::Config::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("kvnode refuses the operator's args {argv:?}: {e}"));
+            // What the operator means by its flags is what kvnode reads.
+            assert_eq!(config.name.as_deref(), Some("kv-2"));
+            assert_eq!(config.data_dir, std::path::Path::new(DATA_DIR));
+            assert_eq!(i32::from(config.client_addr.port()), CLIENT_PORT);
+            assert_eq!(i32::from(config.peer_addr.port()), PEER_PORT);
+            assert_eq!(
+                (config.heartbeat_interval_ms, config.election_timeout_ms, config.snapshot_log_threshold),
+                (50, 500, 1000)
+            );
+            let scheme = if tls == TlsMode::Plaintext { "http" } else { "https" };
+            assert_eq!(
+                config.advertise_peer_url.as_deref(),
+                Some(format!("{scheme}://kv-2.kv-peer.prod.svc.cluster.local:{PEER_PORT}").as_str())
+            );
+            assert_eq!(config.cert_file.is_some(), tls != TlsMode::Plaintext, "{tls:?}");
+            assert_eq!(config.peer_cert_file.is_some(), tls != TlsMode::Plaintext, "{tls:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,145 @@
+//! The planner's output vocabulary: one membership step, and the events
+//! published besides it.
+
+use std::fmt;
+
+use kvclient::{AddLearnerRequest, NodeId};
+
+use crate::auth::Password;
+
+/// One membership change. Each is idempotent on the node side, and the
+/// planner re-derives it from observed state, so executing it twice (an
+/// operator crash after the call, before the status write) is harmless.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Make pod 0's node a one-node cluster.
+    Initialize { pod: String, endpoint: String },
+    AddLearner {
+        leader: String,
+        pod: String,
+        request: AddLearnerRequest,
+    },
+    Promote {
+        leader: String,
+        pod: String,
+        id: NodeId,
+        voters: Vec<NodeId>,
+    },
+    TransferLeadership {
+        leader: String,
+        from_pod: String,
+        to_pod: String,
+        to: NodeId,
+    },
+    /// Drop a voter from the voter set (scale-down).
+    Demote {
+        leader: String,
+        pod: String,
+        id: NodeId,
+        voters: Vec<NodeId>,
+    },
+    Remove {
+        leader: String,
+        pod: String,
+        id: NodeId,
+        why: Removal,
+    },
+    /// Make the user root (role root) with root's password and turn auth
+    /// on (`spec.auth`). Not a membership change, but the same kind of
+    /// idempotent call through the leader.
+    EnableAuth {
+        leader: String,
+        pod: String,
+        password: Password,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    ScaleDown,
+    /// The pod came back with a new node id: its volume was lost.
+    LostVolume,
+}
+
+impl Step {
+    /// The pod whose member the step changes (the leader's pod for a
+    /// leadership transfer away from it).
+    pub fn pod(&self) -> &str {
+        match self {
+            Step::Initialize { pod, .. }
+            | Step::AddLearner { pod, .. }
+            | Step::Promote { pod, .. }
+            | Step::Demote { pod, .. }
+            | Step::Remove { pod, .. }
+            | Step::EnableAuth { pod, .. } => pod,
+            Step::TransferLeadership { from_pod, .. } => from_pod,
+        }
+    }
+
+    /// Event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Step::Initialize { .. } => "InitializeCluster",
+            Step::AddLearner { .. } => "AddLearner",
+            Step::Promote { .. } => "PromoteVoter",
+            Step::TransferLeadership { .. } => "TransferLeadership",
+            Step::Demote { .. } => "DemoteVoter",
+            Step::EnableAuth { .. } => "EnableAuth",
+            Step::Remove {
+                why: Removal::ScaleDown,
+                ..
+            } => "RemoveMember",
+            Step::Remove {
+                why: Removal::LostVolume,
+                ..
+            } => "RemoveLostMember",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Initialize { pod, .. } => write!(f, "initialize the cluster on {pod}"),
+            Step::AddLearner { pod, request, .. } => {
+                write!(f, "add {pod} (id {}) as learner", request.id)
+            }
+            Step::Promote { pod, id, .. } => write!(f, "promote {pod} (id {id}) to voter"),
+            Step::TransferLeadership {
+                from_pod,
+                to_pod,
+                to,
+                ..
+            } => write!(
+                f,
+                "transfer leadership from {from_pod} to {to_pod} (id {to})"
+            ),
+            Step::Demote { pod, id, .. } => write!(f, "remove {pod} (id {id}) from the voters"),
+            Step::EnableAuth { pod, .. } => {
+                write!(f, "create the user root and turn auth on via {pod}")
+            }
+            Step::Remove {
+                pod,
+                id,
+                why: Removal::ScaleDown,
+                ..
+            } => write!(f, "remove {pod} (id {id}) from the cluster"),
+            Step::Remove {
+                pod,
+                id,
+                why: Removal::LostVolume,
+                ..
+            } => write!(
+                f,
+                "remove stale id {id} of {pod}: the pod came back with a new id (volume lost)"
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
