@@ -14,35 +14,58 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Every crash point in the code. A name outside this list in
+/// `KVNODE_CRASH_AT` is refused at start: a misspelt point would otherwise
+/// never fire and its test would pass without testing anything.
+pub const POINTS: &[&str] = &[
+    "log-append-unsynced",
+    "sm-apply-before-write",
+    "snapshot-install-after-marker",
+    "snapshot-install-after-delete",
+    "snapshot-install-after-ingest",
+];
+
 struct Point {
     name: String,
     at: u64,
     hits: AtomicU64,
 }
 
-fn armed() -> &'static [Point] {
-    static POINTS: OnceLock<Vec<Point>> = OnceLock::new();
-    POINTS.get_or_init(|| {
-        std::env::var("KVNODE_CRASH_AT")
-            .map(|v| parse(&v))
-            .unwrap_or_default()
+fn spec() -> &'static Result<Vec<Point>, String> {
+    static POINTS: OnceLock<Result<Vec<Point>, String>> = OnceLock::new();
+    POINTS.get_or_init(|| match std::env::var("KVNODE_CRASH_AT") {
+        Ok(v) => parse(&v),
+        Err(_) => Ok(Vec::new()),
     })
 }
 
-fn parse(spec: &str) -> Vec<Point> {
+fn armed() -> &'static [Point] {
+    spec().as_deref().unwrap_or_default()
+}
+
+fn parse(spec: &str) -> Result<Vec<Point>, String> {
     spec.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
             let (name, at) = match s.split_once('@') {
-                Some((n, at)) => (n, at.parse().unwrap_or(1)),
+                Some((n, at)) => match at.parse::<u64>() {
+                    Ok(at) if at >= 1 => (n, at),
+                    _ => return Err(format!("KVNODE_CRASH_AT: {s:?}: the pass after @ must be a number from 1")),
+                },
                 None => (s, 1),
             };
-            Point {
-                name: name.to_owned(),
-                at: at.max(1),
-                hits: AtomicU64::new(0),
+            if !POINTS.contains(&name) {
+                return Err(format!(
+                    "KVNODE_CRASH_AT: no crash point {name:?} (known: {})",
+                    POINTS.join(", ")
+                ));
             }
+            Ok(Point {
+                name: name.to_owned(),
+                at,
+                hits: AtomicU64::new(0),
+            })
         })
         .collect()
 }
@@ -50,6 +73,7 @@ fn parse(spec: &str) -> Vec<Point> {
 /// Aborts the process here if `KVNODE_CRASH_AT` names `name` and this is
 /// the chosen pass.
 pub fn point(name: &str) {
+    debug_assert!(POINTS.contains(&name), "crash point {name} is not in POINTS");
     for p in armed() {
         if p.name == name && p.hits.fetch_add(1, Ordering::Relaxed) + 1 == p.at {
             tracing::error!(point = name, pass = p.at, "crash point reached: aborting");
@@ -58,12 +82,14 @@ pub fn point(name: &str) {
     }
 }
 
-/// Logs the armed crash points once at start, so a test run that uses them
-/// says so.
-pub fn announce() {
-    for p in armed() {
+/// Checks `KVNODE_CRASH_AT` and logs the armed points, once at start, so a
+/// test run that uses them says so. An unknown point is an error.
+pub fn announce() -> Result<(), String> {
+    let points = spec().as_ref().map_err(Clone::clone)?;
+    for p in points {
         tracing::warn!(point = %p.name, pass = p.at, "crash point armed (KVNODE_CRASH_AT)");
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -72,8 +98,21 @@ mod tests {
 
     #[test]
     fn spec_parses_names_and_passes() {
-        let pts = parse("a, b@3,,c@0,d@x");
+        let pts = parse("log-append-unsynced, sm-apply-before-write@3,,").expect("valid");
         let got: Vec<(&str, u64)> = pts.iter().map(|p| (p.name.as_str(), p.at)).collect();
-        assert_eq!(got, vec![("a", 1), ("b", 3), ("c", 1), ("d", 1)]);
+        assert_eq!(
+            got,
+            vec![("log-append-unsynced", 1), ("sm-apply-before-write", 3)]
+        );
+    }
+
+    #[test]
+    fn unknown_points_and_bad_passes_are_refused() {
+        let err = parse("log-append-unsyncd").err().expect("misspelt");
+        assert!(err.contains("no crash point \"log-append-unsyncd\""), "{err}");
+        assert!(err.contains("log-append-unsynced"), "names the known points: {err}");
+        for bad in ["sm-apply-before-write@0", "sm-apply-before-write@x"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

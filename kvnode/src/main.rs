@@ -30,7 +30,10 @@ async fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    kvnode::crash::announce();
+    if let Err(e) = kvnode::crash::announce() {
+        eprintln!("kvnode: {e}");
+        return ExitCode::from(2);
+    }
     match kvnode::server::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

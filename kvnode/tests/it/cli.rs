@@ -1,7 +1,6 @@
 //! kvctl against real nodes: `kvnode --dev`, fresh nodes for `init`, the
 //! metrics endpoint, and authentication (users, roles, permissions).
 
-mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{NodeProc, Opts, wait_for};
+use crate::common::{NodeProc, Opts, wait_for};
 use kvclient::{TxnOp, TxnRequest};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -436,7 +435,7 @@ async fn init_discovers_fresh_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kvctl_speaks_tls() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = std::sync::Arc::new(common::Pki::new(dir.path().join("pki")));
+    let pki = std::sync::Arc::new(crate::common::Pki::new(dir.path().join("pki")));
     let (cert, key) = pki.issue_client("alice");
     let mut n = NodeProc::new(
         dir.path(),

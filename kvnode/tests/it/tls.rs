@@ -3,12 +3,11 @@
 //! foreign certificates are refused at the handshake, certificate files
 //! are re-read without a restart.
 
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, NodeProc, Opts, Pki, wait_for};
+use crate::common::{Cluster, NodeProc, Opts, Pki, wait_for};
 use kvclient::{AddLearnerRequest, Consistency};
 
 fn tls_opts(dir: &std::path::Path, name: &str) -> Opts {
@@ -166,7 +165,7 @@ async fn client_cert_auth_requires_a_certificate_from_the_ca() {
     let mut cmd = n.command(None);
     cmd.args(["--dev", "--cert-file", &cert, "--key-file", &key])
         .args(["--trusted-ca-file", &ca, "--client-cert-auth"]);
-    let _node = common::Spawned::new(cmd, &n.data_dir.with_extension("log"));
+    let _node = crate::common::Spawned::new(cmd, &n.data_dir.with_extension("log"));
     let url = format!("https://127.0.0.1:{}/healthz", n.client_port);
 
     let alice = Pki::http(&pki, Some((&pki, "alice")));

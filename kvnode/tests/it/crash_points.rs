@@ -3,11 +3,10 @@
 //! crash point, and must recover to a state that holds every acknowledged
 //! write.
 
-mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, NodeProc, Opts};
+use crate::common::{Cluster, NodeProc, Opts};
 use kvclient::{AddLearnerRequest, Client, Consistency};
 
 /// Puts `n` keys `prefix-0000..` and returns the last revision.
@@ -148,4 +147,21 @@ async fn follower_crash_between_wal_write_and_sync_is_recovered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_crash_before_writing_applied_entries_is_recovered() {
     follower_crash_at("sm-apply-before-write").await;
+}
+
+/// A misspelt point would never fire, and a test relying on it would pass
+/// without crashing anything: kvnode refuses to start instead.
+#[test]
+fn a_misspelt_crash_point_stops_kvnode_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvnode"))
+        .args(["--dev", "--client-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("KVNODE_CRASH_AT", "log-append-unsyncd")
+        .output()
+        .expect("run kvnode");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no crash point \"log-append-unsyncd\""), "{err}");
 }

@@ -1,14 +1,13 @@
 //! Membership 3 -> 5 -> 3 through the admin API while writes continue,
 //! without losing a write.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Cluster, Opts, is_voter, wait_for};
+use crate::common::{Cluster, Opts, is_voter, wait_for};
 use kvclient::{AddLearnerRequest, Client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! Test harness: real kvnode processes on loopback, each with its own data
 //! dir and ports, driven through the real HTTP API with kvclient.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(dead_code)] // helpers kept for tests that come and go
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;

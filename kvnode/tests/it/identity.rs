@@ -2,11 +2,10 @@
 //! node that disturbs nothing until it is added, and peer RPCs for another
 //! node or cluster are refused.
 
-mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, NodeProc, Opts, is_voter, wait_for};
+use crate::common::{Cluster, NodeProc, Opts, is_voter, wait_for};
 use kvclient::{AddLearnerRequest, Consistency};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,13 +2,12 @@
 //! writes resume through the survivors, and no acknowledged write is lost,
 //! also after every node restarts from its data dir.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, ELECTION_MS, Opts};
+use crate::common::{Cluster, ELECTION_MS, Opts};
 use kvclient::Consistency;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,8 @@
 //! A learner added after the leader compacted its log catches up through a
 //! streamed snapshot, then through the log.
 
-mod common;
 
-use common::{Cluster, Opts, wait_for};
+use crate::common::{Cluster, Opts, wait_for};
 use kvclient::{AddLearnerRequest, Consistency};
 use std::time::Duration;
 

@@ -3,11 +3,10 @@
 //! are closed after --header-timeout-ms, connections beyond
 //! --max-connections are closed at once.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{NodeProc, Opts};
+use crate::common::{NodeProc, Opts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,7 +31,7 @@ async fn dev_node(dir: &std::path::Path, extra: &[&str]) -> NodeProc {
     args.extend_from_slice(extra);
     n.start_with(None, &args).await;
     let c = n.client();
-    common::wait_for(Duration::from_secs(20), "dev node ready", || async {
+    crate::common::wait_for(Duration::from_secs(20), "dev node ready", || async {
         matches!(c.ready().await, Ok(Ok(()))).then_some(())
     })
     .await;
@@ -99,7 +98,7 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
 
     // Slots come back when connections close.
     drop(held);
-    common::wait_for(Duration::from_secs(5), "a free slot", || async {
+    crate::common::wait_for(Duration::from_secs(5), "a free slot", || async {
         n.client().health().await.ok()
     })
     .await;

@@ -1,9 +1,8 @@
 //! Bad input gets the documented 4xx/503 JSON error and the node keeps
 //! serving.
 
-mod common;
 
-use common::{Cluster, NodeProc, Opts};
+use crate::common::{Cluster, NodeProc, Opts};
 use serde_json::Value;
 
 async fn send(method: reqwest::Method, url: String, body: Vec<u8>) -> (u16, Value) {
@@ -188,7 +187,7 @@ async fn uninitialized_node_says_so() {
         .init(&Default::default())
         .await
         .expect("init again");
-    common::wait_for(std::time::Duration::from_secs(10), "ready", || async {
+    crate::common::wait_for(std::time::Duration::from_secs(10), "ready", || async {
         matches!(n.client().ready().await, Ok(Ok(()))).then_some(())
     })
     .await;

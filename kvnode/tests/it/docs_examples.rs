@@ -1,9 +1,8 @@
 //! The request examples of docs/api.md, sent verbatim to a real node: the
 //! documentation and the server cannot drift apart unnoticed.
 
-mod common;
 
-use common::{Cluster, Opts};
+use crate::common::{Cluster, Opts};
 use kvclient::TxnResponse;
 
 /// The code blocks of `doc` whose info string is exactly `info`.

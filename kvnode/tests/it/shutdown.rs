@@ -1,10 +1,9 @@
 //! SIGTERM on the leader hands leadership over before the process exits.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Opts, wait_for};
+use crate::common::{Cluster, Opts, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_leader_transfers_leadership() {

@@ -3,12 +3,11 @@
 //! forwarding keeps the caller's identity, tokens expire and are retired
 //! by a password change, and the state survives restarts and snapshots.
 
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cluster, NodeProc, Opts, Pki, wait_for};
+use crate::common::{Cluster, NodeProc, Opts, Pki, wait_for};
 use reqwest::Method;
 use serde_json::{Value, json};
 

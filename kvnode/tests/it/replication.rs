@@ -1,9 +1,8 @@
 //! A 3-node cluster replicates writes, and reads see them at the promised
 //! consistency level from every node.
 
-mod common;
 
-use common::{Cluster, Opts};
+use crate::common::{Cluster, Opts};
 use kvclient::Consistency;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,8 @@
 //! transactions, empty range deletes and leader changes leave it alone;
 //! range deletes remove exactly their range in one revision.
 
-mod common;
 
-use common::{Cluster, Opts};
+use crate::common::{Cluster, Opts};
 use kvclient::{CompareOp, CompareTarget, RangeOptions, TxnOp, TxnOpResult, TxnRequest};
 
 /// `DELETE url` (a range delete), expecting 200 and its JSON answer.

@@ -1,0 +1,22 @@
+//! kvnode's integration tests: real kvnode processes on loopback (and
+//! kvctl against them), one module per area. One test binary, so RocksDB
+//! and the harness are linked once, not once per file. Run one area with
+//! `cargo nextest run --workspace --all-targets -E 'test(/^cli::/)'`.
+
+mod common;
+
+mod auth;
+mod bad_input;
+mod cli;
+mod crash_points;
+mod docs_examples;
+mod failover;
+mod identity;
+mod limits;
+mod membership;
+mod replication;
+mod revisions;
+mod shutdown;
+mod snapshot;
+mod storage_suite;
+mod tls;
