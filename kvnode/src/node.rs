@@ -1,7 +1,8 @@
 //! The running node: storage, identity and the raft instance, plus the
 //! operations the HTTP layer exposes (writes, read barriers, membership).
-//! Nothing here knows about HTTP except the `Reject` it returns: either an
-//! API error or "this must run on the leader".
+//! Nothing here knows about HTTP: an operation that does not run here says
+//! why with a `Reject` (a `NodeError`, or "this must run on the leader"),
+//! and `api::error` maps each `NodeError` to its wire code, once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,37 +10,73 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvclient::{
-    ClusterStatus, ErrorCode, FollowerProgress, InitRequest, Member, MemberInfo,
+    ClusterStatus, FollowerProgress, InitRequest, Member, MemberInfo,
     Membership as WireMembership, MembershipResponse, Role,
 };
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 
-use crate::api::error::ApiError;
 use crate::config::Config;
 use crate::raft::identity::{Identity, new_cluster_id};
 use crate::raft::network::Network;
 use crate::raft::types::{Command, CommandResult, NodeId, Raft, TypeConfig};
 use crate::store::{self, Db};
 
+/// Why a node operation failed, in the node's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The request itself is wrong (an id, a URL, an empty voter set).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The cluster's state does not allow it (already initialized
+    /// differently, a member with other URLs, a membership change refused).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("cluster not initialized: POST /v1/cluster/init (kvctl init) first")]
+    NotInitialized,
+    #[error("no leader")]
+    NoLeader,
+    /// Try again, maybe at `leader`.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        leader: Option<Member>,
+    },
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Storage(#[from] store::StoreError),
+}
+
+impl NodeError {
+    fn unavailable(message: impl Into<String>) -> NodeError {
+        NodeError::Unavailable {
+            message: message.into(),
+            leader: None,
+        }
+    }
+}
+
 /// Why an operation did not run here.
 #[derive(Debug)]
 pub enum Reject {
     /// Only the leader can do this; `None` when no leader is known.
     Forward(Option<Member>),
-    Api(ApiError),
+    Failed(NodeError),
 }
 
-impl From<ApiError> for Reject {
-    fn from(e: ApiError) -> Self {
-        Reject::Api(e)
+impl From<NodeError> for Reject {
+    fn from(e: NodeError) -> Self {
+        Reject::Failed(e)
     }
 }
 
 impl From<store::StoreError> for Reject {
     fn from(e: store::StoreError) -> Self {
-        Reject::Api(e.into())
+        Reject::Failed(e.into())
     }
 }
 
@@ -191,17 +228,19 @@ impl Node {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
                 Reject::Forward(forward_target(f))
             }
-            RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => Reject::Api(
-                ApiError::unavailable(
-                    "leader changed before the write committed; it may or may not have applied",
-                )
-                .with_leader(forward_target(f)),
-            ),
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-                Reject::Api(ApiError::new(ErrorCode::PreconditionFailed, c.to_string()))
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+                Reject::Failed(NodeError::Unavailable {
+                    message: "leader changed before the write committed; it may or may not have \
+                              applied"
+                        .into(),
+                    leader: forward_target(f),
+                })
             }
-            RaftError::APIError(other) => Reject::Api(ApiError::unavailable(other.to_string())),
-            RaftError::Fatal(f) => Reject::Api(ApiError::unavailable(format!("raft: {f}"))),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                Reject::Failed(NodeError::Conflict(c.to_string()))
+            }
+            RaftError::APIError(other) => Reject::Failed(NodeError::unavailable(other.to_string())),
+            RaftError::Fatal(f) => Reject::Failed(NodeError::unavailable(format!("raft: {f}"))),
         }
     }
 
@@ -223,9 +262,10 @@ impl Node {
                     }
                     return Err(Reject::Forward(leader));
                 }
-                Err(Reject::Api(
-                    ApiError::new(ErrorCode::Unavailable, e.to_string()).with_leader(self.leader()),
-                ))
+                Err(Reject::Failed(NodeError::Unavailable {
+                    message: e.to_string(),
+                    leader: self.leader(),
+                }))
             }
         }
     }
@@ -266,7 +306,7 @@ impl Node {
         if self.is_initialized() {
             Ok(())
         } else {
-            Err(Reject::Api(not_initialized()))
+            Err(Reject::Failed(NodeError::NotInitialized))
         }
     }
 
@@ -297,7 +337,7 @@ impl Node {
 
     fn require_leader(&self) -> Outcome<()> {
         if !self.is_initialized() {
-            return Err(Reject::Api(not_initialized()));
+            return Err(Reject::Failed(NodeError::NotInitialized));
         }
         if self.is_leader() {
             Ok(())
@@ -380,7 +420,7 @@ impl Node {
         let mut members = BTreeMap::new();
         for (id, info) in req.members {
             let id: u64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
-                ApiError::bad_request(format!("member id {id:?} is not a positive integer"))
+                NodeError::Invalid(format!("member id {id:?} is not a positive integer"))
             })?;
             validate_urls(&info)?;
             members.insert(id, info);
@@ -389,7 +429,7 @@ impl Node {
             members.insert(self.id(), self.info.clone());
         }
         let Some(mine) = members.get_mut(&self.id()) else {
-            return Err(ApiError::bad_request(format!(
+            return Err(NodeError::Invalid(format!(
                 "members must include this node (id {})",
                 self.id()
             ))
@@ -409,7 +449,7 @@ impl Node {
             Err(RaftError::APIError(openraft::errors::InitializeError::NotAllowed(_))) => {
                 return self.init_again(&members);
             }
-            Err(e) => return Err(ApiError::internal(e).into()),
+            Err(e) => return Err(NodeError::Internal(e.to_string()).into()),
         }
         tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "cluster initialized");
         Ok(MembershipResponse {
@@ -436,17 +476,16 @@ impl Node {
                 log_index: None,
             })
         } else {
-            Err(ApiError::new(
-                ErrorCode::PreconditionFailed,
-                format!("cluster already initialized with voters {have:?}"),
+            Err(
+                NodeError::Conflict(format!("cluster already initialized with voters {have:?}"))
+                    .into(),
             )
-            .into())
         }
     }
 
     pub async fn add_learner(&self, id: NodeId, info: MemberInfo) -> Outcome<MembershipResponse> {
         if id == 0 {
-            return Err(ApiError::bad_request("member id must be a positive integer").into());
+            return Err(NodeError::Invalid("member id must be a positive integer".into()).into());
         }
         validate_urls(&info)?;
         self.require_leader()?;
@@ -458,11 +497,9 @@ impl Node {
                     log_index: None,
                 });
             }
-            return Err(ApiError::new(
-                ErrorCode::PreconditionFailed,
-                format!("member {id} already exists with other URLs"),
-            )
-            .into());
+            return Err(
+                NodeError::Conflict(format!("member {id} already exists with other URLs")).into(),
+            );
         }
         let resp = self
             .raft
@@ -476,12 +513,12 @@ impl Node {
     pub async fn set_voters(&self, voters: Vec<NodeId>) -> Outcome<MembershipResponse> {
         let want: BTreeSet<NodeId> = voters.into_iter().collect();
         if want.is_empty() {
-            return Err(ApiError::bad_request("voters must not be empty").into());
+            return Err(NodeError::Invalid("voters must not be empty".into()).into());
         }
         self.require_leader()?;
         let cur = self.metrics().membership_config.membership().clone();
         if let Some(unknown) = want.iter().find(|id| cur.get_node(id).is_none()) {
-            return Err(ApiError::bad_request(format!(
+            return Err(NodeError::Invalid(format!(
                 "unknown member id {unknown}: add it as a learner first"
             ))
             .into());
@@ -506,13 +543,13 @@ impl Node {
         self.require_leader()?;
         let cur = self.metrics().membership_config.membership().clone();
         if cur.get_node(&id).is_none() {
-            return Err(ApiError::not_found(format!("no member with id {id}")).into());
+            return Err(NodeError::NotFound(format!("no member with id {id}")).into());
         }
         let voters: BTreeSet<NodeId> = cur.voter_ids().collect();
         let change = if voters.contains(&id) {
             let rest: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
             if rest.is_empty() {
-                return Err(ApiError::bad_request("cannot remove the last voter").into());
+                return Err(NodeError::Invalid("cannot remove the last voter".into()).into());
             }
             ChangeMembers::ReplaceAllVoters(rest)
         } else {
@@ -532,25 +569,25 @@ impl Node {
         self.require_leader()?;
         let cur = self.metrics().membership_config.membership().clone();
         if !cur.voter_ids().any(|v| v == to) {
-            return Err(ApiError::bad_request(format!("node {to} is not a voter")).into());
+            return Err(NodeError::Invalid(format!("node {to} is not a voter")).into());
         }
         if to != self.id() {
             self.raft
                 .trigger()
                 .transfer_leader(to)
                 .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+                .map_err(|e| NodeError::unavailable(e.to_string()))?;
             let deadline = Duration::from_millis(self.config.election_timeout_ms * 4);
             if !self.wait_leader(|l| l == Some(to), deadline).await {
-                return Err(ApiError::unavailable(format!(
-                    "node {to} did not take over leadership within {deadline:?}"
-                ))
-                .with_leader(self.leader())
+                return Err(NodeError::Unavailable {
+                    message: format!("node {to} did not take over leadership within {deadline:?}"),
+                    leader: self.leader(),
+                }
                 .into());
             }
         }
         self.leader()
-            .ok_or_else(|| Reject::Api(ApiError::new(ErrorCode::NoLeader, "no leader")))
+            .ok_or(Reject::Failed(NodeError::NoLeader))
     }
 
     /// Waits until `pred(current_leader)` holds or `timeout` passes.
@@ -625,14 +662,7 @@ fn forward_target(f: ForwardToLeader<TypeConfig>) -> Option<Member> {
     }
 }
 
-fn not_initialized() -> ApiError {
-    ApiError::new(
-        ErrorCode::NotInitialized,
-        "cluster not initialized: POST /v1/cluster/init (kvctl init) first",
-    )
-}
-
-fn validate_urls(info: &MemberInfo) -> Result<(), ApiError> {
+fn validate_urls(info: &MemberInfo) -> Result<(), NodeError> {
     for (what, u) in [
         ("peer_url", &info.peer_url),
         ("client_url", &info.client_url),
@@ -641,7 +671,7 @@ fn validate_urls(info: &MemberInfo) -> Result<(), ApiError> {
             .map(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
             .unwrap_or(false);
         if !ok {
-            return Err(ApiError::bad_request(format!(
+            return Err(NodeError::Invalid(format!(
                 "{what} {u:?} is not an http:// or https:// URL with a host"
             )));
         }

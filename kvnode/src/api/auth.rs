@@ -23,7 +23,7 @@ use super::kv::MAX_KEY_BYTES;
 use super::{App, query_map};
 use crate::auth::perm::GrantKind;
 use crate::auth::{AuthError, AuthOp, AuthState, Grant, GrantEnd, password, token};
-use crate::node::Outcome;
+use super::error::Outcome;
 use crate::raft::types::{Command, Op, OpResult};
 
 /// Longest accepted password: hashing cost grows with it.

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::{App, forward, json_response, read_body};
-use crate::node::Reject;
+use super::error::Rejection;
 
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
@@ -23,7 +23,7 @@ pub(super) fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, A
 pub(super) async fn admin<F, Fut, T>(app: App, req: Request, f: F) -> Response
 where
     F: FnOnce(App, axum::http::request::Parts, Bytes) -> Fut,
-    Fut: std::future::Future<Output = Result<T, Reject>>,
+    Fut: std::future::Future<Output = Result<T, Rejection>>,
     T: serde::Serialize,
 {
     let (parts, body) = req.into_parts();
@@ -48,7 +48,7 @@ pub async fn init(State(app): State<App>, req: Request) -> Response {
         } else {
             parse(&body, "init request")?
         };
-        app.node.init(req).await
+        Ok(app.node.init(req).await?)
     })
     .await
 }
@@ -61,7 +61,7 @@ pub async fn add_learner(State(app): State<App>, req: Request) -> Response {
             peer_url: r.peer_url,
             client_url: r.client_url,
         };
-        app.node.add_learner(r.id, info).await
+        Ok(app.node.add_learner(r.id, info).await?)
     })
     .await
 }
@@ -69,7 +69,7 @@ pub async fn add_learner(State(app): State<App>, req: Request) -> Response {
 pub async fn set_voters(State(app): State<App>, req: Request) -> Response {
     admin(app, req, |app, _, body| async move {
         let r: SetVotersRequest = parse(&body, "voter set")?;
-        app.node.set_voters(r.voters).await
+        Ok(app.node.set_voters(r.voters).await?)
     })
     .await
 }
@@ -80,7 +80,7 @@ pub async fn remove_member(State(app): State<App>, req: Request) -> Response {
         let id: u64 = raw
             .parse()
             .map_err(|_| ApiError::bad_request(format!("member id {raw:?} is not an integer")))?;
-        app.node.remove_member(id).await
+        Ok(app.node.remove_member(id).await?)
     })
     .await
 }

@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kvclient::{ApiError as WireError, ErrorBody, ErrorCode, Member};
 
+use crate::node::{NodeError, Reject};
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: ErrorCode,
@@ -57,6 +59,63 @@ impl IntoResponse for ApiError {
         (status, Json(body)).into_response()
     }
 }
+
+/// The one place a node's domain error gets its wire code.
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let message = e.to_string();
+        match e {
+            NodeError::Invalid(_) => ApiError::bad_request(message),
+            NodeError::NotFound(_) => ApiError::not_found(message),
+            NodeError::Conflict(_) => ApiError::new(ErrorCode::PreconditionFailed, message),
+            NodeError::NotInitialized => ApiError::new(ErrorCode::NotInitialized, message),
+            NodeError::NoLeader => ApiError::new(ErrorCode::NoLeader, message),
+            NodeError::Unavailable { leader, .. } => {
+                ApiError::unavailable(message).with_leader(leader)
+            }
+            NodeError::Internal(_) => ApiError::internal(message),
+            NodeError::Storage(e) => e.into(),
+        }
+    }
+}
+
+/// Why a request was not answered here: an error for the caller, or
+/// "the leader must serve it" (`forward::resolve` replays it there).
+#[derive(Debug)]
+pub enum Rejection {
+    Forward(Option<Member>),
+    Error(ApiError),
+}
+
+impl From<ApiError> for Rejection {
+    fn from(e: ApiError) -> Self {
+        Rejection::Error(e)
+    }
+}
+
+impl From<Reject> for Rejection {
+    fn from(r: Reject) -> Self {
+        match r {
+            Reject::Forward(leader) => Rejection::Forward(leader),
+            Reject::Failed(e) => Rejection::Error(e.into()),
+        }
+    }
+}
+
+impl From<NodeError> for Rejection {
+    fn from(e: NodeError) -> Self {
+        Rejection::Error(e.into())
+    }
+}
+
+impl From<crate::store::StoreError> for Rejection {
+    fn from(e: crate::store::StoreError) -> Self {
+        Rejection::Error(e.into())
+    }
+}
+
+/// What a handler step returns.
+pub type Outcome<T> = Result<T, Rejection>;
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {

@@ -10,18 +10,17 @@ use bytes::Bytes;
 use kvclient::{ErrorCode, Member};
 
 use super::App;
-use super::error::ApiError;
-use crate::node::Reject;
+use super::error::{ApiError, Rejection};
 
 /// Marks a forwarded request; a node never forwards one again, which
 /// rules out loops while leadership moves.
 pub const FORWARDED: &str = "x-raftkv-forwarded-by";
 
-/// Turns a `Reject` into a response, forwarding to the leader if needed.
-pub async fn resolve(app: &App, reject: Reject, parts: &Parts, body: Bytes) -> Response {
+/// Turns a `Rejection` into a response, forwarding to the leader if needed.
+pub async fn resolve(app: &App, reject: Rejection, parts: &Parts, body: Bytes) -> Response {
     match reject {
-        Reject::Api(e) => e.into_response(),
-        Reject::Forward(leader) => forward(app, leader, parts, body).await,
+        Rejection::Error(e) => e.into_response(),
+        Rejection::Forward(leader) => forward(app, leader, parts, body).await,
     }
 }
 

@@ -14,10 +14,9 @@ use kvclient::{
 };
 
 use super::authz::{self, Need};
-use super::error::ApiError;
+use super::error::{ApiError, Rejection};
 use super::{App, forward, json_response, parse_bool, parse_u64, query_map, read_body};
 use crate::auth::{Access, KeySpan};
-use crate::node::Reject;
 use crate::raft::types::{Cmp, CmpTarget, Command, CommandResult, Op, OpResult};
 
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -77,11 +76,12 @@ fn consistency(q: &HashMap<String, String>) -> Result<Consistency, ApiError> {
 }
 
 /// Makes a local read safe at the requested level.
-async fn read_gate(app: &App, c: Consistency) -> Result<(), Reject> {
+async fn read_gate(app: &App, c: Consistency) -> Result<(), Rejection> {
     match c {
-        Consistency::Linearizable => app.node.read_barrier().await,
-        Consistency::Serializable => app.node.check_initialized(),
+        Consistency::Linearizable => app.node.read_barrier().await?,
+        Consistency::Serializable => app.node.check_initialized()?,
     }
+    Ok(())
 }
 
 /// Refuses (403) unless the caller may do all of `needs`.
@@ -89,10 +89,10 @@ fn authorize(app: &App, parts: &Parts, needs: &[Need]) -> Result<(), ApiError> {
     authz::allow(parts, &app.node.db.auth(), needs)
 }
 
-/// Runs `f`, resolving a `Reject` into an error or a forwarded response.
+/// Runs `f`, resolving a `Rejection` into an error or a forwarded response.
 async fn run<F>(app: &App, parts: &Parts, body: Bytes, f: F) -> Response
 where
-    F: std::future::Future<Output = Result<Response, Reject>>,
+    F: std::future::Future<Output = Result<Response, Rejection>>,
 {
     match f.await {
         Ok(r) => r,
