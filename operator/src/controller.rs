@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::names::{self, FINALIZER, LABEL_INSTANCE};
 use crate::observe::{self, ObserveError, PdbSupport};
 use crate::plan::{self, PlanConfig, PlanInput};
+use crate::reason::Reason;
 
 /// How soon a failed reconcile is retried.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
@@ -122,7 +123,7 @@ impl Context {
         &self,
         kvc: &KvCluster,
         warning: bool,
-        reason: &str,
+        reason: Reason,
         note: String,
         related: Related<'_>,
     ) {
@@ -147,7 +148,7 @@ impl Context {
             } else {
                 EventType::Normal
             },
-            reason: reason.to_owned(),
+            reason: reason.as_str().to_owned(),
             note: Some(note),
             action: "Reconcile".to_owned(),
             secondary,
@@ -155,7 +156,7 @@ impl Context {
         // Events are for humans; failing to record one must not fail the
         // reconcile that did the work.
         if let Err(e) = self.recorder.publish(&event, &kvc.object_ref(&())).await {
-            warn!(error = %e, reason, "could not publish event");
+            warn!(error = %e, %reason, "could not publish event");
         }
     }
 }
@@ -240,7 +241,7 @@ async fn reconcile_cluster(
                 issued.join(", ")
             );
             info!(cluster = %owner.name, namespace = %owner.namespace, %note, "certificates");
-            ctx.publish(kvc, false, "IssuedCertificates", note, Related::None)
+            ctx.publish(kvc, false, Reason::IssuedCertificates, note, Related::None)
                 .await;
         }
     }
@@ -248,7 +249,7 @@ async fn reconcile_cluster(
     if plan.create_root_secret && apply::create_root_secret(&ctx.client, &owner, owned).await? {
         info!(cluster = %owner.name, namespace = %owner.namespace, "created Secret with root's password");
         let note = format!("created Secret {}", names::root_secret(&owner.name));
-        ctx.publish(kvc, false, "CreatedRootSecret", note, Related::None)
+        ctx.publish(kvc, false, Reason::CreatedRootSecret, note, Related::None)
             .await;
     }
     if let Some(objects) = &plan.objects {
@@ -259,7 +260,7 @@ async fn reconcile_cluster(
         ctx.publish(
             kvc,
             false,
-            "DeletedVolume",
+            Reason::DeletedVolume,
             format!("deleted PVC {pvc} of a removed pod"),
             Related::Pvc(pvc),
         )
@@ -280,7 +281,7 @@ async fn reconcile_cluster(
                 }
                 Err(e) => {
                     let note = format!("{step}: {e}");
-                    ctx.publish(kvc, true, "MembershipStepFailed", note, pod)
+                    ctx.publish(kvc, true, Reason::MembershipStepFailed, note, pod)
                         .await;
                 }
             }

@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod reason;

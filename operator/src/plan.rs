@@ -45,6 +45,7 @@ use tls::{certificate_pods, offset_time, tls_mode};
 pub use tls::wanted_tls;
 use validate::validate;
 use view::View;
+use crate::reason::Reason;
 
 /// How often a converged cluster is looked at again. Lag and node health
 /// change without any Kubernetes event, so the operator polls.
@@ -125,7 +126,7 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
         (Decision::default(), current_replicas(input.observed))
     } else if let Err(message) = validate(input.spec) {
         (
-            Decision::hold("InvalidSpec", message),
+            Decision::hold(Reason::InvalidSpec, message),
             current_replicas(input.observed),
         )
     } else if view.cluster_id.is_none() {

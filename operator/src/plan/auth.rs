@@ -14,6 +14,7 @@ use crate::auth::NodeAuth;
 use crate::build::TlsMode;
 use crate::crd::{AuthState, KvClusterSpec};
 use crate::observe::{Observed, ObservedPod};
+use crate::reason::Reason;
 
 #[derive(Debug, PartialEq)]
 pub struct AuthPlan {
@@ -22,7 +23,7 @@ pub struct AuthPlan {
     pub step: Option<Step>,
     pub state: Option<AuthState>,
     /// For the Degraded condition: auth is not what the spec asks.
-    pub trouble: Option<(&'static str, String)>,
+    pub trouble: Option<(Reason, String)>,
 }
 
 /// `leader`: the raft leader of the initialized cluster, if any. `tls`:
@@ -51,7 +52,7 @@ pub fn plan_auth(
     if !spec.auth.enabled {
         if state == Some(AuthState::Enabled) {
             plan.trouble = Some((
-                "AuthChangeNotApplied",
+                Reason::AuthChangeNotApplied,
                 "spec.auth.enabled is false but the nodes require authentication; the operator \
                  never turns auth off (do it as root: POST /v1/auth/disable)"
                     .into(),
@@ -61,7 +62,7 @@ pub fn plan_auth(
     }
     if tls == TlsMode::Plaintext {
         plan.trouble = Some((
-            "AuthNotApplied",
+            Reason::AuthNotApplied,
             "spec.auth is on but the cluster runs without TLS, and the operator authenticates \
              to the nodes with its client certificate; auth stays off"
                 .into(),
@@ -81,7 +82,7 @@ pub fn plan_auth(
         }
         (Some(NodeAuth::Unsupported), ..) => {
             plan.trouble = Some((
-                "AuthUnsupported",
+                Reason::AuthUnsupported,
                 "spec.auth is on but the nodes have no auth API (GET /v1/auth/status is 404): \
                  an older kvnode image? Auth stays off"
                     .into(),

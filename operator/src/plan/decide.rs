@@ -14,29 +14,30 @@ use crate::build;
 use crate::crd::MemberRole;
 use crate::names::{self, quorum};
 use crate::observe::ObservedPod;
+use crate::reason::Reason;
 
 /// What to do this round, before it is turned into status.
 #[derive(Default)]
 pub(super) struct Decision {
     pub(super) step: Option<Step>,
     /// Changes are held: (reason, message) for the Degraded condition.
-    pub(super) hold: Option<(&'static str, String)>,
+    pub(super) hold: Option<(Reason, String)>,
     /// Nothing to do but wait: (reason, message) for Progressing.
-    pub(super) waiting: Option<(&'static str, String)>,
+    pub(super) waiting: Option<(Reason, String)>,
     /// Problems that do not stop other changes.
-    pub(super) trouble: Option<(&'static str, String)>,
+    pub(super) trouble: Option<(Reason, String)>,
     pub(super) requeue: Option<Duration>,
 }
 
 impl Decision {
-    pub(super) fn hold(reason: &'static str, message: String) -> Decision {
+    pub(super) fn hold(reason: Reason, message: String) -> Decision {
         Decision {
             hold: Some((reason, message)),
             ..Decision::default()
         }
     }
 
-    pub(super) fn wait(reason: &'static str, message: String) -> Decision {
+    pub(super) fn wait(reason: Reason, message: String) -> Decision {
         Decision {
             waiting: Some((reason, message)),
             ..Decision::default()
@@ -58,14 +59,14 @@ pub(super) fn decide_uninitialized(view: &View, input: &PlanInput) -> Decision {
         // same name: only a human may decide the data is gone.
         return if view.any_serving && view.all_serving {
             Decision::hold(
-                "ClusterLost",
+                Reason::ClusterLost,
                 format!(
                     "cluster {cluster_id} was initialized, but no node reports it (all volumes lost?); \
                      not re-initializing: delete and recreate the KvCluster to start over"
                 ),
             )
         } else {
-            Decision::wait("WaitingForNodes", "no node reports the cluster yet".into())
+            Decision::wait(Reason::WaitingForNodes, "no node reports the cluster yet".into())
         };
     }
     match pod0 {
@@ -77,12 +78,12 @@ pub(super) fn decide_uninitialized(view: &View, input: &PlanInput) -> Decision {
                 })
             }
             _ => Decision::wait(
-                "WaitingForPod",
+                Reason::WaitingForPod,
                 format!("waiting for {} to serve", pod.name),
             ),
         },
         _ => Decision::wait(
-            "WaitingForPod",
+            Reason::WaitingForPod,
             format!("waiting for {}", names::pod(&input.owner.name, 0)),
         ),
     }
@@ -96,20 +97,20 @@ pub(super) fn decide_membership(
 ) -> Decision {
     let Some((leader_pod, leader)) = view.leader else {
         return Decision::hold(
-            "NoLeader",
+            Reason::NoLeader,
             "no reachable node is the raft leader; membership changes are held".into(),
         );
     };
     let via = leader_pod.endpoint().unwrap_or_default().to_owned();
     if view.joint {
         return Decision::wait(
-            "MembershipChangeInProgress",
+            Reason::MembershipChangeInProgress,
             "a joint configuration is being committed".into(),
         );
     }
     if !view.has_quorum() {
         return Decision::hold(
-            "QuorumUnhealthy",
+            Reason::QuorumUnhealthy,
             format!(
                 "{} of {} voters healthy, {} needed; membership changes are held",
                 view.healthy_voters(),
@@ -133,7 +134,7 @@ pub(super) fn decide_membership(
         }
         if member.voter && !view.can_drop_voter(member.id) {
             return Decision::hold(
-                "WouldLoseQuorum",
+                Reason::WouldLoseQuorum,
                 format!(
                     "removing the stale voter {} of {} would leave fewer healthy voters than a quorum",
                     member.id, member.name
@@ -170,7 +171,7 @@ pub(super) fn decide_membership(
                     to: target.id,
                 }),
                 None => Decision::hold(
-                    "NoTransferTarget",
+                    Reason::NoTransferTarget,
                     format!(
                         "{} leads and no healthy voter that stays can take over",
                         member.name
@@ -181,7 +182,7 @@ pub(super) fn decide_membership(
         if member.voter {
             if !view.can_drop_voter(member.id) {
                 return Decision::hold(
-                    "WouldLoseQuorum",
+                    Reason::WouldLoseQuorum,
                     format!(
                         "removing voter {} would leave fewer healthy voters than a quorum",
                         member.name
@@ -268,7 +269,7 @@ pub(super) fn decide_membership(
     }
     if let Some((remaining, learner)) = wait {
         let mut decision = Decision::wait(
-            "WaitingForCatchUp",
+            Reason::WaitingForCatchUp,
             format!(
                 "learner {} must stay caught up (lag <= {}) for {:?} before promotion",
                 learner.name, config.max_lag, config.stabilization
@@ -285,7 +286,7 @@ pub(super) fn millis(ms: impl TryInto<u64>) -> u64 {
 }
 
 /// Problems worth a Degraded condition that do not block other changes.
-pub(super) fn trouble(view: &View, input: &PlanInput) -> Option<(&'static str, String)> {
+pub(super) fn trouble(view: &View, input: &PlanInput) -> Option<(Reason, String)> {
     let foreign: Vec<&str> = input
         .observed
         .pods
@@ -299,7 +300,7 @@ pub(super) fn trouble(view: &View, input: &PlanInput) -> Option<(&'static str, S
         .collect();
     if !foreign.is_empty() {
         return Some((
-            "ForeignNode",
+            Reason::ForeignNode,
             format!(
                 "{} hold data of another raft cluster; they are not added (check their volumes)",
                 foreign.join(", ")
@@ -314,11 +315,11 @@ pub(super) fn trouble(view: &View, input: &PlanInput) -> Option<(&'static str, S
         .collect();
     if !unhealthy.is_empty() {
         return Some((
-            "MembersUnhealthy",
+            Reason::MembersUnhealthy,
             format!("unhealthy members: {}", unhealthy.join(", ")),
         ));
     }
-    storage_change(input).map(|m| ("StorageChangeNotApplied", m))
+    storage_change(input).map(|m| (Reason::StorageChangeNotApplied, m))
 }
 
 /// Learners that are healthy and within the lag threshold, with the time

@@ -10,6 +10,7 @@ use super::{Notice, PlanInput};
 use crate::crd::{KvClusterStatus, MemberRole, MemberStatus, Phase};
 use crate::names;
 use crate::observe::PdbSupport;
+use crate::reason::Reason;
 
 pub(super) fn notices(input: &PlanInput, decision: &Decision) -> Vec<Notice> {
     let mut notices = Vec::new();
@@ -34,7 +35,7 @@ pub(super) fn notices(input: &PlanInput, decision: &Decision) -> Vec<Notice> {
     if input.pdb == PdbSupport::None && new_generation && !input.spec.paused {
         notices.push(Notice {
             warning: true,
-            reason: "PodDisruptionBudgetUnsupported",
+            reason: Reason::PodDisruptionBudgetUnsupported,
             message: "the server has no policy/v1 or policy/v1beta1 PodDisruptionBudget; \
                       voluntary disruptions are not limited to keep a quorum"
                 .into(),
@@ -104,32 +105,32 @@ pub(super) fn status(
     let available_cond = if available {
         (
             "True",
-            "QuorumAvailable",
+            Reason::QuorumAvailable,
             format!("leader {}", leader_name(view)),
         )
     } else if view.cluster_id.is_none() {
         (
             "False",
-            "NotInitialized",
+            Reason::NotInitialized,
             "the raft cluster is not initialized yet".into(),
         )
     } else if view.leader.is_none() {
         (
             "False",
-            "NoLeader",
+            Reason::NoLeader,
             "no reachable node is the raft leader".into(),
         )
     } else {
         (
             "False",
-            "QuorumUnhealthy",
+            Reason::QuorumUnhealthy,
             "fewer healthy voters than a quorum".into(),
         )
     };
     let progressing_cond = if input.spec.paused {
         (
             "False",
-            "Paused",
+            Reason::Paused,
             "spec.paused is set: no changes are made".to_owned(),
         )
     } else if let Some(step) = &decision.step {
@@ -137,19 +138,19 @@ pub(super) fn status(
     } else if let Some((reason, message)) = &decision.waiting {
         ("True", *reason, message.clone())
     } else if decision.hold.is_some() {
-        ("False", "Held", "changes are held, see Degraded".into())
+        ("False", Reason::Held, "changes are held, see Degraded".into())
     } else if converged {
-        ("False", "Converged", format!("{n} healthy voters"))
+        ("False", Reason::Converged, format!("{n} healthy voters"))
     } else {
         (
             "True",
-            "Scaling",
+            Reason::Scaling,
             format!("StatefulSet at {replicas} of {} pods", input.spec.replicas),
         )
     };
     let degraded_cond = match decision.hold.as_ref().or(decision.trouble.as_ref()) {
         Some((reason, message)) => ("True", *reason, message.clone()),
-        None => ("False", "Healthy", "all members are healthy".into()),
+        None => ("False", Reason::Healthy, "all members are healthy".into()),
     };
 
     let conditions = [
@@ -200,7 +201,7 @@ pub(super) fn condition(
     input: &PlanInput,
     type_: &str,
     status: &str,
-    reason: &str,
+    reason: Reason,
     message: String,
 ) -> Condition {
     let last_transition_time = input
@@ -212,7 +213,7 @@ pub(super) fn condition(
     Condition {
         type_: type_.into(),
         status: status.into(),
-        reason: reason.into(),
+        reason: reason.as_str().into(),
         message,
         observed_generation: input.generation,
         last_transition_time,

@@ -6,6 +6,7 @@ use std::fmt;
 use kvclient::{AddLearnerRequest, NodeId};
 
 use crate::auth::Password;
+use crate::reason::Reason;
 
 /// One membership change. Each is idempotent on the node side, and the
 /// planner re-derives it from observed state, so executing it twice (an
@@ -77,22 +78,22 @@ impl Step {
     }
 
     /// Event reason and metric label.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Step::Initialize { .. } => "InitializeCluster",
-            Step::AddLearner { .. } => "AddLearner",
-            Step::Promote { .. } => "PromoteVoter",
-            Step::TransferLeadership { .. } => "TransferLeadership",
-            Step::Demote { .. } => "DemoteVoter",
-            Step::EnableAuth { .. } => "EnableAuth",
+            Step::Initialize { .. } => Reason::InitializeCluster,
+            Step::AddLearner { .. } => Reason::AddLearner,
+            Step::Promote { .. } => Reason::PromoteVoter,
+            Step::TransferLeadership { .. } => Reason::TransferLeadership,
+            Step::Demote { .. } => Reason::DemoteVoter,
+            Step::EnableAuth { .. } => Reason::EnableAuth,
             Step::Remove {
                 why: Removal::ScaleDown,
                 ..
-            } => "RemoveMember",
+            } => Reason::RemoveMember,
             Step::Remove {
                 why: Removal::LostVolume,
                 ..
-            } => "RemoveLostMember",
+            } => Reason::RemoveLostMember,
         }
     }
 }
@@ -140,6 +141,6 @@ impl fmt::Display for Step {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }

@@ -6,12 +6,13 @@ use super::PlanInput;
 use super::sizing::current_replicas;
 use crate::build::TlsMode;
 use crate::crd::{KvClusterSpec, TlsIssuer};
+use crate::reason::Reason;
 
 /// The TLS the pods get, and why it is not what the spec asks for. An
 /// initialized cluster keeps the mode it runs: its members' advertised
 /// URLs carry the scheme, and pods rolling from one CA or scheme to another
 /// could not talk to each other half-way.
-pub(super) fn tls_mode(input: &PlanInput, initialized: bool) -> (TlsMode, Option<(&'static str, String)>) {
+pub(super) fn tls_mode(input: &PlanInput, initialized: bool) -> (TlsMode, Option<(Reason, String)>) {
     let wanted = wanted_tls(input.spec);
     let describe = |mode| match mode {
         TlsMode::Plaintext => "no TLS",
@@ -22,7 +23,7 @@ pub(super) fn tls_mode(input: &PlanInput, initialized: bool) -> (TlsMode, Option
         Some(running) if initialized && running != wanted => (
             running,
             Some((
-                "TlsChangeNotApplied",
+                Reason::TlsChangeNotApplied,
                 format!(
                     "spec.tls asks for {} but the cluster runs with {}; an initialized cluster \
                      keeps its TLS mode (its members advertise their URLs with the scheme). Set \
@@ -35,7 +36,7 @@ pub(super) fn tls_mode(input: &PlanInput, initialized: bool) -> (TlsMode, Option
         _ if wanted == TlsMode::CertManager && input.observed.tls.cert_manager == Some(false) => (
             wanted,
             Some((
-                "CertManagerMissing",
+                Reason::CertManagerMissing,
                 "spec.tls.issuer is certManager but the server does not serve \
                  cert-manager.io/v1 Certificates: install cert-manager (the pods cannot start \
                  without their certificate Secret) or use issuer operator"

@@ -144,7 +144,7 @@ fn cert_manager_gets_certificate_objects_or_a_clear_condition() {
     assert!(
         plan.notices
             .iter()
-            .any(|n| n.warning && n.reason == "CertManagerMissing")
+            .any(|n| n.warning && n.reason == Reason::CertManagerMissing)
     );
 
     let plan = run(
