@@ -51,7 +51,11 @@ fn parse(spec: &str) -> Result<Vec<Point>, String> {
             let (name, at) = match s.split_once('@') {
                 Some((n, at)) => match at.parse::<u64>() {
                     Ok(at) if at >= 1 => (n, at),
-                    _ => return Err(format!("KVNODE_CRASH_AT: {s:?}: the pass after @ must be a number from 1")),
+                    _ => {
+                        return Err(format!(
+                            "KVNODE_CRASH_AT: {s:?}: the pass after @ must be a number from 1"
+                        ));
+                    }
                 },
                 None => (s, 1),
             };
@@ -73,7 +77,10 @@ fn parse(spec: &str) -> Result<Vec<Point>, String> {
 /// Aborts the process here if `KVNODE_CRASH_AT` names `name` and this is
 /// the chosen pass.
 pub fn point(name: &str) {
-    debug_assert!(POINTS.contains(&name), "crash point {name} is not in POINTS");
+    debug_assert!(
+        POINTS.contains(&name),
+        "crash point {name} is not in POINTS"
+    );
     for p in armed() {
         if p.name == name && p.hits.fetch_add(1, Ordering::Relaxed) + 1 == p.at {
             tracing::error!(point = name, pass = p.at, "crash point reached: aborting");
@@ -109,8 +116,14 @@ mod tests {
     #[test]
     fn unknown_points_and_bad_passes_are_refused() {
         let err = parse("log-append-unsyncd").err().expect("misspelt");
-        assert!(err.contains("no crash point \"log-append-unsyncd\""), "{err}");
-        assert!(err.contains("log-append-unsynced"), "names the known points: {err}");
+        assert!(
+            err.contains("no crash point \"log-append-unsyncd\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("log-append-unsynced"),
+            "names the known points: {err}"
+        );
         for bad in ["sm-apply-before-write@0", "sm-apply-before-write@x"] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvclient::{
-    ClusterStatus, FollowerProgress, InitRequest, Member, MemberInfo,
-    Membership as WireMembership, MembershipResponse, Role,
+    ClusterStatus, FollowerProgress, InitRequest, Member, MemberInfo, Membership as WireMembership,
+    MembershipResponse, Role,
 };
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, RaftError};
@@ -586,8 +586,7 @@ impl Node {
                 .into());
             }
         }
-        self.leader()
-            .ok_or(Reject::Failed(NodeError::NoLeader))
+        self.leader().ok_or(Reject::Failed(NodeError::NoLeader))
     }
 
     /// Waits until `pred(current_leader)` holds or `timeout` passes.

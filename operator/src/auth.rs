@@ -74,7 +74,9 @@ pub async fn enable_root(node: &kvclient::Client, password: &Password) -> Result
         // Made by an earlier attempt (or by hand): enabling checks that
         // root holds the role root.
         Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {}
-        other => drop(other?),
+        other => {
+            other?;
+        }
     }
     node.auth_enable().await.map(drop)
 }

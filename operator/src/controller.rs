@@ -213,7 +213,7 @@ async fn reconcile_cluster(
         cluster = %owner.name,
         namespace = %owner.namespace,
         phase = ?plan.status.phase,
-        step = plan.step.as_ref().map(|s| s.reason()),
+        step = plan.step.as_ref().map(|s| s.reason().as_str()),
         pvcs_to_delete = plan.delete_pvcs.len(),
         "planned"
     );
@@ -272,7 +272,7 @@ async fn reconcile_cluster(
         Some(step) => {
             info!(cluster = %owner.name, namespace = %owner.namespace, step = %step, "membership step");
             let result = apply::execute_step(step, &connector, ctx.settings.step_timeout).await;
-            ctx.metrics.step(step.reason(), result.is_ok());
+            ctx.metrics.step(step.reason().as_str(), result.is_ok());
             let pod = Related::Pod(step.pod());
             match &result {
                 Ok(()) => {
@@ -287,7 +287,7 @@ async fn reconcile_cluster(
             }
             result.map_err(|source| Error::Step {
                 step: step.to_string(),
-                reason: step.reason(),
+                reason: step.reason().as_str(),
                 source,
             })
         }

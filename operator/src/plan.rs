@@ -35,17 +35,17 @@ use k8s_openapi::jiff::Timestamp;
 use crate::build::{OperatorPeer, Owner, TlsMode};
 use crate::crd::{KvClusterSpec, KvClusterStatus, Phase};
 use crate::observe::{Observed, PdbSupport};
+use crate::reason::Reason;
 use certs::{CertInput, CertPlan};
 use decide::{Decision, caught_up_since, decide_membership, decide_uninitialized, trouble};
 use objects::desired;
 use sizing::{current_replicas, pods_for_members, pvcs_to_delete, statefulset_replicas};
 use status::{notices, status};
 pub use step::{Notice, Removal, Step};
-use tls::{certificate_pods, offset_time, tls_mode};
 pub use tls::wanted_tls;
+use tls::{certificate_pods, offset_time, tls_mode};
 use validate::validate;
 use view::View;
-use crate::reason::Reason;
 
 /// How often a converged cluster is looked at again. Lag and node health
 /// change without any Kubernetes event, so the operator polls.

@@ -19,11 +19,11 @@ use kvclient::{
 use super::authz::{self, Caller};
 use super::cluster::{admin, parse};
 use super::error::ApiError;
+use super::error::Outcome;
 use super::kv::MAX_KEY_BYTES;
 use super::{App, query_map};
 use crate::auth::perm::GrantKind;
 use crate::auth::{AuthError, AuthOp, AuthState, Grant, GrantEnd, password, token};
-use super::error::Outcome;
 use crate::raft::types::{Command, Op, OpResult};
 
 /// Longest accepted password: hashing cost grows with it.

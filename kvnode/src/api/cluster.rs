@@ -10,8 +10,8 @@ use kvclient::{
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::{App, forward, json_response, read_body};
 use super::error::Rejection;
+use super::{App, forward, json_response, read_body};
 
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 

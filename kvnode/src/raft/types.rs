@@ -166,7 +166,9 @@ mod tests {
                     start: "r0".into(),
                     end: "r9".into(),
                 },
-                Op::DeletePrefix { prefix: "p/".into() },
+                Op::DeletePrefix {
+                    prefix: "p/".into(),
+                },
             ],
             failure: vec![Op::Auth(AuthOp::UserDelete { name: "u".into() })],
         }
@@ -225,7 +227,23 @@ mod tests {
         pinned(member(), GOLDEN_MEMBER);
     }
 
-    const GOLDEN_COMMAND: &str = "";
-    const GOLDEN_RESULT: &str = "";
-    const GOLDEN_MEMBER: &str = "";
+    const GOLDEN_COMMAND: &str = concat!(
+        "83a7636f6d706172659383a36b6579a161a674617267657481a85265766973696f6e07a26f70a265",
+        "7183a36b6579a162a674617267657481a556616c7565c40176a26f70a26e6583a36b6579a163a674",
+        "617267657481a6457869737473c3a26f70a26774a7737563636573739581a350757482a36b6579a1",
+        "6ba576616c7565c40200ff81a644656c65746581a36b6579a16481a347657481a36b6579a16781ab",
+        "44656c65746552616e676582a57374617274a27230a3656e64a2723981ac44656c65746550726566",
+        "697881a6707265666978a2702fa76661696c7572659181a44175746881aa5573657244656c657465",
+        "81a46e616d65a175",
+    );
+    const GOLDEN_RESULT: &str = concat!(
+        "84a9737563636565646564c3a87265766973696f6e2aa7726573756c74739581a350757481a87265",
+        "766973696f6e2a81a644656c65746581a764656c65746564c381a347657481a5666f756e649203c4",
+        "017881ab44656c65746552616e676581a764656c657465640281a44175746881a56572726f72c0b1",
+        "63757272656e745f7265766973696f6e73920005",
+    );
+    const GOLDEN_MEMBER: &str = concat!(
+        "83a46e616d65a46b762d30a8706565725f75726cb168747470733a2f2f6b762d303a37333830aa63",
+        "6c69656e745f75726cb168747470733a2f2f6b762d303a37333739",
+    );
 }

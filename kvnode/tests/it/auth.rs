@@ -3,7 +3,6 @@
 //! forwarding keeps the caller's identity, tokens expire and are retired
 //! by a password change, and the state survives restarts and snapshots.
 
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! Bad input gets the documented 4xx/503 JSON error and the node keeps
 //! serving.
 
-
 use crate::common::{Cluster, NodeProc, Opts};
 use serde_json::Value;
 

@@ -1,7 +1,6 @@
 //! kvctl against real nodes: `kvnode --dev`, fresh nodes for `init`, the
 //! metrics endpoint, and authentication (users, roles, permissions).
 
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -3,7 +3,6 @@
 //! crash point, and must recover to a state that holds every acknowledged
 //! write.
 
-
 use std::time::Duration;
 
 use crate::common::{Cluster, NodeProc, Opts};
@@ -155,7 +154,13 @@ async fn follower_crash_before_writing_applied_entries_is_recovered() {
 fn a_misspelt_crash_point_stops_kvnode_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvnode"))
-        .args(["--dev", "--client-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0"])
+        .args([
+            "--dev",
+            "--client-addr",
+            "127.0.0.1:0",
+            "--peer-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .env("KVNODE_CRASH_AT", "log-append-unsyncd")
@@ -163,5 +168,8 @@ fn a_misspelt_crash_point_stops_kvnode_at_start() {
         .expect("run kvnode");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("no crash point \"log-append-unsyncd\""), "{err}");
+    assert!(
+        err.contains("no crash point \"log-append-unsyncd\""),
+        "{err}"
+    );
 }

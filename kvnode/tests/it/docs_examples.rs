@@ -1,7 +1,6 @@
 //! The request examples of docs/api.md, sent verbatim to a real node: the
 //! documentation and the server cannot drift apart unnoticed.
 
-
 use crate::common::{Cluster, Opts};
 use kvclient::TxnResponse;
 

@@ -2,7 +2,6 @@
 //! writes resume through the survivors, and no acknowledged write is lost,
 //! also after every node restarts from its data dir.
 
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

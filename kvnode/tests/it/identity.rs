@@ -2,7 +2,6 @@
 //! node that disturbs nothing until it is added, and peer RPCs for another
 //! node or cluster are refused.
 
-
 use std::time::Duration;
 
 use crate::common::{Cluster, NodeProc, Opts, is_voter, wait_for};

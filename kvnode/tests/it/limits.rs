@@ -3,7 +3,6 @@
 //! are closed after --header-timeout-ms, connections beyond
 //! --max-connections are closed at once.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::{NodeProc, Opts};

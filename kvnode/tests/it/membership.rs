@@ -1,7 +1,6 @@
 //! Membership 3 -> 5 -> 3 through the admin API while writes continue,
 //! without losing a write.
 
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,6 @@
 //! A 3-node cluster replicates writes, and reads see them at the promised
 //! consistency level from every node.
 
-
 use crate::common::{Cluster, Opts};
 use kvclient::Consistency;
 

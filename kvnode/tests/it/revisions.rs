@@ -3,7 +3,6 @@
 //! transactions, empty range deletes and leader changes leave it alone;
 //! range deletes remove exactly their range in one revision.
 
-
 use crate::common::{Cluster, Opts};
 use kvclient::{CompareOp, CompareTarget, RangeOptions, TxnOp, TxnOpResult, TxnRequest};
 

@@ -1,6 +1,5 @@
 //! SIGTERM on the leader hands leadership over before the process exits.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::{Cluster, Opts, wait_for};

@@ -1,7 +1,6 @@
 //! A learner added after the leader compacted its log catches up through a
 //! streamed snapshot, then through the log.
 
-
 use crate::common::{Cluster, Opts, wait_for};
 use kvclient::{AddLearnerRequest, Consistency};
 use std::time::Duration;

@@ -3,7 +3,6 @@
 //! foreign certificates are refused at the handshake, certificate files
 //! are re-read without a restart.
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -678,16 +678,34 @@ mod tests {
             assert_eq!(i32::from(config.client_addr.port()), CLIENT_PORT);
             assert_eq!(i32::from(config.peer_addr.port()), PEER_PORT);
             assert_eq!(
-                (config.heartbeat_interval_ms, config.election_timeout_ms, config.snapshot_log_threshold),
+                (
+                    config.heartbeat_interval_ms,
+                    config.election_timeout_ms,
+                    config.snapshot_log_threshold
+                ),
                 (50, 500, 1000)
             );
-            let scheme = if tls == TlsMode::Plaintext { "http" } else { "https" };
+            let scheme = if tls == TlsMode::Plaintext {
+                "http"
+            } else {
+                "https"
+            };
             assert_eq!(
                 config.advertise_peer_url.as_deref(),
-                Some(format!("{scheme}://kv-2.kv-peer.prod.svc.cluster.local:{PEER_PORT}").as_str())
+                Some(
+                    format!("{scheme}://kv-2.kv-peer.prod.svc.cluster.local:{PEER_PORT}").as_str()
+                )
             );
-            assert_eq!(config.cert_file.is_some(), tls != TlsMode::Plaintext, "{tls:?}");
-            assert_eq!(config.peer_cert_file.is_some(), tls != TlsMode::Plaintext, "{tls:?}");
+            assert_eq!(
+                config.cert_file.is_some(),
+                tls != TlsMode::Plaintext,
+                "{tls:?}"
+            );
+            assert_eq!(
+                config.peer_cert_file.is_some(),
+                tls != TlsMode::Plaintext,
+                "{tls:?}"
+            );
         }
     }
 

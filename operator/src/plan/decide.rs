@@ -4,16 +4,13 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kvclient::{AddLearnerRequest, ClusterStatus, NodeId, Role};
+use kvclient::{AddLearnerRequest, NodeId};
 
-use super::sizing::{current_replicas, desired_replicas};
+use super::sizing::desired_replicas;
 use super::storage::storage_change;
 use super::view::{MemberView, View};
-use super::{PlanConfig, PlanInput, Removal, Step};
-use crate::build;
-use crate::crd::MemberRole;
+use super::{ACTIVE_REQUEUE, PlanConfig, PlanInput, Removal, Step};
 use crate::names::{self, quorum};
-use crate::observe::ObservedPod;
 use crate::reason::Reason;
 
 /// What to do this round, before it is turned into status.
@@ -66,7 +63,10 @@ pub(super) fn decide_uninitialized(view: &View, input: &PlanInput) -> Decision {
                 ),
             )
         } else {
-            Decision::wait(Reason::WaitingForNodes, "no node reports the cluster yet".into())
+            Decision::wait(
+                Reason::WaitingForNodes,
+                "no node reports the cluster yet".into(),
+            )
         };
     }
     match pod0 {

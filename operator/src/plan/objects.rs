@@ -6,7 +6,12 @@ use crate::build::{self, StatefulSetParams, TlsMode};
 use crate::crd::KvClusterSpec;
 use crate::observe::PdbSupport;
 
-pub(super) fn desired(input: &PlanInput, config: &PlanConfig, replicas: i32, tls: TlsMode) -> Desired {
+pub(super) fn desired(
+    input: &PlanInput,
+    config: &PlanConfig,
+    replicas: i32,
+    tls: TlsMode,
+) -> Desired {
     let owner = input.owner;
     // The StatefulSet keeps the volume template it was created with, or the
     // API server would refuse the whole apply, image and resources included.

@@ -5,10 +5,11 @@ use k8s_openapi::jiff::Timestamp;
 use kvclient::NodeId;
 
 use super::decide::Decision;
+use super::sizing::{current_replicas, desired_replicas};
 use super::view::View;
 use super::{Notice, PlanInput};
 use crate::crd::{KvClusterStatus, MemberRole, MemberStatus, Phase};
-use crate::names;
+use crate::names::{self, quorum};
 use crate::observe::PdbSupport;
 use crate::reason::Reason;
 
@@ -26,7 +27,7 @@ pub(super) fn notices(input: &PlanInput, decision: &Decision) -> Vec<Notice> {
         if !already {
             notices.push(Notice {
                 warning: true,
-                reason,
+                reason: *reason,
                 message: message.clone(),
             });
         }
@@ -138,7 +139,11 @@ pub(super) fn status(
     } else if let Some((reason, message)) = &decision.waiting {
         ("True", *reason, message.clone())
     } else if decision.hold.is_some() {
-        ("False", Reason::Held, "changes are held, see Degraded".into())
+        (
+            "False",
+            Reason::Held,
+            "changes are held, see Degraded".into(),
+        )
     } else if converged {
         ("False", Reason::Converged, format!("{n} healthy voters"))
     } else {

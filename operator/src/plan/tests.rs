@@ -7,13 +7,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kvclient::{FollowerProgress, Member, MemberInfo, Membership};
+use kvclient::{ClusterStatus, NodeId, Role};
 use serde_json::json;
 
+use super::storage::same_quantity;
 use super::*;
+use crate::auth::Password;
 use crate::build::fixtures;
-use crate::crd::StorageSpec;
-use crate::observe::{NodeView, ObservedPvc, ObservedTls};
+use crate::crd::{MemberRole, MemberStatus, StorageSpec};
+use crate::names::{self, quorum};
+use crate::observe::{NodeView, ObservedPod, ObservedPvc, ObservedTls};
+use crate::reason::Reason;
 
 /// Operator-managed auth, on the same simulated cluster.
 mod auth;
@@ -444,7 +448,7 @@ fn held_changes_report_degraded_with_a_reason_and_one_warning() {
     );
     assert_eq!(
         plan.notices.iter().map(|n| n.reason).collect::<Vec<_>>(),
-        ["QuorumUnhealthy"]
+        [Reason::QuorumUnhealthy]
     );
     // The next reconcile, still held, does not repeat the warning.
     let again = run_plan(&world, &json!({"replicas": 3}), &plan.status);
@@ -561,7 +565,7 @@ fn missing_pdb_api_skips_the_budget_with_one_warning() {
     assert!(first.objects.as_ref().is_some_and(|o| o.pdb.is_none()));
     assert_eq!(
         first.notices.iter().map(|n| n.reason).collect::<Vec<_>>(),
-        ["PodDisruptionBudgetUnsupported"]
+        [Reason::PodDisruptionBudgetUnsupported]
     );
     let second = plan(&input(&first.status), &config());
     assert!(second.notices.is_empty());
@@ -835,7 +839,7 @@ fn storage_change_is_reported_and_not_applied() {
     );
     assert_eq!(
         first.notices.iter().map(|n| n.reason).collect::<Vec<_>>(),
-        ["StorageChangeNotApplied"]
+        [Reason::StorageChangeNotApplied]
     );
     assert_eq!(first.status.phase, Some(Phase::Running));
     let second = plan(&input(&first.status, &observed), &config());

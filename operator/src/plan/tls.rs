@@ -12,7 +12,10 @@ use crate::reason::Reason;
 /// initialized cluster keeps the mode it runs: its members' advertised
 /// URLs carry the scheme, and pods rolling from one CA or scheme to another
 /// could not talk to each other half-way.
-pub(super) fn tls_mode(input: &PlanInput, initialized: bool) -> (TlsMode, Option<(Reason, String)>) {
+pub(super) fn tls_mode(
+    input: &PlanInput,
+    initialized: bool,
+) -> (TlsMode, Option<(Reason, String)>) {
     let wanted = wanted_tls(input.spec);
     let describe = |mode| match mode {
         TlsMode::Plaintext => "no TLS",

@@ -5,6 +5,7 @@ use serde_json::json;
 use super::*;
 use crate::build::fixtures;
 use crate::observe::ObservedTls;
+use crate::reason::Reason;
 
 fn config() -> PlanConfig {
     PlanConfig {
@@ -80,7 +81,7 @@ fn an_initialized_cluster_keeps_the_tls_mode_it_runs() {
     assert_eq!(degraded(&plan), "True/TlsChangeNotApplied");
     assert_eq!(
         plan.notices.first().map(|n| n.reason),
-        Some("TlsChangeNotApplied")
+        Some(Reason::TlsChangeNotApplied)
     );
 
     // Acknowledged in the spec: healthy again.

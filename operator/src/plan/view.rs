@@ -3,7 +3,7 @@
 
 use kvclient::{ClusterStatus, NodeId, Role};
 
-use crate::names;
+use crate::names::{self, quorum};
 use crate::observe::{Observed, ObservedPod};
 
 /// The raft cluster as the nodes report it.
@@ -33,7 +33,11 @@ impl<'a> View<'a> {
     /// `known_cluster` is the cluster id recorded in status: once known,
     /// nodes of any other cluster (a volume from elsewhere) are ignored,
     /// however high their term.
-    pub(super) fn new(cluster: &str, observed: &'a Observed, known_cluster: Option<&str>) -> View<'a> {
+    pub(super) fn new(
+        cluster: &str,
+        observed: &'a Observed,
+        known_cluster: Option<&str>,
+    ) -> View<'a> {
         let serving: Vec<(&ObservedPod, &ClusterStatus)> = observed
             .pods
             .iter()
