@@ -457,7 +457,8 @@ mod tests {
                         let body = r#"{"error":{"code":"already_exists","message":"user root"}}"#;
                         (StatusCode::CONFLICT, body)
                     } else {
-                        (StatusCode::OK, "{}")
+                        // kvnode answers a change with the auth revision.
+                        (StatusCode::OK, r#"{"revision":1}"#)
                     }
                 }),
             )

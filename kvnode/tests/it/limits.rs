@@ -83,10 +83,24 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     let addr = ("127.0.0.1", n.client_port);
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(TcpStream::connect(addr).await.expect("connect"));
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        // An answer proves the server accepted it and holds its slot (a
+        // sleep would not, on a loaded machine); keep-alive keeps it.
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request");
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        held.push(c);
     }
-    // Let the server accept all four before the fifth arrives.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut fifth = TcpStream::connect(addr).await.expect("connect");
     let _ = fifth
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
