@@ -18,6 +18,7 @@ ROUNDS="${ROUNDS:-2}"
 DURATION="${DURATION:-10}"
 CLIENTS="${CLIENTS:-64}"
 WORK="${BENCH_DIR:-$(mktemp -d /tmp/raftkv-bench-security.XXXXXX)}"
+mkdir -p "$WORK"
 KVCTL="$CARGO_TARGET_DIR/debug/kvctl"
 
 for port in 7379 7389 7399; do

@@ -76,9 +76,10 @@ done
 # kvctl finds the three nodes' ids itself; idempotent: on a restart with
 # kept data the cluster is already initialized.
 "$KVCTL" "${kvctl_tls[@]}" --endpoints "$EP" init >/dev/null 2>&1 || true
-for _ in $(seq 200); do
-  "$KVCTL" "${kvctl_tls[@]}" --endpoints "$EP" health >/dev/null 2>&1 && break
-  sleep 0.1
+# Ready = initialized, a leader known, caught up with what was committed
+# before a restart: then the first request after "raftkv is running" works.
+for ep in "${endpoints[@]}"; do
+  for _ in $(seq 300); do curl -sf "${curl_tls[@]}" "$ep/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 "$KVCTL" "${kvctl_tls[@]}" --endpoints "$EP" status
 if [ "$secure" = 1 ]; then
