@@ -1038,9 +1038,16 @@ fn kvctl_path() -> std::path::PathBuf {
 
 /// Runs kvctl with `args`; (success, stdout + stderr).
 async fn kvctl(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    kvctl_env(args, &[]).await
+}
+
+/// kvctl with extra environment (`KVCTL_USER`, `KVCTL_PASSWORD`: a
+/// password never goes on a command line).
+async fn kvctl_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(bool, String)> {
     let out = tokio::process::Command::new(kvctl_path())
         .args(args)
         .env_remove("KVCTL_ENDPOINTS")
+        .envs(env.iter().copied())
         .output()
         .await
         .map_err(|e| anyhow::anyhow!("running {}: {e}", kvctl_path().display()))?;
@@ -1225,7 +1232,8 @@ async fn certificate_renewal_under_writes_fails_no_request() -> anyhow::Result<(
 /// Secret `kv-root`) and turns auth on. Then a request without credentials
 /// is 401, a user without the root role may not change the membership
 /// (403), and root may, by token through the API server's proxy
-/// (`x-raftkv-token`) or by the operator's client certificate.
+/// (`x-raftkv-token`), by the operator's client certificate, and with
+/// kvctl given kv-root's password through a port-forward.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_is_on_and_refuses_strangers() -> anyhow::Result<()> {
     Scenario::run("auth", async |s| {
@@ -1315,6 +1323,21 @@ async fn auth_is_on_and_refuses_strangers() -> anyhow::Result<()> {
             let (ok, out) =
                 kvctl(&["--endpoints", &endpoint, "--cacert", &ca, "--cert", &cert, "--key", &key, "get", "auth-000000"]).await?;
             anyhow::ensure!(ok, "kvctl with the root client certificate: {out}");
+            // The kv-root Secret as a user has it: name and password, TLS
+            // verified with the CA; kvctl trades them for a token.
+            let as_root = [("KVCTL_USER", "root"), ("KVCTL_PASSWORD", password.as_str())];
+            let (ok, out) =
+                kvctl_env(&["--endpoints", &endpoint, "--cacert", &ca, "put", "kvctl-root", "by-password"], &as_root).await?;
+            anyhow::ensure!(ok, "kvctl with kv-root's password: {out}");
+            let (ok, out) = kvctl_env(&["--endpoints", &endpoint, "--cacert", &ca, "get", "kvctl-root"], &as_root).await?;
+            anyhow::ensure!(ok && out == "by-password", "kvctl get with kv-root's password: {out}");
+            let wrong = [("KVCTL_USER", "root"), ("KVCTL_PASSWORD", "not-the-password")];
+            let (ok, out) = kvctl_env(&["--endpoints", &endpoint, "--cacert", &ca, "get", "kvctl-root"], &wrong).await?;
+            anyhow::ensure!(
+                !ok && out.lines().count() == 1 && out.contains("authenticating as \"root\"") && !out.contains("not-the-password"),
+                "kvctl with a wrong password must fail in one line: {out}"
+            );
+            s.log("kvctl via a loopback relay (as kubectl port-forward): root's client certificate, kv-root's password");
             std::fs::remove_dir_all(&dir)?;
         }
         Ok(())
