@@ -122,45 +122,50 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
     let initialized = view.cluster_id.is_some() || input.previous.cluster_id.is_some();
     let (tls, tls_trouble) = tls_mode(input, initialized);
 
-    let (mut decision, replicas) = if input.spec.paused {
-        (Decision::default(), current_replicas(input.observed))
-    } else if let Err(message) = validate(input.spec) {
-        (
-            Decision::hold(Reason::InvalidSpec, message),
+    // Checked once; a paused cluster is checked too, for its status.
+    let checked = validate(input.spec);
+    let valid = checked.as_ref().ok().copied();
+    let (mut decision, replicas) = match (&checked, input.spec.paused) {
+        (_, true) => (Decision::default(), current_replicas(input.observed)),
+        (Err(message), false) => (
+            Decision::hold(Reason::InvalidSpec, message.clone()),
             current_replicas(input.observed),
-        )
-    } else if view.cluster_id.is_none() {
-        let decision = decide_uninitialized(&view, input);
-        let replicas = current_replicas(input.observed).max(1);
-        (decision, replicas)
-    } else {
-        let mut decision = decide_membership(&view, input, config, &caught_up);
-        if decision.trouble.is_none() {
-            decision.trouble = trouble(&view, input);
+        ),
+        (Ok(_), false) if view.cluster_id.is_none() => {
+            let decision = decide_uninitialized(&view, input);
+            let replicas = current_replicas(input.observed).max(1);
+            (decision, replicas)
         }
-        let replicas = if decision.hold.is_some() {
-            // Held: no growth or shrink, but pods of members come back
-            // (restoring a voter's pod can only help a missing quorum).
-            current_replicas(input.observed)
-                .max(pods_for_members(&view))
-                .max(1)
-        } else {
-            statefulset_replicas(&view, input)
-        };
-        (decision, replicas)
+        (Ok(valid), false) => {
+            let mut decision = decide_membership(&view, input, config, &caught_up, *valid);
+            if decision.trouble.is_none() {
+                decision.trouble = trouble(&view, input);
+            }
+            let replicas = if decision.hold.is_some() {
+                // Held: no growth or shrink, but pods of members come back
+                // (restoring a voter's pod can only help a missing quorum).
+                current_replicas(input.observed)
+                    .max(pods_for_members(&view))
+                    .max(1)
+            } else {
+                statefulset_replicas(&view, input, *valid)
+            };
+            (decision, replicas)
+        }
     };
 
     if !input.spec.paused && tls_trouble.is_some() {
         decision.trouble = tls_trouble;
     }
-    let valid = !input.spec.paused && validate(input.spec).is_ok();
+    // What is applied this round: nothing while paused or invalid.
+    let applying = valid.filter(|_| !input.spec.paused);
     let auth = auth::plan_auth(
         input.spec,
         input.observed,
         tls,
         view.leader.filter(|_| view.cluster_id.is_some()),
     );
-    if valid && decision.hold.is_none() {
+    if applying.is_some() && decision.hold.is_none() {
         // Before any membership step: no member is added to an open cluster.
         if let Some(step) = auth.step.clone() {
             decision.step = Some(step);
@@ -170,12 +175,11 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
         }
     }
 
-    let delete_pvcs = if input.spec.paused || decision.hold.is_some() {
-        Vec::new()
-    } else {
-        pvcs_to_delete(&view, input)
+    let delete_pvcs = match applying {
+        Some(valid) if decision.hold.is_none() => pvcs_to_delete(&view, input, valid),
+        _ => Vec::new(),
     };
-    let objects = valid.then(|| desired(input, config, replicas, tls));
+    let objects = applying.map(|_| desired(input, config, replicas, tls));
     let certificates = objects
         .as_ref()
         .filter(|o| o.tls == TlsMode::Operator)
@@ -190,7 +194,7 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
             })
         });
     let notices = notices(input, &decision);
-    let mut status = status(input, &view, &decision, &caught_up, replicas);
+    let mut status = status(input, &view, &decision, &caught_up, replicas, valid);
     status.auth = auth.state;
     let converged = status.phase == Some(Phase::Running) && decision.step.is_none();
     let requeue_after = decision
@@ -205,7 +209,7 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
         step: decision.step,
         delete_pvcs,
         certificates,
-        create_root_secret: valid && auth.create_secret,
+        create_root_secret: applying.is_some() && auth.create_secret,
         status,
         notices,
         requeue_after,

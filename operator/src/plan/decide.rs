@@ -6,8 +6,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kvclient::{AddLearnerRequest, NodeId};
 
-use super::sizing::desired_replicas;
 use super::storage::storage_change;
+use super::validate::Valid;
 use super::view::{MemberView, View};
 use super::{ACTIVE_REQUEUE, PlanConfig, PlanInput, Removal, Step};
 use crate::names::{self, quorum};
@@ -94,6 +94,7 @@ pub(super) fn decide_membership(
     input: &PlanInput,
     config: &PlanConfig,
     caught_up: &[(NodeId, Timestamp)],
+    valid: Valid,
 ) -> Decision {
     let Some((leader_pod, leader)) = view.leader else {
         return Decision::hold(
@@ -119,7 +120,7 @@ pub(super) fn decide_membership(
             ),
         );
     }
-    let n = desired_replicas(input.spec);
+    let n = valid.replicas;
 
     // 1. Lost volumes: a member whose pod now reports another id.
     for member in view.members.iter().filter(|m| m.pod.is_none()) {

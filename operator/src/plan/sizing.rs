@@ -4,13 +4,10 @@
 use std::collections::BTreeSet;
 
 use super::PlanInput;
+use super::validate::Valid;
 use super::view::View;
-use crate::crd::{KvClusterSpec, MAX_REPLICAS, RetentionPolicy};
+use crate::crd::RetentionPolicy;
 use crate::observe::Observed;
-
-pub(super) fn desired_replicas(spec: &KvClusterSpec) -> u32 {
-    u32::try_from(spec.replicas.clamp(1, MAX_REPLICAS)).unwrap_or(1)
-}
 
 /// Replicas the StatefulSet has now. Without a StatefulSet, enough to keep
 /// every pod that still exists: a StatefulSet recreated smaller would adopt
@@ -34,8 +31,8 @@ pub(super) fn current_replicas(observed: &Observed) -> i32 {
 /// and shrinks only past pods that are no longer members. A member below
 /// the desired size always gets its pod back (someone scaled the
 /// StatefulSet down by hand).
-pub(super) fn statefulset_replicas(view: &View, input: &PlanInput) -> i32 {
-    let n = i32::try_from(desired_replicas(input.spec)).unwrap_or(1);
+pub(super) fn statefulset_replicas(view: &View, input: &PlanInput, valid: Valid) -> i32 {
+    let n = i32::try_from(valid.replicas).unwrap_or(1);
     let current = current_replicas(input.observed);
     let members_need = pods_for_members(view);
     let next = if current > n {
@@ -62,11 +59,12 @@ pub(super) fn pods_for_members(view: &View) -> i32 {
 
 /// PVCs of pods removed by a scale-down, once the pod is gone, when the
 /// spec says so. Never one a member or the StatefulSet still needs.
-pub(super) fn pvcs_to_delete(view: &View, input: &PlanInput) -> Vec<String> {
+pub(super) fn pvcs_to_delete(view: &View, input: &PlanInput, valid: Valid) -> Vec<String> {
     if input.spec.pvc_retention_policy.when_scaled != RetentionPolicy::Delete {
         return Vec::new();
     }
-    let keep_below = desired_replicas(input.spec)
+    let keep_below = valid
+        .replicas
         .max(u32::try_from(current_replicas(input.observed)).unwrap_or(u32::MAX));
     let members: BTreeSet<u32> = view.members.iter().filter_map(|m| m.ordinal).collect();
     input

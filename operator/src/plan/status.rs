@@ -5,7 +5,8 @@ use k8s_openapi::jiff::Timestamp;
 use kvclient::NodeId;
 
 use super::decide::Decision;
-use super::sizing::{current_replicas, desired_replicas};
+use super::sizing::current_replicas;
+use super::validate::Valid;
 use super::view::View;
 use super::{Notice, PlanInput};
 use crate::crd::{KvClusterStatus, MemberRole, MemberStatus, Phase};
@@ -51,9 +52,11 @@ pub(super) fn status(
     decision: &Decision,
     caught_up: &[(NodeId, Timestamp)],
     replicas: i32,
+    valid: Option<Valid>,
 ) -> KvClusterStatus {
     let cluster = input.owner.name.as_str();
-    let n = desired_replicas(input.spec);
+    // An invalid spec never converges (its changes are held).
+    let n = valid.map_or(0, |v| v.replicas);
     let leader_id = view.leader.map(|(_, s)| s.id);
     let members: Vec<MemberStatus> = view
         .members
@@ -87,6 +90,7 @@ pub(super) fn status(
         && decision.waiting.is_none()
         && replicas == input.spec.replicas
         && current_replicas(input.observed) == input.spec.replicas
+        && valid.is_some()
         && view.members.len() == voters
         && voters == usize::try_from(n).unwrap_or(0)
         && (0..n).all(|o| view.pod_is_voter(o));

@@ -3,13 +3,24 @@
 
 use crate::crd::{KvClusterSpec, MAX_REPLICAS, TlsIssuer};
 
-pub(super) fn validate(spec: &KvClusterSpec) -> Result<(), String> {
-    if !(1..=MAX_REPLICAS).contains(&spec.replicas) {
-        return Err(format!(
-            "replicas must be between 1 and {MAX_REPLICAS}, got {}",
-            spec.replicas
-        ));
-    }
+/// A spec that passed every rule, with the numbers the decisions use. Made
+/// once per round by [`validate`]; nothing downstream re-checks or clamps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Valid {
+    /// `spec.replicas`, known to be within 1..=MAX_REPLICAS.
+    pub(super) replicas: u32,
+}
+
+pub(super) fn validate(spec: &KvClusterSpec) -> Result<Valid, String> {
+    let replicas = u32::try_from(spec.replicas)
+        .ok()
+        .filter(|_| (1..=MAX_REPLICAS).contains(&spec.replicas))
+        .ok_or_else(|| {
+            format!(
+                "replicas must be between 1 and {MAX_REPLICAS}, got {}",
+                spec.replicas
+            )
+        })?;
     if spec.image.trim().is_empty() {
         return Err("image must not be empty".into());
     }
@@ -33,5 +44,5 @@ pub(super) fn validate(spec: &KvClusterSpec) -> Result<(), String> {
                 .into(),
         );
     }
-    Ok(())
+    Ok(Valid { replicas })
 }
