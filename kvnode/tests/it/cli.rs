@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::common::{NodeProc, Opts, wait_for};
+use crate::common::{NodeProc, Opts, Start, wait_for};
 use kvclient::{TxnOp, TxnRequest};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -115,16 +115,8 @@ fn fails(endpoint: &str, args: &[&str]) -> String {
     err
 }
 
-/// A `--dev` node (one node that initializes itself), ready.
 async fn dev_node(root: &Path) -> NodeProc {
-    let mut n = NodeProc::new(root, "dev", Opts::default());
-    n.start_with(None, &["--dev"]).await;
-    let c = n.client();
-    wait_for(Duration::from_secs(20), "dev node ready", || async {
-        matches!(c.ready().await, Ok(Ok(()))).then_some(())
-    })
-    .await;
-    n
+    crate::common::dev_node(root, "dev", Opts::default(), &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,7 +436,7 @@ async fn kvctl_speaks_tls() {
             ..Opts::default()
         },
     );
-    n.start_with(None, &["--dev"]).await;
+    n.start(Start::default().args(&["--dev"])).await;
     let ep = n.client_url();
     assert!(ep.starts_with("https://"), "{ep}");
     let ca = pki.ca_file().display().to_string();
@@ -692,14 +684,14 @@ async fn kvctl_with_authentication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kvctl_renews_expired_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut n = NodeProc::new(dir.path(), "ttl", Opts::default());
-    n.start_with(None, &["--dev", "--auth-token-ttl", "1"])
-        .await;
-    let c = n.client();
-    wait_for(Duration::from_secs(20), "dev node ready", || async {
-        matches!(c.ready().await, Ok(Ok(()))).then_some(())
-    })
+    let n = crate::common::dev_node(
+        dir.path(),
+        "ttl",
+        Opts::default(),
+        &["--auth-token-ttl", "1"],
+    )
     .await;
+    let c = n.client();
     let ep = n.client_url();
     ok(&ep, &["user", "add", "root", "--new-user-password", "pw"]);
     ok(&ep, &["user", "grant-role", "root", "root"]);

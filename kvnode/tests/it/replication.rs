@@ -1,7 +1,7 @@
 //! A 3-node cluster replicates writes, and reads see them at the promised
 //! consistency level from every node.
 
-use crate::common::{Cluster, Opts};
+use crate::common::{Cluster, Opts, put_keys};
 use kvclient::Consistency;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,23 +12,17 @@ async fn writes_replicate_and_follower_reads_are_linearizable() {
 
     // Acknowledged by the leader -> readable on every node once applied.
     let lc = c.nodes[leader].client();
-    let mut last = 0;
-    for i in 0..50 {
-        last = lc
-            .put(&format!("k{i:02}"), format!("v{i}"))
-            .await
-            .expect("put");
-    }
+    let last = put_keys(&lc, "k", 50).await;
     for i in 0..3 {
         c.wait_applied(i, last).await;
+        c.nodes[i].assert_holds("k", 50).await;
         let got = c.nodes[i]
             .client()
-            .get_with("k49", Consistency::Serializable)
+            .get_with("k-0049", Consistency::Serializable)
             .await
             .expect("get")
             .expect("present");
-        assert_eq!(&got.value[..], b"v49", "node {i}");
-        assert_eq!(got.revision, last);
+        assert_eq!(got.revision, last, "node {i}");
     }
 
     // A linearizable read from a follower returns the latest acknowledged
@@ -57,12 +51,12 @@ async fn writes_replicate_and_follower_reads_are_linearizable() {
         .await
         .expect("range");
     assert_eq!(page1.items.len(), 20);
-    assert_eq!(page1.items[0].key, "k00");
-    assert_eq!(page1.next.as_deref(), Some("k20"));
+    assert_eq!(page1.items[0].key, "k-0000");
+    assert_eq!(page1.next.as_deref(), Some("k-0020"));
     let page3 = fc
         .range(&kvclient::RangeOptions {
             prefix: Some("k".into()),
-            start: Some("k40".into()),
+            start: Some("k-0040".into()),
             limit: Some(20),
             ..Default::default()
         })

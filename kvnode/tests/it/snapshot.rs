@@ -2,7 +2,7 @@
 //! streamed snapshot, then through the log.
 
 use crate::common::{Cluster, Opts, wait_for};
-use kvclient::{AddLearnerRequest, Consistency};
+use kvclient::Consistency;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,12 +37,7 @@ async fn learner_catches_up_from_snapshot() {
     let idx = c.spawn_extra("learner").await;
     let l = &c.nodes[idx];
     client
-        .add_learner(&AddLearnerRequest {
-            id: l.id,
-            name: l.name.clone(),
-            peer_url: l.peer_url(),
-            client_url: l.client_url(),
-        })
+        .add_learner(&l.learner_request(l.id))
         .await
         .expect("add learner");
     c.wait_applied(idx, last).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{Cluster, NodeProc, Opts, Pki, wait_for};
-use kvclient::{AddLearnerRequest, Consistency};
+use kvclient::Consistency;
 
 fn tls_opts(dir: &std::path::Path, name: &str) -> Opts {
     Opts {
@@ -109,12 +109,7 @@ async fn cluster_runs_on_mutual_tls_and_refuses_plaintext_and_foreign_peers() {
     );
     stranger.start(None).await;
     c.client()
-        .add_learner(&AddLearnerRequest {
-            id: stranger.id,
-            name: stranger.name.clone(),
-            peer_url: stranger.peer_url(),
-            client_url: stranger.client_url(),
-        })
+        .add_learner(&stranger.learner_request(stranger.id))
         .await
         .expect("add learner");
     let started = Instant::now();

@@ -15,6 +15,64 @@ use kvclient::{Client, ClusterStatus, InitRequest, MemberInfo, Role};
 pub const HEARTBEAT_MS: u64 = 50;
 pub const ELECTION_MS: u64 = 300;
 
+/// How [`NodeProc::start`] starts a node: its id (`None`: the one kept in
+/// the data dir, or a generated one), extra kvnode flags, extra environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Start<'a> {
+    pub id: Option<u64>,
+    pub args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Start<'a> {
+    pub fn args(self, args: &'a [&'a str]) -> Self {
+        Start { args, ..self }
+    }
+
+    pub fn env(self, env: &'a [(&'a str, &'a str)]) -> Self {
+        Start { env, ..self }
+    }
+}
+
+impl From<Option<u64>> for Start<'_> {
+    fn from(id: Option<u64>) -> Self {
+        Start {
+            id,
+            ..Start::default()
+        }
+    }
+}
+
+/// Puts `n` keys `prefix-0000..` with values `prefix0..`, one at a time
+/// (each acknowledged before the next), and returns the last revision.
+pub async fn put_keys(client: &Client, prefix: &str, n: usize) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = client
+            .put(&format!("{prefix}-{i:04}"), format!("{prefix}{i}"))
+            .await
+            .expect("put");
+    }
+    last
+}
+
+/// A `--dev` node (one node that initializes itself) with `args` added,
+/// started and ready.
+pub async fn dev_node(dir: &std::path::Path, name: &str, opts: Opts, args: &[&str]) -> NodeProc {
+    let mut n = NodeProc::new(dir, name, opts);
+    let mut all = vec!["--dev"];
+    all.extend_from_slice(args);
+    n.start(Start::default().args(&all)).await;
+    let c = n.client();
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{name} ready"),
+        || async { matches!(c.ready().await, Ok(Ok(()))).then_some(()) },
+    )
+    .await;
+    n
+}
+
 /// Options every node of a test cluster starts with.
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -193,6 +251,37 @@ impl NodeProc {
         }
     }
 
+    /// Every key of `put_keys(prefix, n)`, read from this node's own state
+    /// (serializable: what it applied, not what the leader knows).
+    pub async fn assert_holds(&self, prefix: &str, n: usize) {
+        let client = self.client();
+        for k in 0..n {
+            let key = format!("{prefix}-{k:04}");
+            let got = client
+                .get_with(&key, kvclient::Consistency::Serializable)
+                .await
+                .expect("get")
+                .unwrap_or_else(|| panic!("{key} missing on {}", self.name));
+            assert_eq!(
+                String::from_utf8_lossy(&got.value),
+                format!("{prefix}{k}"),
+                "{key} on {}",
+                self.name
+            );
+        }
+    }
+
+    /// The request that adds this node as a learner (under `id`, which is
+    /// its own id unless a test wants another).
+    pub fn learner_request(&self, id: u64) -> kvclient::AddLearnerRequest {
+        kvclient::AddLearnerRequest {
+            id,
+            name: self.name.clone(),
+            peer_url: self.peer_url(),
+            client_url: self.client_url(),
+        }
+    }
+
     pub fn command(&self, id: Option<u64>) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvnode"));
         cmd.arg("--name")
@@ -235,18 +324,11 @@ impl NodeProc {
         cmd
     }
 
-    /// Starts the process and waits until its API answers.
-    pub async fn start(&mut self, id: Option<u64>) {
-        self.start_with(id, &[]).await
-    }
-
-    /// `start` with extra kvnode flags.
-    pub async fn start_with(&mut self, id: Option<u64>, extra: &[&str]) {
-        self.start_env(id, extra, &[]).await
-    }
-
-    /// `start_with` plus environment variables (e.g. `KVNODE_CRASH_AT`).
-    pub async fn start_env(&mut self, id: Option<u64>, extra: &[&str], env: &[(&str, &str)]) {
+    /// Starts the process and waits until its API answers: `n.start(Some(id))`,
+    /// `n.start(None)`, or with flags and environment,
+    /// `n.start(Start::default().args(&["--dev"]).env(&[("KVNODE_CRASH_AT", p)]))`.
+    pub async fn start<'a>(&mut self, how: impl Into<Start<'a>>) {
+        let Start { id, args, env } = how.into();
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -255,7 +337,7 @@ impl NodeProc {
             .expect("open log");
         let child = self
             .command(id)
-            .args(extra)
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
@@ -415,7 +497,7 @@ impl Cluster {
     /// `spawn_extra` with environment variables for the new process.
     pub async fn spawn_extra_env(&mut self, name: &str, env: &[(&str, &str)]) -> usize {
         let mut node = NodeProc::new(self.dir.path(), name, self.opts.clone());
-        node.start_env(None, &[], env).await;
+        node.start(Start::default().env(env)).await;
         self.nodes.push(node);
         self.nodes.len() - 1
     }
