@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvclient::{
-    ClusterStatus, FollowerProgress, InitRequest, Member, MemberInfo, Membership as WireMembership,
+    ClusterStatus, FollowerProgress, InitRequest, Member, Membership as WireMembership,
     MembershipResponse, Role,
 };
 use openraft::async_runtime::WatchReceiver;
@@ -20,7 +20,7 @@ use openraft::{ChangeMembers, ReadPolicy, ServerState};
 use crate::config::Config;
 use crate::raft::identity::{Identity, new_cluster_id};
 use crate::raft::network::Network;
-use crate::raft::types::{Command, CommandResult, NodeId, Raft, TypeConfig};
+use crate::raft::types::{Command, CommandResult, MemberInfo, NodeId, Raft, TypeConfig};
 use crate::store::{self, Db};
 
 /// Why a node operation failed, in the node's terms.
@@ -203,7 +203,10 @@ impl Node {
         let m = self.metrics();
         let id = m.current_leader?;
         let info = m.membership_config.membership().get_node(&id)?.clone();
-        Some(Member { id, info })
+        Some(Member {
+            id,
+            info: info.into(),
+        })
     }
 
     pub fn draining(&self) -> bool {
@@ -274,7 +277,7 @@ impl Node {
         let timeout = Duration::from_millis(self.config.election_timeout_ms * 2);
         let index = match self
             .network
-            .client(leader.id, &leader.info)
+            .client(leader.id, &leader.info.clone().into())
             .read_index(timeout)
             .await
         {
@@ -422,6 +425,7 @@ impl Node {
             let id: u64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
                 NodeError::Invalid(format!("member id {id:?} is not a positive integer"))
             })?;
+            let info = MemberInfo::from(info);
             validate_urls(&info)?;
             members.insert(id, info);
         }
@@ -456,7 +460,10 @@ impl Node {
             membership: WireMembership {
                 voters: members
                     .into_iter()
-                    .map(|(id, info)| Member { id, info })
+                    .map(|(id, info)| Member {
+                        id,
+                        info: info.into(),
+                    })
                     .collect(),
                 learners: vec![],
                 joint: false,
@@ -656,7 +663,10 @@ impl Node {
 
 fn forward_target(f: ForwardToLeader<TypeConfig>) -> Option<Member> {
     match (f.leader_id, f.leader_node) {
-        (Some(id), Some(info)) => Some(Member { id, info }),
+        (Some(id), Some(info)) => Some(Member {
+            id,
+            info: info.into(),
+        }),
         _ => None,
     }
 }
@@ -681,7 +691,7 @@ fn validate_urls(info: &MemberInfo) -> Result<(), NodeError> {
 pub fn wire_membership(m: &crate::raft::types::Membership) -> WireMembership {
     let member = |id: NodeId| Member {
         id,
-        info: m.get_node(&id).cloned().unwrap_or_default(),
+        info: m.get_node(&id).cloned().unwrap_or_default().into(),
     };
     WireMembership {
         voters: m.voter_ids().map(member).collect(),

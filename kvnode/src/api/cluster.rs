@@ -4,14 +4,13 @@
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kvclient::{
-    AddLearnerRequest, InitRequest, MemberInfo, SetVotersRequest, TransferLeaderRequest,
-};
+use kvclient::{AddLearnerRequest, InitRequest, SetVotersRequest, TransferLeaderRequest};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::error::Rejection;
 use super::{App, forward, json_response, read_body};
+use crate::raft::types::MemberInfo;
 
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 

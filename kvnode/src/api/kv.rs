@@ -9,15 +9,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use kvclient::{
-    CompareOp, CompareTarget, DeleteRangeResponse, DeleteResponse, ErrorCode, JsonValue,
-    PutResponse, RangeItem, RangeResponse, TxnOp, TxnOpResult, TxnRequest, TxnResponse,
+    CompareTarget, DeleteRangeResponse, DeleteResponse, ErrorCode, JsonValue, PutResponse,
+    RangeItem, RangeResponse, TxnOp, TxnOpResult, TxnRequest, TxnResponse,
 };
 
 use super::authz::{self, Need};
 use super::error::{ApiError, Rejection};
 use super::{App, forward, json_response, parse_bool, parse_u64, query_map, read_body};
 use crate::auth::{Access, KeySpan};
-use crate::raft::types::{Cmp, CmpTarget, Command, CommandResult, Op, OpResult};
+use crate::raft::types::{Cmp, CmpTarget, Command, CommandResult, CompareOp, Op, OpResult};
 
 pub const MAX_KEY_BYTES: usize = 4096;
 /// Per branch and for the compare list, as etcd's default --max-txn-ops.
@@ -437,7 +437,7 @@ fn txn_command(app: &App, txn: TxnRequest) -> Result<Command, ApiError> {
         compare.push(Cmp {
             key: c.key,
             target,
-            op: c.op,
+            op: c.op.into(),
         });
     }
     let ops = |list: Vec<TxnOp>| -> Result<Vec<Op>, ApiError> {

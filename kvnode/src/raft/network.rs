@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kvclient::MemberInfo;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -22,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncSeekExt;
 
 use super::identity::Identity;
-use super::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
+use super::types::{MemberInfo, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::store::SnapshotFile;
 
 pub const HDR_CLUSTER: &str = "x-raftkv-cluster-id";

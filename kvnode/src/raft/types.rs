@@ -5,7 +5,6 @@
 
 use std::fmt;
 
-use kvclient::{CompareOp, MemberInfo};
 use serde::{Deserialize, Serialize};
 
 pub type NodeId = u64;
@@ -27,6 +26,59 @@ pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Membership = openraft::Membership<NodeId, MemberInfo>;
+
+/// A member as the raft log, the vote and snapshots store it. kvnode's own
+/// type, not kvclient's wire type of the same shape, so that a change to
+/// the client API cannot change what is on disk (the encoding is pinned by
+/// the test below); the API converts at its edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MemberInfo {
+    #[serde(default)]
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+}
+
+impl From<kvclient::MemberInfo> for MemberInfo {
+    fn from(m: kvclient::MemberInfo) -> Self {
+        MemberInfo {
+            name: m.name,
+            peer_url: m.peer_url,
+            client_url: m.client_url,
+        }
+    }
+}
+
+impl From<MemberInfo> for kvclient::MemberInfo {
+    fn from(m: MemberInfo) -> Self {
+        kvclient::MemberInfo {
+            name: m.name,
+            peer_url: m.peer_url,
+            client_url: m.client_url,
+        }
+    }
+}
+
+/// How a transaction compares (stored in the log with its `Cmp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Gt,
+}
+
+impl From<kvclient::CompareOp> for CompareOp {
+    fn from(op: kvclient::CompareOp) -> Self {
+        match op {
+            kvclient::CompareOp::Eq => CompareOp::Eq,
+            kvclient::CompareOp::Ne => CompareOp::Ne,
+            kvclient::CompareOp::Lt => CompareOp::Lt,
+            kvclient::CompareOp::Gt => CompareOp::Gt,
+        }
+    }
+}
 
 /// A condition a transaction checks against the state machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 use super::snapshot::{self, SnapshotFile};
 use super::{CF_DATA, CF_SM, Db, Result, StoreError, decode, decode_u64, encode};
 use crate::auth::AuthState;
+use crate::raft::types::CompareOp;
 use crate::raft::types::{
     Cmp, CmpTarget, Command, CommandResult, LogId, Op, OpResult, SnapshotMeta, StoredMembership,
     TypeConfig,
 };
-use kvclient::CompareOp;
 use std::sync::Arc;
 
 const SM_APPLIED: &[u8] = b"applied";
