@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use raftkv_pki::{CertError, Pem, Usage};
-use x509_parser::extensions::GeneralName;
+/// Facts the planner reads out of certificates (in raftkv-pki, with the
+/// other PEM readers).
+pub use raftkv_pki::{signed_by, subject_alt_names};
 
 use crate::plan::certs::{CertPlan, CertRequest};
 
@@ -64,55 +66,6 @@ impl CertPair {
             key: self.key.0.clone(),
         }
     }
-}
-
-/// DNS names and IP addresses of a PEM certificate, in certificate order;
-/// `None` when it does not parse.
-pub fn subject_alt_names(cert_pem: &str) -> Option<Vec<String>> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
-    let cert = pem.parse_x509().ok()?;
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Some(Vec::new());
-    };
-    Some(
-        san.value
-            .general_names
-            .iter()
-            .filter_map(|name| match name {
-                GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-                GeneralName::IPAddress(bytes) => ip_text(bytes),
-                _ => None,
-            })
-            .collect(),
-    )
-}
-
-fn ip_text(bytes: &[u8]) -> Option<String> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes)
-            .ok()
-            .map(|b| std::net::Ipv4Addr::from(b).to_string()),
-        16 => <[u8; 16]>::try_from(bytes)
-            .ok()
-            .map(|b| std::net::Ipv6Addr::from(b).to_string()),
-        _ => None,
-    }
-}
-
-/// `cert_pem` carries a valid signature of the CA certificate `ca_pem`.
-pub fn signed_by(cert_pem: &str, ca_pem: &str) -> bool {
-    fn parse(text: &str) -> Option<x509_parser::pem::Pem> {
-        x509_parser::pem::parse_x509_pem(text.as_bytes())
-            .ok()
-            .map(|(_, pem)| pem)
-    }
-    let (Some(leaf), Some(ca)) = (parse(cert_pem), parse(ca_pem)) else {
-        return false;
-    };
-    let (Ok(leaf), Ok(ca)) = (leaf.parse_x509(), ca.parse_x509()) else {
-        return false;
-    };
-    leaf.verify_signature(Some(ca.public_key())).is_ok()
 }
 
 /// Everything the Secrets of an operator-issued cluster hold after a plan
