@@ -17,7 +17,7 @@ step "shell and Python lints (shellcheck, ruff)"
 scripts/lint.sh
 
 step "build: every crate and test target, and the binaries the tests run"
-# nextest builds test targets only; kvctl (a kvclient binary) is run by
+# nextest builds test targets only; kvctl (the kvctl package) is run by
 # kvnode's tests, so the binaries are built here first.
 scripts/build.sh
 

@@ -13,8 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::auth::*;
-use crate::types::*;
+use kvapi::*;
 
 /// Everything except unreserved characters is escaped in a key path segment.
 const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -40,7 +39,7 @@ pub struct TlsOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server answered with an API error.
-    #[error("{endpoint}: {} ({}): {}", .error.code_str(), .status, .error.message)]
+    #[error("{endpoint}: {} ({}): {}", .error.code.as_str(), .status, .error.message)]
     Api {
         endpoint: String,
         status: u16,
@@ -128,15 +127,6 @@ fn http_client(
         b = b.danger_accept_invalid_certs(true);
     }
     b.build().map_err(|e| ClientError::Tls(e.to_string()))
-}
-
-impl ApiError {
-    fn code_str(&self) -> String {
-        serde_json::to_value(self.code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
 }
 
 impl ClientError {

@@ -1,10 +1,8 @@
-//! Typed client for the raftkv HTTP API, shared by kvctl, the operator and
-//! the tests. `types` holds the wire format; `client` the HTTP calls.
+//! Typed HTTP client for the raftkv API, shared by kvctl, the operator and
+//! the tests. The JSON shapes are kvapi's, re-exported here so a client
+//! needs one dependency.
 
-pub mod auth;
 pub mod client;
-pub mod types;
 
-pub use auth::*;
 pub use client::{Client, ClientError, Consistency, GetResponse, RangeOptions, TlsOptions};
-pub use types::*;
+pub use kvapi::*;

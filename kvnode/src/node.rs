@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kvclient::{
+use kvapi::{
     ClusterStatus, FollowerProgress, InitRequest, Member, Membership as WireMembership,
     MembershipResponse, Role,
 };

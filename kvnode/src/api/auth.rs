@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::response::Response;
-use kvclient::{
+use kvapi::{
     AuthChanged, AuthStatus, AuthenticateRequest, AuthenticateResponse, ErrorCode, PasswordRequest,
     Permission, PermissionKind, RoleAddRequest, RoleInfo, RoleList, UserAddRequest, UserInfo,
     UserList,
@@ -359,7 +359,7 @@ pub async fn role_get(State(app): State<App>, req: Request) -> Response {
     admin(app, req, |app, parts, _| async move {
         let name = segment(&parts, 0)?;
         let a = read_state(&app).await?;
-        let permissions = if name == kvclient::ROOT {
+        let permissions = if name == kvapi::ROOT {
             vec![Permission {
                 permission: PermissionKind::Readwrite,
                 key: String::new(),

@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use kvclient::ErrorCode;
+use kvapi::ErrorCode;
 
 use super::App;
 use super::error::ApiError;

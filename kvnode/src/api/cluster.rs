@@ -4,7 +4,7 @@
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kvclient::{AddLearnerRequest, InitRequest, SetVotersRequest, TransferLeaderRequest};
+use kvapi::{AddLearnerRequest, InitRequest, SetVotersRequest, TransferLeaderRequest};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use kvclient::{ApiError as WireError, ErrorBody, ErrorCode, Member};
+use kvapi::{ApiError as WireError, ErrorBody, ErrorCode, Member};
 
 use crate::node::{NodeError, Reject};
 

@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kvclient::{ErrorCode, Member};
+use kvapi::{ErrorCode, Member};
 
 use super::App;
 use super::error::{ApiError, Rejection};

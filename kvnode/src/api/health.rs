@@ -9,7 +9,7 @@ use super::{App, json_response};
 
 /// `GET /version`: what `kvctl version` shows next to its own.
 pub async fn version() -> Response {
-    json_response(&kvclient::VersionResponse {
+    json_response(&kvapi::VersionResponse {
         version: crate::VERSION.to_owned(),
         api: "v1".to_owned(),
     })

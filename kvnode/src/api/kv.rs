@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kvclient::{
+use kvapi::{
     CompareTarget, DeleteRangeResponse, DeleteResponse, ErrorCode, JsonValue, PutResponse,
     RangeItem, RangeResponse, TxnOp, TxnOpResult, TxnRequest, TxnResponse,
 };

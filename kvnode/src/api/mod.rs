@@ -158,7 +158,7 @@ async fn admit(State(app): State<App>, req: Request, next: Next) -> Response {
     let limit = app.body_limit();
     if declared.is_some_and(|n| n > limit as u64) {
         return ApiError::new(
-            kvclient::ErrorCode::TooLarge,
+            kvapi::ErrorCode::TooLarge,
             format!("request body larger than {limit} bytes"),
         )
         .into_response();
@@ -214,14 +214,14 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await
     else {
         return Err(ApiError::new(
-            kvclient::ErrorCode::BadRequest,
+            kvapi::ErrorCode::BadRequest,
             format!("request body not received within {BODY_TIMEOUT:?}"),
         ));
     };
     match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
-            kvclient::ErrorCode::TooLarge,
+            kvapi::ErrorCode::TooLarge,
             format!("request body larger than {limit} bytes"),
         )),
         Err(e) => Err(ApiError::bad_request(format!("reading request body: {e}"))),

@@ -14,7 +14,7 @@ pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kvclient::ROOT;
+use kvapi::ROOT;
 use serde::{Deserialize, Serialize};
 
 pub use perm::{Access, Grant, GrantEnd, KeySpan};

@@ -28,7 +28,7 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Membership = openraft::Membership<NodeId, MemberInfo>;
 
 /// A member as the raft log, the vote and snapshots store it. kvnode's own
-/// type, not kvclient's wire type of the same shape, so that a change to
+/// type, not kvapi's wire type of the same shape, so that a change to
 /// the client API cannot change what is on disk (the encoding is pinned by
 /// the test below); the API converts at its edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -39,8 +39,8 @@ pub struct MemberInfo {
     pub client_url: String,
 }
 
-impl From<kvclient::MemberInfo> for MemberInfo {
-    fn from(m: kvclient::MemberInfo) -> Self {
+impl From<kvapi::MemberInfo> for MemberInfo {
+    fn from(m: kvapi::MemberInfo) -> Self {
         MemberInfo {
             name: m.name,
             peer_url: m.peer_url,
@@ -49,9 +49,9 @@ impl From<kvclient::MemberInfo> for MemberInfo {
     }
 }
 
-impl From<MemberInfo> for kvclient::MemberInfo {
+impl From<MemberInfo> for kvapi::MemberInfo {
     fn from(m: MemberInfo) -> Self {
-        kvclient::MemberInfo {
+        kvapi::MemberInfo {
             name: m.name,
             peer_url: m.peer_url,
             client_url: m.client_url,
@@ -69,13 +69,13 @@ pub enum CompareOp {
     Gt,
 }
 
-impl From<kvclient::CompareOp> for CompareOp {
-    fn from(op: kvclient::CompareOp) -> Self {
+impl From<kvapi::CompareOp> for CompareOp {
+    fn from(op: kvapi::CompareOp) -> Self {
         match op {
-            kvclient::CompareOp::Eq => CompareOp::Eq,
-            kvclient::CompareOp::Ne => CompareOp::Ne,
-            kvclient::CompareOp::Lt => CompareOp::Lt,
-            kvclient::CompareOp::Gt => CompareOp::Gt,
+            kvapi::CompareOp::Eq => CompareOp::Eq,
+            kvapi::CompareOp::Ne => CompareOp::Ne,
+            kvapi::CompareOp::Lt => CompareOp::Lt,
+            kvapi::CompareOp::Gt => CompareOp::Gt,
         }
     }
 }

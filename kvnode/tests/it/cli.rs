@@ -12,7 +12,7 @@ use kvclient::{TxnOp, TxnRequest};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// kvctl, built once per test process. It belongs to kvclient, and `cargo
+/// kvctl, built once per test process. It is its own package, and `cargo
 /// nextest run` builds only the binaries of the package under test, so on a
 /// fresh machine it is missing. The build uses the selection of the test
 /// build (`--workspace --all-targets`, the same target dir and profile):

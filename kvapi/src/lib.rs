@@ -1,0 +1,18 @@
+//! Wire types of the raftkv HTTP API (docs/api.md). The node serialises
+//! these and every client (kvctl, the operator, the tests) parses them, so
+//! this crate is the single definition of the JSON shapes. It holds data
+//! only: no HTTP, no I/O, and nothing the raft log stores (kvnode owns its
+//! on-disk types, so a change here cannot change the log's format).
+
+pub mod auth;
+pub mod cluster;
+pub mod error;
+pub mod kv;
+
+pub use auth::*;
+pub use cluster::*;
+pub use error::*;
+pub use kv::*;
+
+/// Raft node id.
+pub type NodeId = u64;
