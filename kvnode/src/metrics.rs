@@ -55,6 +55,7 @@ pub struct Metrics {
     auth_revision: U64Gauge,
     sst_bytes: U64Gauge,
     memtable_bytes: U64Gauge,
+    block_cache_bytes: U64Gauge,
 }
 
 impl Default for Metrics {
@@ -98,6 +99,10 @@ impl Metrics {
         let auth_revision = gauge("auth_revision", "Auth revision applied on this node");
         let sst_bytes = gauge("rocksdb_sst_bytes", "Size of RocksDB SST files");
         let memtable_bytes = gauge("rocksdb_memtable_bytes", "Size of RocksDB memtables");
+        let block_cache_bytes = gauge(
+            "rocksdb_block_cache_bytes",
+            "Bytes in RocksDB's block cache (bounded by --rocksdb-block-cache-mb)",
+        );
         let mut igauge = |name: &str, help: &str| {
             let g = IntGauge::default();
             registry.register(name, help, g.clone());
@@ -139,6 +144,7 @@ impl Metrics {
             auth_revision,
             sst_bytes,
             memtable_bytes,
+            block_cache_bytes,
         }
     }
 
@@ -168,6 +174,7 @@ impl Metrics {
         let (sst, memtable) = node.db.sizes();
         self.sst_bytes.set(sst);
         self.memtable_bytes.set(memtable);
+        self.block_cache_bytes.set(node.db.block_cache_usage());
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "metrics encoding failed");

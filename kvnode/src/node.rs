@@ -121,7 +121,11 @@ impl Node {
         peer_tls: Option<Arc<crate::tls::Material>>,
     ) -> Result<Arc<Node>, StartError> {
         config.validate()?;
-        let (db, mut log, sm) = store::open(&config.data_dir).await?;
+        let budget = store::MemoryBudget {
+            block_cache_bytes: config.rocksdb_block_cache_mb << 20,
+            memtable_bytes: config.rocksdb_memtable_mb << 20,
+        };
+        let (db, mut log, sm) = store::open(&config.data_dir, budget).await?;
         let bind_ip = Some(config.peer_addr.ip()).filter(|ip| !ip.is_unspecified());
         let identity = Arc::new(Identity::load(db.clone(), config.id, bind_ip)?);
         let startup_commit = {

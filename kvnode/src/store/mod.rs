@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options, WriteBufferManager};
 
 use crate::auth::AuthState;
 
@@ -67,6 +67,29 @@ impl From<StoreError> for std::io::Error {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// How much memory RocksDB may use, from the node's flags. RocksDB's own
+/// defaults give every column family its own 64 MiB memtables (two each)
+/// and an unbounded index/filter footprint, so a node's memory would grow
+/// with the number of column families and the data size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// One LRU cache shared by all column families for data blocks, and for
+    /// index and filter blocks too (so they are bounded by it as well).
+    pub block_cache_bytes: usize,
+    /// Memtables of all column families together; a column family is
+    /// flushed when the total reaches this.
+    pub memtable_bytes: usize,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        MemoryBudget {
+            block_cache_bytes: 64 << 20,
+            memtable_bytes: 64 << 20,
+        }
+    }
+}
+
 /// The opened database, shared by the log store, the state machine and
 /// the read path of the API.
 #[derive(Debug, Clone)]
@@ -83,19 +106,46 @@ pub struct Db {
     /// The auth state the state machine has applied (published by `sm.rs`,
     /// read by every authorized request without touching RocksDB).
     auth: Arc<RwLock<Arc<AuthState>>>,
+    pools: Arc<MemoryPools>,
+}
+
+/// The block cache and the memtable budget the column families share;
+/// kept for the usage figure (metrics) and alive as long as the database.
+struct MemoryPools {
+    block_cache: Cache,
+    _write_buffers: WriteBufferManager,
+}
+
+impl std::fmt::Debug for MemoryPools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryPools")
+            .field("block_cache_usage", &self.block_cache.get_usage())
+            .finish()
+    }
 }
 
 impl Db {
+    /// Opens with the default memory budget (tests and tools).
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, MemoryBudget::default())
+    }
+
+    pub fn open_with(dir: &Path, budget: MemoryBudget) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let block_cache = Cache::new_lru_cache(budget.block_cache_bytes);
+        // No stall: when memtables are full RocksDB flushes; writers are
+        // slowed by its usual write-stall rules, not blocked by the manager.
+        let write_buffers =
+            WriteBufferManager::new_write_buffer_manager(budget.memtable_bytes, false);
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(3);
+        opts.set_write_buffer_manager(&write_buffers);
         let cfs = [CF_LOG, CF_META, CF_DATA, CF_SM]
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, &block_cache, budget)));
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
         std::fs::create_dir_all(dir.join("snapshots"))?;
         Ok(Db {
@@ -104,7 +154,16 @@ impl Db {
             install_gate: Arc::default(),
             revision: Arc::default(),
             auth: Arc::default(),
+            pools: Arc::new(MemoryPools {
+                block_cache,
+                _write_buffers: write_buffers,
+            }),
         })
+    }
+
+    /// Bytes held by the shared block cache (data, index and filter blocks).
+    pub fn block_cache_usage(&self) -> u64 {
+        self.pools.block_cache.get_usage() as u64
     }
 
     pub(crate) fn db(&self) -> &DB {
@@ -318,13 +377,34 @@ pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
     Ok(rmp_serde::to_vec_named(v)?)
 }
 
+/// Options of one column family: every family shares the block cache, and
+/// index and filter blocks live in it (pinned for L0, where every read
+/// looks). The data family, where point reads land, gets a bloom filter;
+/// the log is read sequentially and needs none.
+fn cf_options(name: &str, cache: &Cache, budget: MemoryBudget) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    if name == CF_DATA {
+        table.set_bloom_filter(10.0, false);
+    }
+    let mut opts = Options::default();
+    opts.set_block_based_table_factory(&table);
+    // A single memtable may take half the budget (two fit: one being
+    // written while the other flushes).
+    opts.set_write_buffer_size((budget.memtable_bytes / 2).max(1 << 20));
+    opts.set_max_write_buffer_number(2);
+    opts
+}
+
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T> {
     rmp_serde::from_slice(b).map_err(|source| StoreError::Decode { what, source })
 }
 
 /// Opens the log store and the state machine over one database.
-pub async fn open(dir: &Path) -> Result<(Db, LogStore, StateMachine)> {
-    let db = Db::open(dir)?;
+pub async fn open(dir: &Path, budget: MemoryBudget) -> Result<(Db, LogStore, StateMachine)> {
+    let db = Db::open_with(dir, budget)?;
     let log = LogStore::new(db.clone());
     let sm = StateMachine::open(db.clone())?;
     Ok((db, log, sm))

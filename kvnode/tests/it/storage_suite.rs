@@ -14,9 +14,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir =
             tempfile::tempdir().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
-        let (_db, log, sm) = kvnode::store::open(dir.path())
-            .await
-            .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        let (_db, log, sm) =
+            kvnode::store::open(dir.path(), kvnode::store::MemoryBudget::default())
+                .await
+                .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, log, sm))
     }
 }
