@@ -515,6 +515,24 @@ def failover(cluster: Cluster, kills: int, settle: float) -> list[float]:
     return samples
 
 
+def start_perf(pid: int, work: Path, duration: int) -> subprocess.Popen:
+    """Samples the leader's stacks while it serves writes (perf's software
+    clock: this machine has no hardware counters)."""
+    return subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(pid), "-o", str(work / "perf.data"),
+                             "--", "sleep", str(duration)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def finish_perf(perf: subprocess.Popen, work: Path) -> str:
+    perf.wait()
+    report = subprocess.run(["perf", "report", "-i", str(work / "perf.data"), "--stdio", "--no-children",
+                             "--sort", "dso,symbol", "--percent-limit", "0.7", "-g", "none"],
+                            capture_output=True, text=True).stdout
+    path = work / "perf-writes.txt"
+    path.write_text(report)
+    log(f"leader profile under writes: {path}")
+    return str(path)
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -539,6 +557,7 @@ def main() -> int:
     ap.add_argument("--systems", default="raftkv,etcd", help="which systems to run (the ratios need both)")
     ap.add_argument("--only", default="", help="comma-separated workloads to run (default: all)")
     ap.add_argument("--json", default="bench-results.json")
+    ap.add_argument("--perf", action="store_true", help="profile the raftkv leader during the last writes run (perf)")
     ap.add_argument("--work", default="")
     ap.add_argument("--kvnode-arg", action="append", default=[], help="extra kvnode flag (repeatable)")
     args = ap.parse_args()
@@ -580,7 +599,12 @@ def run(args, work: Path, systems: list[Cluster]) -> int:
             order = systems if rnd % 2 == 0 else systems[::-1]
             for s in order:
                 url, script = make(s)
+                perf = None
+                if args.perf and name == "writes" and s.name == "raftkv" and rnd == args.rounds - 1:
+                    perf = start_perf(s.procs[s.leader()].pid(), work, args.duration)
                 r = run_wrk(url, script, args, work, args.duration)
+                if perf:
+                    results["profile"] = finish_perf(perf, work)
                 r.update(system=s.name, workload=name, round=rnd + 1)
                 size = int(name.split("-")[1]) if name.startswith("value-") else args.value_size
                 r["mb_s"] = r["ops_s"] * size / 1e6 if "read" not in name else None

@@ -27,6 +27,7 @@ test_cmds=(
 bench_pkgs=(
   "wrk|scripts/bench.sh drives raftkv and etcd with the same HTTP load generator"
   "etcd-server|scripts/bench.sh runs etcd beside raftkv for the ratios it prints"
+  "linux-perf|scripts/bench.sh --perf samples the leader's stacks under writes"
 )
 
 missing=()

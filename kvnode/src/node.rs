@@ -19,7 +19,7 @@ use openraft::{ChangeMembers, ReadPolicy, ServerState};
 
 use crate::config::Config;
 use crate::raft::identity::{Identity, new_cluster_id};
-use crate::raft::network::Network;
+use crate::raft::network::{Network, ProposeError, ProposeReply};
 use crate::raft::types::{Command, CommandResult, MemberInfo, NodeId, Raft, TypeConfig};
 use crate::store::{self, Db};
 
@@ -221,12 +221,69 @@ impl Node {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Proposes a command and waits until it is applied here.
+    /// Proposes a command and waits until it is applied: here when this
+    /// node leads, otherwise through the leader over the peer connection.
+    /// Only when that route cannot be taken (no leader known, the leader
+    /// unreachable before anything was sent, leadership just moved) is the
+    /// caller told to forward the HTTP request instead.
     pub async fn write(&self, cmd: Command) -> Outcome<CommandResult> {
         self.check_initialized()?;
+        let leader = self.leader();
+        let Some(leader) = leader.filter(|l| l.id != self.id()) else {
+            return match self.raft.client_write(cmd).await {
+                Ok(resp) => Ok(resp.data),
+                Err(e) => Err(self.map_write_error(e)),
+            };
+        };
+        let ttl = Duration::from_millis(self.config.header_timeout_ms / 2);
+        let client = self.network.client(leader.id, &leader.info.clone().into());
+        match client.propose(&cmd, ttl).await {
+            // Answer once this node has applied it too, as etcd's proposing
+            // member does: a client that reads here next sees its write,
+            // and the auth state an auth change returns is this node's.
+            Ok(ProposeReply::Applied { result, index }) => {
+                // The write succeeded whatever happens here: if this node
+                // is too slow to apply it, say so in the log, not to the
+                // client (an error would invite a retry, a second write).
+                if let Err(e) = self
+                    .raft
+                    .wait(Some(ttl))
+                    .applied_index_at_least(Some(index), "forwarded write")
+                    .await
+                {
+                    tracing::warn!(error = %e, index, "forwarded write applied by the leader, not yet here");
+                }
+                Ok(result)
+            }
+            Ok(ProposeReply::NotLeader) => Err(Reject::Forward(Some(leader))),
+            Ok(ProposeReply::Unavailable(message)) => Err(Reject::Failed(NodeError::Unavailable {
+                message,
+                leader: Some(leader),
+            })),
+            Err(ProposeError::NotSent(e)) => {
+                tracing::debug!(error = %e, leader = leader.id, "proposal not sent; forwarding");
+                Err(Reject::Forward(Some(leader)))
+            }
+            Err(ProposeError::Indeterminate(e)) => Err(Reject::Failed(NodeError::Unavailable {
+                message: format!(
+                    "the leader's answer was lost ({e}); the write may or may not have been applied"
+                ),
+                leader: Some(leader),
+            })),
+        }
+    }
+
+    /// The leader's side of `write` for a follower's proposal.
+    pub async fn propose_as_leader(&self, cmd: Command) -> ProposeReply {
         match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            Err(e) => Err(self.map_write_error(e)),
+            Ok(resp) => ProposeReply::Applied {
+                index: resp.log_id.index,
+                result: resp.data,
+            },
+            Err(e) => match self.map_write_error(e) {
+                Reject::Forward(_) => ProposeReply::NotLeader,
+                Reject::Failed(e) => ProposeReply::Unavailable(e.to_string()),
+            },
         }
     }
 

@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::node::Node;
 use crate::raft::network::{
-    HDR_CLUSTER, HDR_FROM, HDR_TARGET, PATH_APPEND, PATH_PRE_VOTE, PATH_READ_INDEX, PATH_SNAPSHOT,
-    PATH_TRANSFER, PATH_VOTE, SnapshotHeader,
+    HDR_CLUSTER, HDR_FROM, HDR_TARGET, PATH_APPEND, PATH_PRE_VOTE, PATH_PROPOSE, PATH_READ_INDEX,
+    PATH_SNAPSHOT, PATH_TRANSFER, PATH_VOTE, SnapshotHeader,
 };
 use crate::store::SnapshotFile;
 
@@ -33,6 +33,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(PATH_TRANSFER, post(transfer))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_READ_INDEX, post(read_index))
+        .route(PATH_PROPOSE, post(propose))
         .layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
         // Outermost: runs before any handler reads a byte of the body.
         .layer(axum::middleware::from_fn_with_state(node.clone(), gate))
@@ -126,6 +127,17 @@ async fn read_index(State(node): State<Arc<Node>>) -> Response {
         Ok(index) => encode(&index),
         Err(e) => raft_failed(e),
     }
+}
+
+/// A follower's proposal of a client write it has already authorized (the
+/// peer gate admits members only; with TLS they are authenticated by their
+/// certificates). Proposed here only if this node leads.
+async fn propose(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let cmd = match decode(&body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    encode(&node.propose_as_leader(cmd).await)
 }
 
 /// Receives a streamed snapshot: spools it to a file in the data dir, then

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncSeekExt;
 
 use super::identity::Identity;
-use super::types::{MemberInfo, NodeId, SnapshotMeta, TypeConfig, Vote};
+use super::types::{Command, CommandResult, MemberInfo, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::store::SnapshotFile;
 
 pub const HDR_CLUSTER: &str = "x-raftkv-cluster-id";
@@ -34,6 +34,29 @@ pub const PATH_PRE_VOTE: &str = "/raft/pre-vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 pub const PATH_TRANSFER: &str = "/raft/transfer-leader";
 pub const PATH_READ_INDEX: &str = "/raft/read-index";
+pub const PATH_PROPOSE: &str = "/raft/propose";
+
+/// The leader's answer to a follower's proposal (`PATH_PROPOSE`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum ProposeReply {
+    /// Committed and applied on the leader, at log index `index`.
+    Applied { result: CommandResult, index: u64 },
+    /// Not proposed: the receiver is not the leader (any more).
+    NotLeader,
+    /// Proposed, but the leader cannot tell whether it committed (it lost
+    /// leadership first), or raft failed: the caller must not retry blindly.
+    Unavailable(String),
+}
+
+/// Why a proposal sent to the leader has no answer.
+#[derive(Debug)]
+pub enum ProposeError {
+    /// It never reached the leader's raft (no connection, or refused at the
+    /// gate): nothing was proposed, so another route is safe.
+    NotSent(String),
+    /// Sent, but the answer was lost: it may or may not have been applied.
+    Indeterminate(String),
+}
 
 /// Header of a streamed snapshot, sent before the file bytes.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -136,6 +159,23 @@ impl PeerClient {
     /// so a follower can serve a linearizable read from its own state.
     pub async fn read_index(&self, ttl: Duration) -> Result<u64, RPCError<TypeConfig>> {
         self.call(PATH_READ_INDEX, &(), &RPCOption::new(ttl)).await
+    }
+
+    /// Proposes a command through the leader, in the log's own encoding on
+    /// the peer connection: cheaper than replaying the client's HTTP
+    /// request, whose JSON the leader would parse a second time.
+    pub async fn propose(
+        &self,
+        cmd: &Command,
+        ttl: Duration,
+    ) -> Result<ProposeReply, ProposeError> {
+        match self.call(PATH_PROPOSE, cmd, &RPCOption::new(ttl)).await {
+            Ok(reply) => Ok(reply),
+            // Connection refused, or the peer gate's refusal (wrong node,
+            // not a member): raft never saw it.
+            Err(RPCError::Unreachable(u)) => Err(ProposeError::NotSent(u.to_string())),
+            Err(e) => Err(ProposeError::Indeterminate(e.to_string())),
+        }
     }
 }
 

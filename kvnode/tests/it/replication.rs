@@ -1,8 +1,12 @@
 //! A 3-node cluster replicates writes, and reads see them at the promised
 //! consistency level from every node.
 
-use crate::common::{Cluster, Opts, put_keys};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::common::{Cluster, NodeProc, Opts, put_keys, wait_for};
 use kvclient::Consistency;
+use kvclient::InitRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_replicate_and_follower_reads_are_linearizable() {
@@ -138,4 +142,101 @@ async fn preconditions_and_transactions() {
     let second = cl.txn(&txn).await.expect("txn");
     assert!(!second.succeeded, "compare must fail the second time");
     assert_eq!(second.results.len(), 1);
+}
+
+/// Writes sent to a follower reach the leader on the peer connection, in
+/// the log's encoding, not by replaying the HTTP request. Here the leader's
+/// client URL, as the membership records it, leads nowhere: the HTTP route
+/// fails (shown with a request only it carries), follower writes succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_writes_reach_the_leader_on_the_peer_port() {
+    let dir = tempfile::Builder::new()
+        .prefix("raftkv-test-")
+        .tempdir()
+        .expect("tempdir");
+    let mut nodes = Vec::new();
+    for i in 1..=3u64 {
+        let mut n = NodeProc::new(dir.path(), &format!("n{i}"), Opts::default());
+        n.start(Some(i)).await;
+        nodes.push(n);
+    }
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut members = BTreeMap::new();
+    for n in &nodes {
+        let mut info = n.info();
+        if n.id == 1 {
+            info.client_url = format!("http://127.0.0.1:{closed}");
+        }
+        members.insert(n.id.to_string(), info);
+    }
+    nodes[0]
+        .client()
+        .init(&InitRequest { members })
+        .await
+        .expect("init");
+    // Node 1 must lead: hand leadership over if another node won.
+    let leader_of = |st: &kvclient::ClusterStatus| st.leader.as_ref().map(|l| l.id);
+    let first = wait_for(Duration::from_secs(20), "a leader", || async {
+        leader_of(&nodes[0].client().status().await.ok()?)
+    })
+    .await;
+    if first != 1 {
+        nodes[first as usize - 1]
+            .client()
+            .transfer_leader(1)
+            .await
+            .expect("transfer to node 1");
+    }
+    for n in &nodes {
+        let c = n.client();
+        wait_for(
+            Duration::from_secs(20),
+            "node 1 leads, everyone ready",
+            || async {
+                let st = c.status().await.ok()?;
+                (leader_of(&st) == Some(1) && matches!(c.ready().await, Ok(Ok(())))).then_some(())
+            },
+        )
+        .await;
+    }
+
+    let follower = nodes[1].client().single_shot();
+    // The HTTP route to the leader is broken: a membership request, which
+    // only the leader serves and a follower relays over HTTP, fails.
+    let err = follower
+        .transfer_leader(3)
+        .await
+        .expect_err("relayed over HTTP to a closed port");
+    assert!(
+        err.to_string().contains("forwarding to leader 1 failed"),
+        "{err}"
+    );
+    // Writes through the follower succeed all the same, and are the leader's.
+    let rev = follower
+        .put("via-peer", "v1")
+        .await
+        .expect("put via follower");
+    let txn: kvclient::TxnRequest = serde_json::from_value(serde_json::json!({
+        "compare": [{"key": "via-peer", "target": {"revision": rev}}],
+        "success": [{"op": "put", "key": "via-peer", "value": "v2"}],
+        "failure": []
+    }))
+    .expect("txn");
+    let res = follower.txn(&txn).await.expect("txn via follower");
+    assert!(res.succeeded, "the compare saw the first write: {res:?}");
+    let deleted = follower
+        .delete("via-peer")
+        .await
+        .expect("delete via follower");
+    assert!(deleted.deleted);
+    let leader = nodes[0].client();
+    assert!(leader.get("via-peer").await.expect("get").is_none());
+    let st = leader.status().await.expect("status");
+    assert_eq!(
+        st.revision, deleted.revision,
+        "the leader applied all three"
+    );
 }
