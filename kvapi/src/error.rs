@@ -22,6 +22,9 @@ pub enum ErrorCode {
     PermissionDenied,
     /// The user or role exists already (409).
     AlreadyExists,
+    /// A watch asked for revisions this node no longer keeps (410);
+    /// `oldest_revision` says where its history starts.
+    Compacted,
 }
 
 impl ErrorCode {
@@ -36,6 +39,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::PermissionDenied => 403,
             ErrorCode::AlreadyExists => 409,
+            ErrorCode::Compacted => 410,
         }
     }
 
@@ -53,6 +57,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::Compacted => "compacted",
         }
     }
 
@@ -78,6 +83,9 @@ pub struct ApiError {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<Member>,
+    /// With `compacted`: the oldest revision the node can still watch from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_revision: Option<u64>,
 }
 
 #[cfg(test)]
@@ -99,6 +107,7 @@ mod tests {
             Unauthenticated,
             PermissionDenied,
             AlreadyExists,
+            Compacted,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serialize");

@@ -202,6 +202,9 @@ pub enum TxnOp {
         value: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value_encoding: Option<ValueEncoding>,
+        /// Attach the key to this lease (it is deleted when the lease ends).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<u64>,
     },
     Delete {
         key: String,

@@ -8,11 +8,15 @@ pub mod auth;
 pub mod cluster;
 pub mod error;
 pub mod kv;
+pub mod lease;
+pub mod watch;
 
 pub use auth::*;
 pub use cluster::*;
 pub use error::*;
 pub use kv::*;
+pub use lease::*;
+pub use watch::*;
 
 /// Raft node id.
 pub type NodeId = u64;

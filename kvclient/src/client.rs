@@ -73,6 +73,50 @@ pub enum ClientError {
         user: String,
         cause: Box<ClientError>,
     },
+    /// A watch needs revisions from `revision` on, and the node no longer
+    /// keeps them (a `410 compacted` answer, or a `canceled` line with code
+    /// `compacted`). `oldest_revision` is where the node's history starts,
+    /// when it said (a `canceled` line does not). Read the current state
+    /// and watch again from there.
+    #[error("{endpoint}: revision {revision} is compacted{}", oldest_suffix(*.oldest_revision))]
+    Compacted {
+        endpoint: String,
+        revision: u64,
+        oldest_revision: Option<u64>,
+    },
+    /// The node ended a watch with a `canceled` line. A watch stream
+    /// resumes by itself after `shutting_down` and `lagging`, so as its
+    /// error this is `permission_denied`, or one of those when resuming
+    /// ran out of attempts.
+    #[error("{endpoint}: watch canceled ({}): {reason}", cancel_code(*.code))]
+    WatchCanceled {
+        endpoint: String,
+        code: WatchCancel,
+        reason: String,
+        resume_revision: u64,
+    },
+    /// A watch stream broke off without a `canceled` line: the connection
+    /// closed, or nothing came for longer than the watch's idle timeout, or
+    /// the watch request had no answer in time. A watch stream resumes by
+    /// itself after this; it is its error only when resuming ran out of
+    /// attempts.
+    #[error("{endpoint}: {detail}")]
+    Interrupted { endpoint: String, detail: String },
+}
+
+fn oldest_suffix(oldest: Option<u64>) -> String {
+    oldest
+        .map(|o| format!("; the oldest available is {o}"))
+        .unwrap_or_default()
+}
+
+fn cancel_code(code: WatchCancel) -> &'static str {
+    match code {
+        WatchCancel::ShuttingDown => "shutting_down",
+        WatchCancel::Lagging => "lagging",
+        WatchCancel::Compacted => "compacted",
+        WatchCancel::PermissionDenied => "permission_denied",
+    }
 }
 
 /// The reqwest client for `opts`, with these timeouts.
@@ -137,6 +181,11 @@ impl ClientError {
             ClientError::Unexpected { status, .. } => *status >= 500,
             ClientError::NoEndpoints | ClientError::BadEndpoint(_) | ClientError::Tls(_) => false,
             ClientError::Authentication { cause, .. } => cause.retryable(),
+            ClientError::Compacted { .. } => false,
+            ClientError::WatchCanceled { code, .. } => {
+                matches!(code, WatchCancel::ShuttingDown | WatchCancel::Lagging)
+            }
+            ClientError::Interrupted { .. } => true,
         }
     }
 
@@ -155,6 +204,11 @@ impl ClientError {
         match self {
             ClientError::Api { error, .. } => Some(error.code),
             ClientError::Authentication { cause, .. } => cause.code(),
+            ClientError::Compacted { .. } => Some(ErrorCode::Compacted),
+            ClientError::WatchCanceled {
+                code: WatchCancel::PermissionDenied,
+                ..
+            } => Some(ErrorCode::PermissionDenied),
             _ => None,
         }
     }
@@ -226,7 +280,7 @@ struct Auth {
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
-enum Token {
+pub(crate) enum Token {
     /// Not asked for yet.
     #[default]
     Unknown,
@@ -238,7 +292,7 @@ enum Token {
 
 impl Token {
     /// What a request carries in this state.
-    fn header(&self) -> Option<&str> {
+    pub(crate) fn header(&self) -> Option<&str> {
         match self {
             Token::Bearer(t) => Some(t),
             Token::Unknown | Token::NotNeeded => None,
@@ -379,6 +433,24 @@ impl Client {
         &self.endpoints
     }
 
+    /// A clone that makes one attempt at endpoint `i` only (same HTTP
+    /// client, TLS options and token): for callers that rotate over the
+    /// endpoints themselves, such as a lease's keep-alive task.
+    pub(crate) fn pinned(&self, i: usize) -> Client {
+        let mut c = self.clone();
+        if let Some(e) = self.endpoints.get(i) {
+            c.endpoints = vec![e.clone()];
+        }
+        c.endpoints.truncate(1);
+        c.attempts = 1;
+        c
+    }
+
+    /// Whether the client can authenticate again when its token is refused.
+    pub(crate) fn has_credentials(&self) -> bool {
+        self.auth.credentials.is_some()
+    }
+
     pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<u64, ClientError> {
         self.put_with(key, value.into(), &[]).await
     }
@@ -402,7 +474,7 @@ impl Client {
             .await
     }
 
-    async fn put_with(
+    pub(crate) async fn put_with(
         &self,
         key: &str,
         value: Bytes,
@@ -695,7 +767,7 @@ impl Client {
             .await
     }
 
-    async fn call_json<T: DeserializeOwned>(
+    pub(crate) async fn call_json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -755,7 +827,7 @@ impl Client {
 
     /// What to send: the current state, or with credentials a new one when
     /// there is none yet or what was sent (`refused`) was refused.
-    async fn token(&self, refused: Option<&Token>) -> Result<Token, ClientError> {
+    pub(crate) async fn token(&self, refused: Option<&Token>) -> Result<Token, ClientError> {
         let mut token = self.auth.token.lock().await;
         let Some(creds) = &self.auth.credentials else {
             return Ok(token.clone());
@@ -827,14 +899,7 @@ impl Client {
             endpoint: endpoint.to_owned(),
             source,
         };
-        let mut req = self
-            .http
-            .request(method, format!("{endpoint}{path}"))
-            .query(query);
-        if let Some(t) = token {
-            // reqwest marks the header sensitive: it is kept out of its logs.
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.request(endpoint, method, path, query, token);
         req = match body {
             Body::None => req,
             Body::Raw(b) => req.body(b.clone()),
@@ -849,28 +914,55 @@ impl Client {
         if status == StatusCode::OK {
             return Ok((headers, bytes));
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(ErrorBody { error }) => Err(ClientError::Api {
-                endpoint: endpoint.to_owned(),
-                status: status.as_u16(),
-                error,
-            }),
-            Err(_) => Err(ClientError::Unexpected {
-                endpoint: endpoint.to_owned(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            }),
+        Err(error_answer(endpoint, status, &bytes))
+    }
+
+    /// A request to `endpoint` through this client's HTTP client (its TLS
+    /// options and timeouts), with `token` as a bearer token.
+    pub(crate) fn request(
+        &self,
+        endpoint: &str,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, format!("{endpoint}{path}"))
+            .query(query);
+        if let Some(t) = token {
+            // reqwest marks the header sensitive: it is kept out of its logs.
+            req = req.bearer_auth(t);
         }
+        req
     }
 }
 
-enum Body {
+/// The error a non-200 answer stands for: its `ErrorBody`, or the start of
+/// whatever else it was.
+pub(crate) fn error_answer(endpoint: &str, status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(ErrorBody { error }) => ClientError::Api {
+            endpoint: endpoint.to_owned(),
+            status: status.as_u16(),
+            error,
+        },
+        Err(_) => ClientError::Unexpected {
+            endpoint: endpoint.to_owned(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(bytes).chars().take(200).collect(),
+        },
+    }
+}
+
+pub(crate) enum Body {
     None,
     Raw(Bytes),
     Json(Bytes),
 }
 
-fn json_body<T: Serialize>(v: &T) -> Body {
+pub(crate) fn json_body<T: Serialize>(v: &T) -> Body {
     // Serialising our own plain structs cannot fail.
     Body::Json(serde_json::to_vec(v).unwrap_or_default().into())
 }

@@ -3,6 +3,14 @@
 //! needs one dependency.
 
 pub mod client;
+pub mod lease;
+pub mod recipes;
+pub mod watch;
 
 pub use client::{Client, ClientError, Consistency, GetResponse, RangeOptions, TlsOptions};
 pub use kvapi::*;
+pub use lease::{KeepAlive, LeaseLost, LeaseStatus};
+pub use watch::{
+    DEFAULT_MAX_LINE_BYTES, WatchFilter, WatchItem, WatchOptions, WatchRetry, WatchStream,
+    WatchTarget,
+};

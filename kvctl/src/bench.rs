@@ -6,12 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use kvclient::{Client, Consistency};
 
+use crate::bench_watch::{self, WatchBenchArgs};
+
 #[derive(Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Another benchmark than the key-value load (the flags below).
+    #[command(subcommand)]
+    mode: Option<BenchMode>,
     /// Concurrent clients (spread over the endpoints round-robin).
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -43,6 +49,20 @@ pub struct BenchArgs {
     target: Target,
 }
 
+#[cfg(test)]
+impl BenchArgs {
+    /// The benchmark chosen by a subcommand, if any.
+    pub fn mode(&self) -> Option<&BenchMode> {
+        self.mode.as_ref()
+    }
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum BenchMode {
+    /// Watch fan-out: write throughput and latency and event delivery latency with 0 and N watchers.
+    Watch(WatchBenchArgs),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
@@ -69,23 +89,16 @@ struct Report {
 
 /// `base`: the configured client; its endpoints and TLS options are used.
 pub async fn run(base: &Client, args: BenchArgs, json: bool) -> anyhow::Result<()> {
-    let endpoints = base.endpoints();
+    if let Some(BenchMode::Watch(w)) = args.mode {
+        return bench_watch::run(base, w, json).await;
+    }
     if !(0.0..=1.0).contains(&args.read_ratio) {
         anyhow::bail!("--read-ratio must be between 0 and 1");
     }
     if args.clients == 0 || args.keys == 0 || args.duration == 0 {
         anyhow::bail!("--clients, --keys and --duration must be positive");
     }
-    let endpoints = match args.target {
-        Target::All => endpoints.to_vec(),
-        Target::Leader => {
-            let st = base.status().await?;
-            let leader = st
-                .leader
-                .ok_or_else(|| anyhow::anyhow!("no leader known; is the cluster initialized?"))?;
-            vec![leader.info.client_url]
-        }
-    };
+    let endpoints = target_endpoints(base, args.target).await?;
     let clients: Vec<Client> = (0..args.clients)
         .map(|i| {
             base.for_endpoints(&[&endpoints[i % endpoints.len()]])
@@ -176,6 +189,21 @@ pub async fn run(base: &Client, args: BenchArgs, json: bool) -> anyhow::Result<(
         anyhow::bail!("no request succeeded ({} errors)", report.errors);
     }
     Ok(())
+}
+
+/// Where requests go for `target`: the leader's client URL (from the
+/// status API) or every endpoint.
+pub async fn target_endpoints(base: &Client, target: Target) -> anyhow::Result<Vec<String>> {
+    Ok(match target {
+        Target::All => base.endpoints().to_vec(),
+        Target::Leader => {
+            let st = base.status().await?;
+            let leader = st
+                .leader
+                .ok_or_else(|| anyhow::anyhow!("no leader known; is the cluster initialized?"))?;
+            vec![leader.info.client_url]
+        }
+    })
 }
 
 async fn prefill(clients: &[Client], args: &BenchArgs, value: &[u8]) -> anyhow::Result<()> {

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod bench;
+mod bench_watch;
 mod cli;
 mod table;
 
-use cli::{Cli, Cmd, Ctx, auth, cluster, kv, misc};
+use cli::{Cli, Cmd, Ctx, auth, cluster, concurrency, kv, lease, misc, watch};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,6 +18,9 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(cli::ExitWith(code)) = e.downcast_ref() {
+                return ExitCode::from(*code);
+            }
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("kvctl: {msg}");
             ExitCode::FAILURE
@@ -31,7 +35,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Get(a) => kv::get(&ctx, a).await,
         Cmd::Del(a) => kv::del(&ctx, a).await,
         Cmd::Ls(a) => kv::ls(&ctx, a).await,
+        Cmd::Watch(a) => watch::watch(&ctx, a).await,
         Cmd::Txn(a) => kv::txn(&ctx, a).await,
+        Cmd::Lease(c) => lease::lease(&ctx, c).await,
+        Cmd::Lock(a) => concurrency::lock(&ctx, a).await,
+        Cmd::Elect(a) => concurrency::elect(&ctx, a).await,
         Cmd::Status => cluster::status(&ctx).await,
         Cmd::Members => cluster::members(&ctx).await,
         Cmd::Init(a) => cluster::init(&ctx, a).await,

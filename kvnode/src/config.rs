@@ -138,6 +138,29 @@ pub struct Config {
     #[arg(long, env = "KVNODE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// Change history kept for watches, in seconds: events older than this
+    /// are compacted (a watch from before them gets `compacted`).
+    #[arg(long, env = "KVNODE_HISTORY_RETENTION_SECS", default_value_t = 600)]
+    pub history_retention_secs: u64,
+
+    /// At most this many revisions of history are kept, whatever their age
+    /// (bounds the disk the history takes under heavy write load).
+    #[arg(
+        long,
+        env = "KVNODE_HISTORY_MAX_REVISIONS",
+        default_value_t = 2_000_000
+    )]
+    pub history_max_revisions: u64,
+
+    /// Open watches on this node beyond this are refused with 503.
+    #[arg(long, env = "KVNODE_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
+
+    /// A watch that falls this many revisions further behind the writes
+    /// than it started is cancelled (`lagging`) and may resume.
+    #[arg(long, env = "KVNODE_WATCH_MAX_LAG", default_value_t = 100_000)]
+    pub watch_max_lag: u64,
+
     /// A tool instead of a node (see `kvnode certs --help`).
     #[command(subcommand)]
     pub command: Option<Tool>,
@@ -237,6 +260,18 @@ impl Config {
         }
         if self.max_concurrent_requests == 0 {
             return bad("max-concurrent-requests", "must be > 0");
+        }
+        if self.history_retention_secs == 0 {
+            return bad("history-retention-secs", "must be > 0");
+        }
+        if self.history_max_revisions == 0 {
+            return bad("history-max-revisions", "must be > 0");
+        }
+        if self.max_watchers == 0 {
+            return bad("max-watchers", "must be > 0");
+        }
+        if self.watch_max_lag == 0 {
+            return bad("watch-max-lag", "must be > 0");
         }
         if self.auth_token_ttl == 0 {
             return bad("auth-token-ttl", "must be > 0");

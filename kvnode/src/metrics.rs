@@ -56,6 +56,10 @@ pub struct Metrics {
     sst_bytes: U64Gauge,
     memtable_bytes: U64Gauge,
     block_cache_bytes: U64Gauge,
+    /// Open watches (changed by the watch tasks themselves).
+    pub watchers: IntGauge,
+    history_floor: U64Gauge,
+    leases: U64Gauge,
 }
 
 impl Default for Metrics {
@@ -99,6 +103,11 @@ impl Metrics {
         let auth_revision = gauge("auth_revision", "Auth revision applied on this node");
         let sst_bytes = gauge("rocksdb_sst_bytes", "Size of RocksDB SST files");
         let memtable_bytes = gauge("rocksdb_memtable_bytes", "Size of RocksDB memtables");
+        let history_floor = gauge(
+            "history_oldest_revision",
+            "Oldest revision a watch can start from on this node",
+        );
+        let leases = gauge("leases", "Leases held in the state machine");
         let block_cache_bytes = gauge(
             "rocksdb_block_cache_bytes",
             "Bytes in RocksDB's block cache (bounded by --rocksdb-block-cache-mb)",
@@ -109,6 +118,7 @@ impl Metrics {
             g
         };
         let is_leader = igauge("raft_is_leader", "1 if this node is the leader");
+        let watchers = igauge("watchers", "Watches open on this node");
         let voters = igauge("raft_voters", "Number of voters in the membership");
         let learners = igauge("raft_learners", "Number of learners in the membership");
         // Constant 1 with the version as a label, the Prometheus convention
@@ -145,6 +155,9 @@ impl Metrics {
             sst_bytes,
             memtable_bytes,
             block_cache_bytes,
+            watchers,
+            history_floor,
+            leases,
         }
     }
 
@@ -175,6 +188,8 @@ impl Metrics {
         self.sst_bytes.set(sst);
         self.memtable_bytes.set(memtable);
         self.block_cache_bytes.set(node.db.block_cache_usage());
+        self.history_floor.set(node.db.history_floor());
+        self.leases.set(node.db.leases().len() as u64);
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "metrics encoding failed");

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvapi::{
@@ -18,6 +17,7 @@ use openraft::errors::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 
 use crate::config::Config;
+use crate::lease::clock::LeaseClock;
 use crate::raft::identity::{Identity, new_cluster_id};
 use crate::raft::network::{Network, ProposeError, ProposeReply};
 use crate::raft::types::{Command, CommandResult, MemberInfo, NodeId, Raft, TypeConfig};
@@ -92,7 +92,9 @@ pub struct Node {
     /// The commit index this node knew when it started: it is not ready
     /// before it has applied at least that far.
     startup_commit: Option<u64>,
-    draining: AtomicBool,
+    draining: tokio_util::sync::CancellationToken,
+    /// Lease deadlines, kept while this node leads (see `lease::clock`).
+    pub lease_clock: LeaseClock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +188,8 @@ impl Node {
             config,
             info,
             startup_commit,
-            draining: AtomicBool::new(false),
+            draining: tokio_util::sync::CancellationToken::new(),
+            lease_clock: LeaseClock::default(),
         }))
     }
 
@@ -213,12 +216,24 @@ impl Node {
         })
     }
 
+    /// The term, while this node is the leader.
+    pub fn leading_term(&self) -> Option<u64> {
+        let m = self.metrics();
+        (m.current_leader == Some(self.id()) && m.state == ServerState::Leader)
+            .then_some(m.current_term)
+    }
+
     pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.draining.is_cancelled()
     }
 
     pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.draining.cancel();
+    }
+
+    /// Resolves once shutdown has begun (long-lived streams end then).
+    pub fn drained(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.draining.cancelled()
     }
 
     /// Proposes a command and waits until it is applied: here when this

@@ -86,6 +86,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let forward_tls = forwarding_tls(&config)?;
     let node = Node::start(config, peer_material).await?;
     let app = App::new(node.clone(), Arc::new(Metrics::new()), forward_tls.as_ref())?;
+    tokio::spawn(crate::watch::compact_history(node.clone()));
+    tokio::spawn(crate::lease::clock::expire(node.clone()));
 
     let peer_stop = CancellationToken::new();
     let client_stop = CancellationToken::new();

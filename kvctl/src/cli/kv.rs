@@ -22,6 +22,9 @@ pub struct PutArgs {
     /// Only write if the key is at this revision (0 = absent).
     #[arg(long)]
     pub if_revision: Option<u64>,
+    /// Attach the key to this lease (deleted when the lease ends).
+    #[arg(long, value_parser = super::lease::parse_id, conflicts_with_all = ["if_absent", "if_revision"])]
+    pub lease: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +92,18 @@ pub async fn put(ctx: &Ctx, a: PutArgs) -> anyhow::Result<()> {
         a.value.into_bytes()
     };
     let c = &ctx.client;
+    if let Some(lease) = a.lease {
+        let rev = match c.put_with_lease(&a.key, value, lease).await {
+            Ok(rev) => rev,
+            Err(e) if e.code() == Some(kvclient::ErrorCode::NotFound) => {
+                bail!("lease {lease} not found (expired or revoked); nothing was written")
+            }
+            Err(e) => return Err(e.into()),
+        };
+        return ctx.out.emit(&serde_json::json!({ "revision": rev }), || {
+            format!("OK revision {rev}")
+        });
+    }
     let rev = match (a.if_absent, a.if_revision) {
         (true, Some(_)) => bail!("use either --if-absent or --if-revision"),
         (true, None) => c.put_if_absent(&a.key, value).await?,

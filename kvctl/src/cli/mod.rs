@@ -1,14 +1,18 @@
 //! kvctl's command line: the clap definitions and the context every command
 //! runs with. The commands themselves are in `kv` (keys and values),
 //! `cluster` (membership and status), `auth` (users, roles, the auth
-//! switch) and `misc` (health, version, bench); all output goes through
-//! `print`.
+//! switch), `watch` (changes as they happen), `lease` (leases),
+//! `concurrency` (lock, elect) and `misc` (health, version, bench); all
+//! output goes through `print`.
 
 pub mod auth;
 pub mod cluster;
+pub mod concurrency;
 pub mod kv;
+pub mod lease;
 pub mod misc;
 pub mod print;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
 use kvclient::Client;
@@ -91,8 +95,17 @@ pub enum Cmd {
     Del(kv::DelArgs),
     /// List keys in order.
     Ls(kv::LsArgs),
+    /// Print changes to a key, a prefix (--prefix) or a range (--range-end) as they happen, until Ctrl-C.
+    Watch(watch::WatchArgs),
     /// Run a transaction given as JSON (see docs/api.md), from a file or `-` for stdin.
     Txn(kv::TxnArgs),
+    /// Leases: grant, keep-alive, revoke, timetolive, list.
+    #[command(subcommand)]
+    Lease(lease::LeaseCmd),
+    /// Acquire a distributed lock; run a command while holding it (after `--`), or hold it until Ctrl-C.
+    Lock(concurrency::LockArgs),
+    /// Campaign for leadership with a proposal and lead until Ctrl-C, or (--listen) print each new leader.
+    Elect(concurrency::ElectArgs),
     /// Status of every endpoint.
     Status,
     /// Cluster membership.
@@ -122,6 +135,48 @@ pub enum Cmd {
     /// Roles and their permissions: add, delete, list, get, grant-permission, revoke-permission.
     #[command(subcommand)]
     Role(auth::RoleCmd),
+}
+
+/// An error that ends kvctl with this exit status and no message (the
+/// command has said what it had to, or passes on a status, as `lock` does
+/// its command's).
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: how the long-running commands
+/// (lock, elect, lease keep-alive) are told to stop. The handlers are in
+/// place when this returns (before the command prints that it holds
+/// something), not only once the future is first polled.
+pub type Interrupt = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+pub fn on_interrupt() -> anyhow::Result<Interrupt> {
+    use anyhow::Context;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        Ok(Box::pin(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        }))
+    }
 }
 
 /// What every command gets: a client over all endpoints (with retries) and

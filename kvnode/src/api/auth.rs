@@ -77,16 +77,14 @@ async fn hash_password(app: &App, p: String) -> Result<String, ApiError> {
         .map_err(ApiError::internal)
 }
 
-/// Proposes one auth change; its refusal (decided at apply) is the error.
-async fn change(app: &App, op: AuthOp) -> Outcome<AuthChanged> {
-    let res = app
-        .node
-        .write(Command {
-            compare: vec![],
-            success: vec![Op::Auth(op)],
-            failure: vec![],
-        })
-        .await?;
+/// Proposes one auth change as a caller that still holds root when it
+/// applies; its refusal (decided at apply) is the error.
+async fn change(app: &App, parts: &Parts, op: AuthOp) -> Outcome<AuthChanged> {
+    let cmd = Command {
+        success: vec![Op::Auth(op)],
+        ..Command::default()
+    };
+    let res = authz::write(app, |auth| authz::allow_root(parts, auth), || cmd.clone()).await?;
     match res.results.into_iter().next() {
         Some(OpResult::Auth { error: None }) => Ok(AuthChanged {
             revision: app.node.db.auth().revision,
@@ -195,10 +193,11 @@ pub async fn status(State(app): State<App>, req: Request) -> Response {
 }
 
 pub async fn enable(State(app): State<App>, req: Request) -> Response {
-    admin(app, req, |app, _, _| async move {
+    admin(app, req, |app, parts, _| async move {
         let signing_key: [u8; 32] = rand::random();
         change(
             &app,
+            &parts,
             AuthOp::Enable {
                 signing_key: signing_key.to_vec(),
             },
@@ -211,8 +210,8 @@ pub async fn enable(State(app): State<App>, req: Request) -> Response {
 }
 
 pub async fn disable(State(app): State<App>, req: Request) -> Response {
-    admin(app, req, |app, _, _| async move {
-        change(&app, AuthOp::Disable).await?;
+    admin(app, req, |app, parts, _| async move {
+        change(&app, &parts, AuthOp::Disable).await?;
         tracing::info!("auth disabled");
         Ok(status_of(&app.node.db.auth()))
     })
@@ -230,7 +229,7 @@ pub async fn user_list(State(app): State<App>, req: Request) -> Response {
 }
 
 pub async fn user_add(State(app): State<App>, req: Request) -> Response {
-    admin(app, req, |app, _, body| async move {
+    admin(app, req, |app, parts, body| async move {
         let r: UserAddRequest = parse(&body, "user")?;
         validate_name("user", &r.name)?;
         for role in &r.roles {
@@ -246,6 +245,7 @@ pub async fn user_add(State(app): State<App>, req: Request) -> Response {
         tracing::info!(user = %r.name, "adding user");
         change(
             &app,
+            &parts,
             AuthOp::UserAdd {
                 name: r.name,
                 password_hash,
@@ -286,7 +286,7 @@ pub async fn user_delete(State(app): State<App>, req: Request) -> Response {
     admin(app, req, |app, parts, _| async move {
         let name = segment(&parts, 0)?;
         tracing::info!(user = %name, "deleting user");
-        change(&app, AuthOp::UserDelete { name }).await
+        change(&app, &parts, AuthOp::UserDelete { name }).await
     })
     .await
 }
@@ -305,6 +305,7 @@ pub async fn user_password(State(app): State<App>, req: Request) -> Response {
         tracing::info!(user = %name, "changing password");
         change(
             &app,
+            &parts,
             AuthOp::UserPassword {
                 name,
                 password_hash,
@@ -320,7 +321,7 @@ pub async fn user_grant_role(State(app): State<App>, req: Request) -> Response {
         let role = segment(&parts, 0)?;
         let name = segment(&parts, 2)?;
         tracing::info!(user = %name, role = %role, "granting role");
-        change(&app, AuthOp::UserGrantRole { name, role }).await
+        change(&app, &parts, AuthOp::UserGrantRole { name, role }).await
     })
     .await
 }
@@ -330,7 +331,7 @@ pub async fn user_revoke_role(State(app): State<App>, req: Request) -> Response 
         let role = segment(&parts, 0)?;
         let name = segment(&parts, 2)?;
         tracing::info!(user = %name, role = %role, "revoking role");
-        change(&app, AuthOp::UserRevokeRole { name, role }).await
+        change(&app, &parts, AuthOp::UserRevokeRole { name, role }).await
     })
     .await
 }
@@ -346,11 +347,11 @@ pub async fn role_list(State(app): State<App>, req: Request) -> Response {
 }
 
 pub async fn role_add(State(app): State<App>, req: Request) -> Response {
-    admin(app, req, |app, _, body| async move {
+    admin(app, req, |app, parts, body| async move {
         let r: RoleAddRequest = parse(&body, "role")?;
         validate_name("role", &r.name)?;
         tracing::info!(role = %r.name, "adding role");
-        change(&app, AuthOp::RoleAdd { name: r.name }).await
+        change(&app, &parts, AuthOp::RoleAdd { name: r.name }).await
     })
     .await
 }
@@ -385,7 +386,7 @@ pub async fn role_delete(State(app): State<App>, req: Request) -> Response {
     admin(app, req, |app, parts, _| async move {
         let name = segment(&parts, 0)?;
         tracing::info!(role = %name, "deleting role");
-        change(&app, AuthOp::RoleDelete { name }).await
+        change(&app, &parts, AuthOp::RoleDelete { name }).await
     })
     .await
 }
@@ -404,7 +405,7 @@ pub async fn role_grant(State(app): State<App>, req: Request) -> Response {
             key: p.key,
         };
         tracing::info!(role = %name, key = %grant.key, "granting permission");
-        change(&app, AuthOp::RoleGrant { name, grant }).await
+        change(&app, &parts, AuthOp::RoleGrant { name, grant }).await
     })
     .await
 }
@@ -420,7 +421,7 @@ pub async fn role_revoke(State(app): State<App>, req: Request) -> Response {
         let prefix = super::parse_bool(&q, "prefix")?;
         let end = grant_end(&key, q.get("range_end").map(String::as_str), prefix)?;
         tracing::info!(role = %name, key = %key, "revoking permission");
-        change(&app, AuthOp::RoleRevoke { name, key, end }).await
+        change(&app, &parts, AuthOp::RoleRevoke { name, key, end }).await
     })
     .await
 }

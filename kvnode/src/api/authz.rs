@@ -20,10 +20,11 @@ use axum::response::{IntoResponse, Response};
 use kvapi::ErrorCode;
 
 use super::App;
-use super::error::ApiError;
+use super::error::{ApiError, Outcome};
 use crate::auth::token::{self, TokenError};
 use crate::auth::{Access, AuthState, KeySpan};
 use crate::listener::ClientCertName;
+use crate::raft::types::{Command, CommandResult};
 
 pub const TOKEN_HEADER: &str = "x-raftkv-token";
 
@@ -181,19 +182,33 @@ impl Need {
     }
 }
 
-/// Refuses (403) unless the caller may do all of `needs`: a request that
-/// touches one forbidden key is refused whole.
+/// The user a request acts as under `auth`, resolved from its credentials
+/// again rather than taken from `identify`: `auth` may be newer than the
+/// state `identify` saw (after a read barrier, or on a retry after the auth
+/// state moved), and a token retired or a user deleted since must count.
+/// `None` when auth is disabled in `auth`.
+fn acting_user(parts: &Parts, auth: &AuthState) -> Result<Option<String>, ApiError> {
+    if !auth.enabled {
+        return Ok(None);
+    }
+    let cert = parts
+        .extensions
+        .get::<ClientCertName>()
+        .and_then(|c| c.0.as_deref());
+    match resolve(auth, &parts.headers, cert)? {
+        Caller::User { name, .. } => Ok(Some(name)),
+        Caller::AuthOff | Caller::Anonymous => Err(unauthenticated("authentication required")),
+    }
+}
+
+/// Refuses (401/403) unless the caller may do all of `needs` as `auth`
+/// stands: a request that touches one forbidden key is refused whole.
 pub fn allow(parts: &Parts, auth: &AuthState, needs: &[Need]) -> Result<(), ApiError> {
-    let name = match caller(parts) {
-        Caller::AuthOff => return Ok(()),
-        // Auth was enabled after `identify` ran: the request started before
-        // it and is judged as it would have been then, by rule: no keys.
-        Caller::Anonymous if !auth.enabled => return Ok(()),
-        Caller::Anonymous => return Err(unauthenticated("authentication required")),
-        Caller::User { name, .. } => name,
+    let Some(name) = acting_user(parts, auth)? else {
+        return Ok(());
     };
     for n in needs {
-        if !auth.allows(name, n.access, &n.span) {
+        if !auth.allows(&name, n.access, &n.span) {
             let verb = match n.access {
                 Access::Read => "read",
                 Access::Write => "write",
@@ -202,6 +217,54 @@ pub fn allow(parts: &Parts, auth: &AuthState, needs: &[Need]) -> Result<(), ApiE
         }
     }
     Ok(())
+}
+
+/// Refuses (401/403) unless the caller holds the root role as `auth`
+/// stands (anyone may while auth is disabled).
+pub fn allow_root(parts: &Parts, auth: &AuthState) -> Result<(), ApiError> {
+    match acting_user(parts, auth)? {
+        Some(name) if !auth.is_root(&name) => {
+            Err(denied(format!("user {name:?} does not have the root role")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How often a write is judged again because the auth state moved between
+/// the check and the apply; more in a row means auth is being changed
+/// faster than writes can land, and the client is told to retry.
+const AUTH_ATTEMPTS: usize = 5;
+
+/// Proposes the command `build` makes once `check` allows it against this
+/// node's applied auth state, stamped with that state's revision. If the
+/// auth state has moved on by the time the command applies (this node was
+/// behind, or a change committed in between), the state machine refuses
+/// it unexecuted; by then this node has applied the newer state, so the
+/// request is simply judged again. No write is ever admitted by rules
+/// older than the ones it applies under.
+pub async fn write<C, B>(app: &App, check: C, build: B) -> Outcome<CommandResult>
+where
+    C: Fn(&AuthState) -> Result<(), ApiError>,
+    B: Fn() -> Command,
+{
+    for _ in 0..AUTH_ATTEMPTS {
+        let auth = app.node.db.auth();
+        check(&auth)?;
+        let mut cmd = build();
+        cmd.auth_revision = Some(auth.revision);
+        let res = app.node.write(cmd).await?;
+        if !res.auth_stale {
+            return Ok(res);
+        }
+        tracing::debug!(
+            checked = auth.revision,
+            "auth changed before the write applied; judging it again"
+        );
+    }
+    Err(
+        ApiError::unavailable("the auth state kept changing while this write was proposed; retry")
+            .into(),
+    )
 }
 
 /// The credentials a forwarded request carries: the caller's own token, or

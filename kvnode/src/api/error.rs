@@ -12,6 +12,7 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub leader: Option<Member>,
+    pub oldest_revision: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +21,7 @@ impl ApiError {
             code,
             message: message.into(),
             leader: None,
+            oldest_revision: None,
         }
     }
 
@@ -54,6 +56,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: self.message,
                 leader: self.leader,
+                oldest_revision: self.oldest_revision,
             },
         };
         (status, Json(body)).into_response()

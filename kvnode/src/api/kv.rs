@@ -14,7 +14,7 @@ use kvapi::{
 };
 
 use super::authz::{self, Need};
-use super::error::{ApiError, Rejection};
+use super::error::{ApiError, Outcome, Rejection};
 use super::{App, forward, json_response, parse_bool, parse_u64, query_map, read_body};
 use crate::auth::{Access, KeySpan};
 use crate::raft::types::{Cmp, CmpTarget, Command, CommandResult, CompareOp, Op, OpResult};
@@ -89,8 +89,19 @@ fn authorize(app: &App, parts: &Parts, needs: &[Need]) -> Result<(), ApiError> {
     authz::allow(parts, &app.node.db.auth(), needs)
 }
 
+/// Proposes `cmd` as a caller allowed `needs` when it applies, not only
+/// when it arrived (see `authz::write`).
+pub(super) async fn write(
+    app: &App,
+    parts: &Parts,
+    needs: &[Need],
+    cmd: Command,
+) -> Outcome<CommandResult> {
+    authz::write(app, |auth| authz::allow(parts, auth, needs), || cmd.clone()).await
+}
+
 /// Runs `f`, resolving a `Rejection` into an error or a forwarded response.
-async fn run<F>(app: &App, parts: &Parts, body: Bytes, f: F) -> Response
+pub(super) async fn run<F>(app: &App, parts: &Parts, body: Bytes, f: F) -> Response
 where
     F: std::future::Future<Output = Result<Response, Rejection>>,
 {
@@ -135,7 +146,9 @@ pub async fn put_key(State(app): State<App>, req: Request) -> Response {
         let key = key_of(&parts)?;
         let q = query_map(&parts.uri)?;
         validate_value(&app, body.len())?;
-        authorize(&app, &parts, &[Need::key(Access::Write, &key)])?;
+        let needs = [Need::key(Access::Write, &key)];
+        authorize(&app, &parts, &needs)?;
+        let lease = parse_u64(&q, "lease")?.filter(|l| *l != 0);
         let if_absent = parse_bool(&q, "if_absent")?;
         let if_revision = parse_u64(&q, "if_revision")?;
         let compare = match (if_absent, if_revision) {
@@ -151,10 +164,12 @@ pub async fn put_key(State(app): State<App>, req: Request) -> Response {
             success: vec![Op::Put {
                 key: key.clone(),
                 value: body.to_vec(),
+                lease,
             }],
-            failure: vec![],
+            ..Command::default()
         };
-        let res = app.node.write(cmd).await?;
+        let res = write(&app, &parts, &needs, cmd).await?;
+        check_lease(&res)?;
         check_guard(&key, &res)?;
         Ok(json_response(&PutResponse {
             revision: res.revision,
@@ -171,13 +186,14 @@ pub async fn delete_key(State(app): State<App>, req: Request) -> Response {
         let compare = parse_u64(&q, "if_revision")?
             .map(|r| vec![revision_is(&key, r)])
             .unwrap_or_default();
-        authorize(&app, &parts, &[Need::key(Access::Write, &key)])?;
+        let needs = [Need::key(Access::Write, &key)];
+        authorize(&app, &parts, &needs)?;
         let cmd = Command {
             compare,
             success: vec![Op::Delete { key: key.clone() }],
-            failure: vec![],
+            ..Command::default()
         };
-        let res = app.node.write(cmd).await?;
+        let res = write(&app, &parts, &needs, cmd).await?;
         check_guard(&key, &res)?;
         let deleted = matches!(
             res.results.first(),
@@ -249,15 +265,13 @@ pub async fn delete_range(State(app): State<App>, req: Request) -> Response {
             },
             _ => return Err(ApiError::internal("not a range delete").into()),
         };
-        authorize(&app, &parts, &[need])?;
-        let res = app
-            .node
-            .write(Command {
-                compare: vec![],
-                success: vec![op],
-                failure: vec![],
-            })
-            .await?;
+        let needs = [need];
+        authorize(&app, &parts, &needs)?;
+        let cmd = Command {
+            success: vec![op],
+            ..Command::default()
+        };
+        let res = write(&app, &parts, &needs, cmd).await?;
         let deleted = match res.results.first() {
             Some(OpResult::DeleteRange { deleted }) => *deleted,
             _ => 0,
@@ -275,6 +289,17 @@ fn revision_is(key: &str, r: u64) -> Cmp {
         key: key.to_owned(),
         target: CmpTarget::Revision(r),
         op: CompareOp::Eq,
+    }
+}
+
+/// A write that named a lease which does not exist is a 404; it changed
+/// nothing.
+pub(super) fn check_lease(res: &CommandResult) -> Result<(), ApiError> {
+    match res.missing_lease {
+        Some(id) => Err(ApiError::not_found(format!(
+            "lease {id} not found (expired or revoked); nothing was written"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -345,9 +370,11 @@ pub async fn txn(State(app): State<App>, req: Request) -> Response {
         let txn: TxnRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid transaction: {e}")))?;
         let cmd = txn_command(&app, txn)?;
-        authorize(&app, &parts, &txn_needs(&cmd))?;
+        let needs = txn_needs(&cmd);
+        authorize(&app, &parts, &needs)?;
         check_txn_reads(&app, &cmd)?;
-        let res = app.node.write(cmd).await?;
+        let res = write(&app, &parts, &needs, cmd).await?;
+        check_lease(&res)?;
         Ok(json_response(&TxnResponse {
             succeeded: res.succeeded,
             revision: res.revision,
@@ -406,10 +433,10 @@ fn txn_needs(cmd: &Command) -> Vec<Need> {
                 what: format!("keys with prefix {prefix:?}"),
             },
             // Never built from a transaction; refused if it were.
-            Op::Auth(_) => Need {
+            Op::Auth(_) | Op::Lease(_) => Need {
                 access: Access::Write,
                 span: KeySpan::all(),
-                what: "auth".into(),
+                what: "auth or leases".into(),
             },
         });
     }
@@ -447,6 +474,7 @@ fn txn_command(app: &App, txn: TxnRequest) -> Result<Command, ApiError> {
                     key,
                     value,
                     value_encoding,
+                    lease,
                 } => {
                     validate_key(&key)?;
                     let v = JsonValue {
@@ -456,6 +484,7 @@ fn txn_command(app: &App, txn: TxnRequest) -> Result<Command, ApiError> {
                     Ok(Op::Put {
                         key,
                         value: decode_value(app, &v)?,
+                        lease: lease.filter(|l| *l != 0),
                     })
                 }
                 TxnOp::Delete { key } => validate_key(&key).map(|_| Op::Delete { key }),
@@ -467,6 +496,7 @@ fn txn_command(app: &App, txn: TxnRequest) -> Result<Command, ApiError> {
         compare,
         success: ops(txn.success)?,
         failure: ops(txn.failure)?,
+        auth_revision: None,
     })
 }
 
@@ -482,12 +512,14 @@ fn wire_result(r: OpResult) -> TxnOpResult {
     match r {
         OpResult::Put { revision } => TxnOpResult::Put { revision },
         OpResult::Delete { deleted } => TxnOpResult::Delete { deleted },
-        // Transactions carry no range deletes or auth changes; kept total
+        // Transactions carry no range deletes, auth or lease changes; kept total
         // for the compiler.
         OpResult::DeleteRange { deleted } => TxnOpResult::Delete {
             deleted: deleted > 0,
         },
-        OpResult::Auth { .. } => TxnOpResult::Delete { deleted: false },
+        OpResult::Auth { .. } | OpResult::LeaseGrant { .. } | OpResult::LeaseRevoke { .. } => {
+            TxnOpResult::Delete { deleted: false }
+        }
         OpResult::Get { found } => match found {
             Some((revision, value)) => TxnOpResult::Get {
                 found: true,

@@ -9,7 +9,9 @@ pub mod error;
 pub mod forward;
 pub mod health;
 pub mod kv;
+pub mod lease;
 pub mod peer;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub struct App {
     inflight: Arc<tokio::sync::Semaphore>,
     /// Password hashes computed at once (see `auth::hash_password`).
     kdf_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per open watch (--max-watchers).
+    watchers: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -67,12 +71,14 @@ impl App {
         let inflight = Arc::new(tokio::sync::Semaphore::new(
             node.config.max_concurrent_requests,
         ));
+        let node_watchers = node.config.max_watchers;
         Ok(App {
             node,
             metrics,
             http,
             inflight,
             kdf_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+            watchers: Arc::new(tokio::sync::Semaphore::new(node_watchers)),
         })
     }
 
@@ -91,6 +97,13 @@ pub fn client_router(app: App) -> Router {
             get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
         )
         .route("/v1/txn", post(kv::txn))
+        .route("/v1/watch", get(watch::watch))
+        .route("/v1/leases", get(lease::list).post(lease::grant))
+        .route(
+            "/v1/leases/{id}",
+            get(lease::time_to_live).delete(lease::revoke),
+        )
+        .route("/v1/leases/{id}/keepalive", post(lease::keep_alive))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/init", post(cluster::init))
         .route("/v1/cluster/learners", post(cluster::add_learner))
@@ -236,7 +249,7 @@ pub fn query_map(uri: &axum::http::Uri) -> Result<HashMap<String, String>, ApiEr
     }
 }
 
-fn serde_urlencoded_map(q: &str) -> Result<HashMap<String, String>, ApiError> {
+pub(crate) fn serde_urlencoded_map(q: &str) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

@@ -101,6 +101,11 @@ pub enum Op {
         key: String,
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
+        /// The lease the key is attached to; the whole command fails,
+        /// changing nothing, if it does not exist when the entry applies.
+        /// Skipped when absent, so entries without one keep their bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<u64>,
     },
     Delete {
         key: String,
@@ -120,16 +125,28 @@ pub enum Op {
     },
     /// A change to users, roles or the auth switch (see `auth`).
     Auth(crate::auth::AuthOp),
+    /// A lease granted or revoked (see `lease`).
+    Lease(crate::lease::LeaseOp),
 }
 
 /// The one command of the state machine: a guarded batch. Single-key puts
 /// and deletes are transactions with zero or one compare, so there is one
 /// apply path to get right.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Command {
     pub compare: Vec<Cmp>,
     pub success: Vec<Op>,
     pub failure: Vec<Op>,
+    /// The auth revision the caller was authorized against. A node checks
+    /// permissions on its own applied auth state, which may lag the
+    /// cluster's (a follower's, or any node's between check and apply);
+    /// the state machine refuses a command whose revision is no longer the
+    /// current one, changing nothing, so the API can judge it again (etcd's
+    /// auth revision in the request header). Absent in entries written
+    /// before it existed, and skipped when absent so their bytes are
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_revision: Option<u64>,
 }
 
 impl fmt::Display for Command {
@@ -164,6 +181,16 @@ pub enum OpResult {
     Auth {
         error: Option<crate::auth::AuthError>,
     },
+    /// Of a lease grant: false if the id was taken.
+    LeaseGrant {
+        granted: bool,
+    },
+    /// Of a lease revoke: whether the lease existed, and how many keys
+    /// went with it.
+    LeaseRevoke {
+        found: bool,
+        deleted: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -175,6 +202,14 @@ pub struct CommandResult {
     pub results: Vec<OpResult>,
     /// For a failed single-key precondition: the key's revision (0 = absent).
     pub current_revisions: Vec<u64>,
+    /// The command was not executed: the auth state changed after the
+    /// caller was authorized (see `Command::auth_revision`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auth_stale: bool,
+    /// The command was not executed: a put names this lease, which does
+    /// not exist (any more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_lease: Option<u64>,
 }
 
 #[cfg(test)]
@@ -211,6 +246,7 @@ mod tests {
                 Op::Put {
                     key: "k".into(),
                     value: vec![0, 255],
+                    lease: None,
                 },
                 Op::Delete { key: "d".into() },
                 Op::Get { key: "g".into() },
@@ -223,6 +259,7 @@ mod tests {
                 },
             ],
             failure: vec![Op::Auth(AuthOp::UserDelete { name: "u".into() })],
+            auth_revision: None,
         }
     }
 
@@ -240,6 +277,8 @@ mod tests {
                 OpResult::Auth { error: None },
             ],
             current_revisions: vec![0, 5],
+            auth_stale: false,
+            missing_lease: None,
         }
     }
 

@@ -2,13 +2,17 @@
 //! (`sm.rs`) and snapshot files (`snapshot.rs`). This module is the only
 //! place that touches RocksDB.
 //!
-//! One database, four column families:
+//! One database, five column families:
 //! - `log`: raft entries keyed by big-endian index;
 //! - `meta`: vote, committed log id, last purged log id, node identity;
 //! - `data`: user keys -> (revision, value);
-//! - `sm`: last-applied log id, membership, store revision and the auth
-//!   state, written in the same batch as the data they describe.
+//! - `sm`: last-applied log id, membership, store revision, the auth
+//!   state and the leases (`leases.rs`), written in the same batch as the
+//!   data they describe;
+//! - `history`: the change events watches read (`history.rs`).
 
+mod history;
+mod leases;
 mod log;
 mod sm;
 mod snapshot;
@@ -21,6 +25,7 @@ use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options, Wri
 
 use crate::auth::AuthState;
 
+pub use history::{Applied, Event, EventKind, HistoryError, Page};
 pub use log::LogStore;
 pub use sm::{Record, StateMachine};
 pub use snapshot::SnapshotFile;
@@ -29,8 +34,11 @@ pub(crate) const CF_LOG: &str = "log";
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_DATA: &str = "data";
 pub(crate) const CF_SM: &str = "sm";
+pub(crate) use history::CF_HISTORY;
 
 const META_NODE_ID: &[u8] = b"node_id";
+/// Apply batches kept for live watchers (see `Db::subscribe`).
+const APPLIED_BACKLOG: usize = 1024;
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +114,13 @@ pub struct Db {
     /// The auth state the state machine has applied (published by `sm.rs`,
     /// read by every authorized request without touching RocksDB).
     auth: Arc<RwLock<Arc<AuthState>>>,
+    /// The lease table the state machine has applied (see `crate::lease`):
+    /// changed under the write lock by `sm.rs` only.
+    leases: Arc<RwLock<crate::lease::LeaseTable>>,
+    /// The oldest revision in the history (see `history.rs`).
+    history_floor: Arc<AtomicU64>,
+    /// What the state machine applies, for live watches.
+    applied_tx: tokio::sync::broadcast::Sender<Applied>,
     pools: Arc<MemoryPools>,
 }
 
@@ -143,7 +158,7 @@ impl Db {
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(3);
         opts.set_write_buffer_manager(&write_buffers);
-        let cfs = [CF_LOG, CF_META, CF_DATA, CF_SM]
+        let cfs = [CF_LOG, CF_META, CF_DATA, CF_SM, CF_HISTORY]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, &block_cache, budget)));
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
@@ -154,6 +169,11 @@ impl Db {
             install_gate: Arc::default(),
             revision: Arc::default(),
             auth: Arc::default(),
+            leases: Arc::default(),
+            history_floor: Arc::default(),
+            // Messages, not events: one per apply batch. A watcher that
+            // falls this far behind reads the history instead.
+            applied_tx: tokio::sync::broadcast::channel(APPLIED_BACKLOG).0,
             pools: Arc::new(MemoryPools {
                 block_cache,
                 _write_buffers: write_buffers,
@@ -202,6 +222,15 @@ impl Db {
 
     pub(crate) fn set_auth(&self, state: Arc<AuthState>) {
         *self.auth.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// The applied lease table; hold the guard briefly (an apply waits).
+    pub fn leases(&self) -> std::sync::RwLockReadGuard<'_, crate::lease::LeaseTable> {
+        self.leases.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn leases_mut(&self) -> std::sync::RwLockWriteGuard<'_, crate::lease::LeaseTable> {
+        self.leases.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn install_gate(&self) -> &RwLock<()> {
@@ -328,7 +357,7 @@ impl Db {
     pub fn sizes(&self) -> (u64, u64) {
         let mut sst = 0;
         let mut mem = 0;
-        for name in [CF_LOG, CF_META, CF_DATA, CF_SM] {
+        for name in [CF_LOG, CF_META, CF_DATA, CF_SM, CF_HISTORY] {
             if let Ok(cf) = self.cf(name) {
                 sst += self
                     .db()

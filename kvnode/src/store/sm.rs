@@ -18,9 +18,12 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
+use super::history::{self, Applied, Event, EventKind};
+use super::leases;
 use super::snapshot::{self, SnapshotFile};
 use super::{CF_DATA, CF_SM, Db, Result, StoreError, decode, decode_u64, encode};
 use crate::auth::AuthState;
+use crate::lease::{LeaseOp, LeaseTable};
 use crate::raft::types::CompareOp;
 use crate::raft::types::{
     Cmp, CmpTarget, Command, CommandResult, LogId, Op, OpResult, SnapshotMeta, StoredMembership,
@@ -127,6 +130,8 @@ impl StateMachine {
         db.set_revision(revision);
         let auth = Arc::new(decode_auth(db.db().get_cf(cf, SM_AUTH)?.as_deref())?);
         db.set_auth(auth.clone());
+        db.set_history_floor(history::load_floor(&db, revision)?);
+        *db.leases_mut() = leases::load(&db)?;
         Ok(StateMachine {
             db,
             applied,
@@ -233,18 +238,53 @@ fn compare<T: Ord>(have: T, want: T, op: CompareOp) -> bool {
     }
 }
 
-/// Deletes `keys` in the batch and its overlay; whether there were any.
+/// The lease table as the batch changes it, and which leases changed (to
+/// be written with the batch).
+struct LeaseWork<'a> {
+    table: &'a mut LeaseTable,
+    changed: &'a mut std::collections::BTreeSet<u64>,
+}
+
+impl LeaseWork<'_> {
+    fn attach(&mut self, key: &str, lease: Option<u64>) {
+        self.changed.extend(self.table.attach(key, lease));
+    }
+}
+
+/// Deletes the existing ones of `keys` in the batch and its overlay,
+/// recording each as an event of revision `next`, and detaching it from its
+/// lease; how many there were.
 fn delete_all(
     view: &mut View<'_>,
     batch: &mut WriteBatch,
-    cf: &rocksdb::ColumnFamily,
-    keys: &[String],
-) -> bool {
+    keys: impl IntoIterator<Item = String>,
+    next: u64,
+    events: &mut Vec<Event>,
+    leases: &mut LeaseWork<'_>,
+) -> Result<u64> {
+    let cf = view.db.cf(CF_DATA)?;
+    let mut n = 0;
     for key in keys {
+        let Some(prev) = view.get(&key)? else {
+            continue;
+        };
         batch.delete_cf(cf, key.as_bytes());
         view.overlay.insert(key.clone(), None);
+        leases.attach(&key, None);
+        events.push(deleted(key, next, Some(prev)));
+        n += 1;
     }
-    !keys.is_empty()
+    Ok(n)
+}
+
+fn deleted(key: String, revision: u64, prev: Option<Record>) -> Event {
+    Event {
+        kind: EventKind::Delete,
+        key,
+        revision,
+        value: Vec::new(),
+        prev: prev.map(|r| (r.revision, serde_bytes::ByteBuf::from(r.value))),
+    }
 }
 
 /// The auth state as the batch being built sees it: copied from the applied
@@ -262,6 +302,11 @@ impl AuthWork<'_> {
             .apply(op)
             .err()
     }
+
+    /// The auth revision as of this point in the batch.
+    fn revision(&self) -> u64 {
+        self.changed.as_ref().unwrap_or(self.applied).revision
+    }
 }
 
 /// Executes one command, adding its writes to `batch`. `revision` is the
@@ -270,11 +315,20 @@ impl AuthWork<'_> {
 fn execute(
     view: &mut View<'_>,
     batch: &mut WriteBatch,
-    cf: &rocksdb::ColumnFamily,
     cmd: Command,
     revision: &mut u64,
     auth: &mut AuthWork<'_>,
+    events: &mut Vec<Event>,
+    leases: &mut LeaseWork<'_>,
 ) -> Result<CommandResult> {
+    let cf = view.db.cf(CF_DATA)?;
+    if cmd.auth_revision.is_some_and(|r| r != auth.revision()) {
+        return Ok(CommandResult {
+            revision: *revision,
+            auth_stale: true,
+            ..CommandResult::default()
+        });
+    }
     let next = *revision + 1;
     let mut changed = false;
     let mut succeeded = true;
@@ -293,10 +347,34 @@ fn execute(
             .collect::<Result<_>>()?
     };
     let ops = if succeeded { cmd.success } else { cmd.failure };
+    // A put may only name a lease that exists where the entry applies;
+    // otherwise nothing of the command runs (etcd: "lease not found").
+    let missing = ops.iter().find_map(|op| match op {
+        Op::Put {
+            lease: Some(id), ..
+        } if !leases.table.contains(*id) => Some(*id),
+        _ => None,
+    });
+    if missing.is_some() {
+        return Ok(CommandResult {
+            revision: *revision,
+            missing_lease: missing,
+            ..CommandResult::default()
+        });
+    }
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         results.push(match op {
-            Op::Put { key, value } => {
+            Op::Put { key, value, lease } => {
+                let prev = view.get(&key)?;
+                leases.attach(&key, lease);
+                events.push(Event {
+                    kind: EventKind::Put,
+                    key: key.clone(),
+                    revision: next,
+                    value: value.clone(),
+                    prev: prev.map(|r| (r.revision, serde_bytes::ByteBuf::from(r.value))),
+                });
                 let rec = Record {
                     revision: next,
                     value,
@@ -307,29 +385,45 @@ fn execute(
                 OpResult::Put { revision: next }
             }
             Op::Delete { key } => {
-                let existed = view.get(&key)?.is_some();
-                if existed {
-                    batch.delete_cf(cf, key.as_bytes());
-                    view.overlay.insert(key, None);
-                    changed = true;
-                }
-                OpResult::Delete { deleted: existed }
+                let n = delete_all(view, batch, [key], next, events, leases)?;
+                changed |= n > 0;
+                OpResult::Delete { deleted: n > 0 }
             }
             Op::DeleteRange { start, end } => {
                 let keys = view.keys_in(start.as_bytes(), Some(end.as_bytes()))?;
-                changed |= delete_all(view, batch, cf, &keys);
-                OpResult::DeleteRange {
-                    deleted: keys.len() as u64,
-                }
+                let deleted = delete_all(view, batch, keys, next, events, leases)?;
+                changed |= deleted > 0;
+                OpResult::DeleteRange { deleted }
             }
             Op::DeletePrefix { prefix } => {
                 let upper = super::prefix_upper_bound(prefix.as_bytes());
                 let keys = view.keys_in(prefix.as_bytes(), upper.as_deref())?;
-                changed |= delete_all(view, batch, cf, &keys);
-                OpResult::DeleteRange {
-                    deleted: keys.len() as u64,
-                }
+                let deleted = delete_all(view, batch, keys, next, events, leases)?;
+                changed |= deleted > 0;
+                OpResult::DeleteRange { deleted }
             }
+            Op::Lease(LeaseOp::Grant { id, ttl }) => {
+                let granted = leases.table.grant(id, ttl);
+                if granted {
+                    leases.changed.insert(id);
+                }
+                OpResult::LeaseGrant { granted }
+            }
+            Op::Lease(LeaseOp::Revoke { id }) => match leases.table.revoke(id) {
+                None => OpResult::LeaseRevoke {
+                    found: false,
+                    deleted: 0,
+                },
+                Some(keys) => {
+                    leases.changed.insert(id);
+                    let deleted = delete_all(view, batch, keys, next, events, leases)?;
+                    changed |= deleted > 0;
+                    OpResult::LeaseRevoke {
+                        found: true,
+                        deleted,
+                    }
+                }
+            },
             Op::Get { key } => OpResult::Get {
                 found: view
                     .get(&key)?
@@ -348,6 +442,7 @@ fn execute(
         revision: *revision,
         results,
         current_revisions,
+        ..CommandResult::default()
     })
 }
 
@@ -372,8 +467,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied: &self.auth,
             changed: None,
         };
+        let mut events = Vec::new();
+        let mut leases_changed = std::collections::BTreeSet::new();
         {
-            let cf = self.db.cf(CF_DATA)?;
             let mut view = View {
                 db: &self.db,
                 overlay: HashMap::new(),
@@ -383,7 +479,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let result = match entry.payload {
                     EntryPayload::Blank => CommandResult::default(),
                     EntryPayload::Normal(cmd) => {
-                        execute(&mut view, &mut batch, cf, cmd, &mut revision, &mut auth)?
+                        // Held per command, never across an await.
+                        let mut table = self.db.leases_mut();
+                        let mut leases = LeaseWork {
+                            table: &mut table,
+                            changed: &mut leases_changed,
+                        };
+                        execute(
+                            &mut view,
+                            &mut batch,
+                            cmd,
+                            &mut revision,
+                            &mut auth,
+                            &mut events,
+                            &mut leases,
+                        )?
                     }
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(entry.log_id), m));
@@ -406,6 +516,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(a) = &auth {
             batch.put_cf(sm_cf, SM_AUTH, encode(a.as_ref())?);
         }
+        history::put_events(&self.db, &mut batch, &events)?;
+        leases::write_changed(&self.db, &mut batch, &self.db.leases(), &leases_changed)?;
         crate::crash::point("sm-apply-before-write");
         // Not synced per batch: the synced raft log can rebuild it, and
         // `purge` syncs before dropping any log entry.
@@ -419,6 +531,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(a) = auth {
             self.db.set_auth(a.clone());
             self.auth = a;
+        }
+        if !events.is_empty() {
+            self.db.publish(Applied::Events {
+                events: Arc::new(events),
+                revision,
+            });
         }
         for (r, res) in replies {
             r.send(res);
@@ -500,9 +618,10 @@ struct Prepared {
     /// empty SST).
     sst: Option<std::path::PathBuf>,
     store_revision: u64,
-    /// The snapshot's auth state, checked to decode before anything is
-    /// replaced.
+    /// The snapshot's auth state and leases, checked to decode before
+    /// anything is replaced.
     auth: AuthState,
+    leases: Vec<(u64, crate::lease::Lease)>,
 }
 
 /// Writes the records of snapshot file `snap` into a sorted SST file next
@@ -533,6 +652,7 @@ fn prepare_sst(snap: &std::path::Path, meta: &SnapshotMeta) -> io::Result<Prepar
         .store_revision
         .unwrap_or_else(|| meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0));
     let auth = decode_auth(Some(summary.auth.as_slice()))?;
+    let leases = leases::undump(&summary.leases)?;
     if summary.records == 0 {
         drop(w);
         let _ = std::fs::remove_file(&sst);
@@ -540,6 +660,7 @@ fn prepare_sst(snap: &std::path::Path, meta: &SnapshotMeta) -> io::Result<Prepar
             sst: None,
             store_revision,
             auth,
+            leases,
         });
     }
     w.finish().map_err(StoreError::from)?;
@@ -548,6 +669,7 @@ fn prepare_sst(snap: &std::path::Path, meta: &SnapshotMeta) -> io::Result<Prepar
         sst: Some(sst),
         store_revision,
         auth,
+        leases,
     })
 }
 
@@ -576,11 +698,19 @@ fn replace_data(db: &Db, cur: &CurrentSnapshot, prepared: &Prepared) -> io::Resu
     batch.put_cf(sm, SM_MEMBERSHIP, encode(&cur.meta.last_membership)?);
     batch.put_cf(sm, SM_REVISION, prepared.store_revision.to_be_bytes());
     batch.put_cf(sm, SM_AUTH, encode(&prepared.auth)?);
+    // The revisions the snapshot skipped were never applied here: the
+    // history restarts after it.
+    let floor = prepared.store_revision + 1;
+    history::reset_in(db, &mut batch, floor)?;
+    leases::replace_in(db, &mut batch, &prepared.leases)?;
     batch.delete_cf(sm, SM_INSTALLING);
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);
     db.db().write_opt(batch, &wo).map_err(StoreError::from)?;
     db.set_auth(Arc::new(prepared.auth.clone()));
+    *db.leases_mut() = LeaseTable::from_leases(prepared.leases.iter().cloned());
+    db.set_history_floor(floor);
+    db.publish(Applied::Reset { floor });
     StateMachine::set_current_snapshot(db, &cur.meta, &cur.file)?;
     tracing::info!(last_log_id = ?cur.meta.last_log_id, file = %cur.file, "installed snapshot");
     Ok(())
@@ -640,7 +770,13 @@ fn build(db: &Db) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, Snapshot
     };
     let name = snapshot_file_name(&meta);
     let tmp = db.snapshot_dir().join(format!("{name}.tmp"));
-    let mut w = snapshot::Writer::create(&tmp, revision, auth.as_deref().unwrap_or_default())?;
+    let lease_blob = leases::dump(db, &view)?;
+    let mut w = snapshot::Writer::create(
+        &tmp,
+        revision,
+        auth.as_deref().unwrap_or_default(),
+        &lease_blob,
+    )?;
     for kv in view.iterator_cf(db.cf(CF_DATA)?, rocksdb::IteratorMode::Start) {
         let (k, v) = kv.map_err(StoreError::from)?;
         w.add(&k, &Record::decode(&v)?)?;
@@ -684,10 +820,20 @@ mod tests {
         encode(&a).expect("encode")
     }
 
+    /// The lease table every test snapshot carries: lease 7 holding "k".
+    fn lease_blob() -> Vec<u8> {
+        let mut t = LeaseTable::default();
+        t.grant(7, 30);
+        t.attach("k", Some(7));
+        let leases: Vec<_> = t.iter().map(|(id, l)| (id, l.clone())).collect();
+        encode(&leases).expect("encode")
+    }
+
     /// A snapshot file in the receiver's spool location, as peer.rs leaves it.
     fn snapshot_file(db: &Db, records: &[(&str, u64, &str)]) -> SnapshotFile {
         let path = db.snapshot_dir().join("incoming-test.tmp");
-        let mut w = snapshot::Writer::create(&path, 77, &auth_blob()).expect("create");
+        let mut w =
+            snapshot::Writer::create(&path, 77, &auth_blob(), &lease_blob()).expect("create");
         for (k, rev, v) in records {
             let rec = Record {
                 revision: *rev,
@@ -752,6 +898,13 @@ mod tests {
         // Users and roles come with the snapshot, published to the API too.
         assert!(sm.auth.users.contains_key("snap-user"));
         assert!(db.auth().users.contains_key("snap-user"));
+        // Leases too, kept on disk: the reopened state machine reads them.
+        assert_eq!(db.leases().lease_of("k"), Some(7));
+        *db.leases_mut() = LeaseTable::default();
+        StateMachine::open(db.clone()).expect("reopen sm");
+        assert_eq!(db.leases().get(7).map(|l| l.ttl), Some(30));
+        // The history restarts after the snapshot's revision.
+        assert_eq!(db.history_floor(), 78);
         let cur = sm.current_snapshot().expect("read").expect("current");
         assert_eq!(cur.meta.last_log_id.map(|l| l.index), Some(9));
         // Only the installed snapshot is left: no spool file, no SST copy.
@@ -762,6 +915,79 @@ mod tests {
                 .expect("get")
                 .is_none()
         );
+    }
+
+    /// A put stamped with auth revision `r` (None: unstamped).
+    fn stamped_put(key: &str, r: Option<u64>) -> Command {
+        Command {
+            success: vec![Op::Put {
+                key: key.into(),
+                value: b"v".to_vec(),
+                lease: None,
+            }],
+            auth_revision: r,
+            ..Command::default()
+        }
+    }
+
+    #[test]
+    fn a_command_authorized_against_an_older_auth_state_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        let applied = AuthState::default();
+        let mut auth = AuthWork {
+            applied: &applied,
+            changed: None,
+        };
+        let mut view = View {
+            db: &db,
+            overlay: HashMap::new(),
+        };
+        let mut batch = WriteBatch::default();
+        let mut revision = 3;
+        let mut table = LeaseTable::default();
+        let mut changed = Default::default();
+        let mut leases = LeaseWork {
+            table: &mut table,
+            changed: &mut changed,
+        };
+        macro_rules! run {
+            ($cmd:expr) => {
+                execute(
+                    &mut view,
+                    &mut batch,
+                    $cmd,
+                    &mut revision,
+                    &mut auth,
+                    &mut Vec::new(),
+                    &mut leases,
+                )
+                .expect("execute")
+            };
+        }
+
+        let res = run!(stamped_put("a", Some(0)));
+        assert!(!res.auth_stale && res.succeeded && revision == 4, "{res:?}");
+        // An auth change earlier in the same batch moves the revision on:
+        // a command checked before it is refused, whole and without effect.
+        let add = Command {
+            success: vec![Op::Auth(crate::auth::AuthOp::RoleAdd { name: "r".into() })],
+            ..Command::default()
+        };
+        run!(add);
+        assert_eq!(auth.revision(), 1);
+        let res = run!(stamped_put("b", Some(0)));
+        assert!(
+            res.auth_stale && !res.succeeded && res.results.is_empty(),
+            "{res:?}"
+        );
+        assert_eq!(revision, 4, "a refused command takes no store revision");
+        assert!(view.get("b").expect("get").is_none());
+        // Checked against the current state, or not stamped (entries from
+        // before the stamp existed): executed.
+        assert!(!run!(stamped_put("b", Some(1))).auth_stale);
+        assert!(!run!(stamped_put("c", None)).auth_stale);
+        assert_eq!(revision, 6);
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! Layout: `MAGIC`, the `u64` store revision (the revision counter of the
 //! state machine, which deletes advance too, so it cannot be derived from the
 //! records), the auth state (`u32` length, then its MessagePack encoding;
-//! users and roles are state-machine state like any key), then per key `u32 key_len | key | u64 revision | u32 value_len |
+//! users and roles are state-machine state like any key), the lease table
+//! (the same way), then per key `u32 key_len | key | u64 revision | u32 value_len |
 //! value`, then `u32::MAX` and the `u64` record count, so a truncated
 //! transfer is detected before anything is installed.
 //!
-//! Older files are still read: `RKVSNAP2` has no auth section (such nodes
+//! Older files are still read: `RKVSNAP3` has no lease section (such nodes
+//! had no leases), `RKVSNAP2` no auth section either (such nodes
 //! had no auth: the installed state is empty), and `RKVSNAP1` (from before
 //! the store revision existed) no revision either; their reader reports
 //! `None` and the installer falls back to the snapshot's last log index,
@@ -21,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 use super::sm::Record;
 
-const MAGIC: &[u8; 8] = b"RKVSNAP3";
+const MAGIC: &[u8; 8] = b"RKVSNAP4";
+const MAGIC_V3: &[u8; 8] = b"RKVSNAP3";
 const MAGIC_V2: &[u8; 8] = b"RKVSNAP2";
 const MAGIC_V1: &[u8; 8] = b"RKVSNAP1";
 const END: u32 = u32::MAX;
@@ -55,14 +58,22 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// `auth`: the encoded auth state (empty for none).
-    pub fn create(path: &Path, store_revision: u64, auth: &[u8]) -> io::Result<Self> {
+    /// `auth`, `leases`: the encoded auth state and lease table (empty for
+    /// none).
+    pub fn create(
+        path: &Path,
+        store_revision: u64,
+        auth: &[u8],
+        leases: &[u8],
+    ) -> io::Result<Self> {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
         out.write_all(MAGIC)?;
         out.write_all(&store_revision.to_be_bytes())?;
-        let alen = u32::try_from(auth.len()).map_err(io::Error::other)?;
-        out.write_all(&alen.to_be_bytes())?;
-        out.write_all(auth)?;
+        for blob in [auth, leases] {
+            let len = u32::try_from(blob.len()).map_err(io::Error::other)?;
+            out.write_all(&len.to_be_bytes())?;
+            out.write_all(blob)?;
+        }
         Ok(Writer { out, count: 0 })
     }
 
@@ -97,6 +108,8 @@ pub struct Summary {
     pub store_revision: Option<u64>,
     /// The encoded auth state; empty for none (and for files before v3).
     pub auth: Vec<u8>,
+    /// The encoded lease table; empty for none (and for files before v4).
+    pub leases: Vec<u8>,
 }
 
 /// Reads every record of a snapshot file, checking magic and trailer.
@@ -105,14 +118,21 @@ pub fn read_all(file: &File, mut f: impl FnMut(Vec<u8>, Record)) -> io::Result<S
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {m}"));
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
-    let (store_revision, auth) = if &magic == MAGIC {
+    let (store_revision, auth, leases) = if &magic == MAGIC || &magic == MAGIC_V3 {
         let rev = read_u64(&mut r)?;
         let alen = read_u32(&mut r)?;
-        (Some(rev), read_bytes(&mut r, alen)?)
+        let auth = read_bytes(&mut r, alen)?;
+        let leases = if &magic == MAGIC {
+            let llen = read_u32(&mut r)?;
+            read_bytes(&mut r, llen)?
+        } else {
+            Vec::new()
+        };
+        (Some(rev), auth, leases)
     } else if &magic == MAGIC_V2 {
-        (Some(read_u64(&mut r)?), Vec::new())
+        (Some(read_u64(&mut r)?), Vec::new(), Vec::new())
     } else if &magic == MAGIC_V1 {
-        (None, Vec::new())
+        (None, Vec::new(), Vec::new())
     } else {
         return Err(bad("bad magic"));
     };
@@ -128,6 +148,7 @@ pub fn read_all(file: &File, mut f: impl FnMut(Vec<u8>, Record)) -> io::Result<S
                 records: count,
                 store_revision,
                 auth,
+                leases,
             });
         }
         let key = read_bytes(&mut r, klen)?;
@@ -173,7 +194,7 @@ mod tests {
     fn round_trip_and_truncation_is_detected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.snap");
-        let mut w = Writer::create(&path, 4242, b"auth-blob").expect("create");
+        let mut w = Writer::create(&path, 4242, b"auth-blob", b"lease-blob").expect("create");
         for i in 0..100u64 {
             let rec = Record {
                 revision: i,
@@ -191,6 +212,7 @@ mod tests {
                 records: 100,
                 store_revision: Some(4242),
                 auth: b"auth-blob".to_vec(),
+                leases: b"lease-blob".to_vec(),
             }
         );
         assert_eq!(seen[7].0, b"k007");
@@ -223,6 +245,7 @@ mod tests {
                 records: 1,
                 store_revision: Some(55),
                 auth: Vec::new(),
+                leases: Vec::new(),
             }
         );
     }

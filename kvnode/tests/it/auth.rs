@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::link::Link;
 use crate::common::{Cluster, NodeProc, Opts, Pki, wait_for};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -552,4 +553,142 @@ async fn a_client_certificate_names_the_user_and_forwarding_keeps_it() {
     // A token wins over the certificate it arrives with.
     let bob = as_ca(None).login("bob", "bob-pw").await;
     assert_eq!(alice.put("app/y", Cred::Bearer(&bob)).await.0, 403);
+}
+
+/// A node whose auth state lags admits a write by rules the cluster has
+/// already revoked; the write reaches the log but must not apply. The
+/// learner here hears from the leader only through a link the test cuts,
+/// while it still reaches the leader itself to propose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_checked_against_revoked_rules_does_not_apply() {
+    let opts = Opts::default();
+    let mut c = Cluster::start(2, opts.clone()).await;
+    let leader = c.leader().await;
+    let lapi = Api::plain(&c.nodes[leader]);
+    let root = set_up_auth(&lapi).await;
+    opts.set_token(&root);
+    let alice = lapi.login("alice", "alice-pw").await;
+
+    let idx = c.spawn_extra("lagger").await;
+    let link = Link::to(c.nodes[idx].peer_port).await;
+    let l = &c.nodes[idx];
+    let learner = json!({
+        "id": l.id, "name": l.name,
+        "peer_url": format!("http://127.0.0.1:{}", link.port),
+        "client_url": l.client_url(),
+    });
+    lapi.ok(
+        Method::POST,
+        "/v1/cluster/learners",
+        Cred::Bearer(&root),
+        Some(learner),
+    )
+    .await;
+    let lagger = Api::plain(&c.nodes[idx]);
+    // Once it has caught up (users, grants, the leader), alice writes
+    // through it.
+    wait_for(
+        Duration::from_secs(20),
+        "a write through the learner",
+        || async { (lagger.put("app/before", Cred::Bearer(&alice)).await.0 == 200).then_some(()) },
+    )
+    .await;
+
+    // The learner stops hearing from the leader; the revoke commits
+    // without it, so it still holds alice's grant.
+    link.cut();
+    lapi.ok(
+        Method::DELETE,
+        "/v1/auth/roles/app/permissions?key=app/&prefix=true",
+        Cred::Bearer(&root),
+        None,
+    )
+    .await;
+    let (s, v) = lapi.put("app/leader", Cred::Bearer(&alice)).await;
+    assert_eq!((s, code(&v)), (403, "permission_denied"), "{v}");
+
+    // The learner admits the write by its old rules and proposes it; the
+    // leader commits it after the revoke. Its answer waits for the learner
+    // to apply, which needs the link.
+    let put = tokio::spawn({
+        let lagger = lagger.clone();
+        let alice = alice.clone();
+        async move { lagger.put("app/after", Cred::Bearer(&alice)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!put.is_finished(), "the learner answered without applying");
+    link.restore();
+    let (s, v) = put.await.expect("put task");
+    assert_eq!(
+        (s, code(&v)),
+        (403, "permission_denied"),
+        "judged again under the revoke: {v}"
+    );
+    let (s, v) = lapi
+        .call(
+            Method::GET,
+            &kvclient::client::key_path("app/after"),
+            Cred::Bearer(&root),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (404, "not_found"), "nothing applied: {v}");
+    // Still a member in good standing: root writes through it.
+    let (s, v) = lagger.put("app/root", Cred::Bearer(&root)).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// A watch reads keys: it needs read permission on all it covers, and it
+/// ends when that permission goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_needs_read_permission_and_ends_when_it_is_revoked() {
+    use crate::watch::open;
+    use kvapi::{WatchCancel, WatchLine};
+
+    let opts = Opts::default();
+    let c = Cluster::start(3, opts.clone()).await;
+    let leader = c.leader().await;
+    let lapi = Api::plain(&c.nodes[leader]);
+    let root = set_up_auth(&lapi).await;
+    opts.set_token(&root);
+    let alice = lapi.login("alice", "alice-pw").await;
+    let base = c.nodes[(leader + 1) % 3].client_url();
+
+    let Err((s, v)) = open(&base, "prefix=app/", None).await else {
+        panic!("anonymous watch opened");
+    };
+    assert_eq!((s, code(&v)), (401, "unauthenticated"), "{v}");
+    // `app/` is hers, the whole key space is not.
+    let Err((s, v)) = open(&base, "prefix=", Some(&alice)).await else {
+        panic!("alice watched every key");
+    };
+    assert_eq!((s, code(&v)), (403, "permission_denied"), "{v}");
+    let mut w = open(&base, "prefix=app/", Some(&alice))
+        .await
+        .expect("alice watches app/");
+    w.next().await;
+    let (s, v) = lapi.put("app/1", Cred::Bearer(&root)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(w.events(1).await.len(), 1);
+
+    lapi.ok(
+        Method::DELETE,
+        "/v1/auth/roles/app/permissions?key=app/&prefix=true",
+        Cred::Bearer(&root),
+        None,
+    )
+    .await;
+    let (s, v) = lapi.put("app/2", Cred::Bearer(&root)).await;
+    assert_eq!(s, 200, "{v}");
+    loop {
+        match w.next().await.expect("a canceled line") {
+            WatchLine::Canceled { code, .. } => {
+                assert_eq!(code, WatchCancel::PermissionDenied);
+                break;
+            }
+            WatchLine::Progress { .. } => {}
+            WatchLine::Put(e) => panic!("event after the revoke: {e:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

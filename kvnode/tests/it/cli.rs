@@ -302,6 +302,7 @@ async fn get_prefix_and_range_delete() {
                 key: format!("bulk/{:04}", batch * 110 + i),
                 value: "v".into(),
                 value_encoding: None,
+                lease: None,
             })
             .collect();
         let r = c

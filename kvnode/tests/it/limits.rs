@@ -168,6 +168,7 @@ async fn large_answers_are_bounded_and_large_bodies_refused_at_once() {
         key: "marker".into(),
         value: "x".into(),
         value_encoding: None,
+        lease: None,
     });
     let err = cl
         .txn(&kvclient::TxnRequest {

@@ -2,6 +2,8 @@
 //! dir and ports, driven through the real HTTP API with kvclient.
 #![allow(dead_code)] // helpers kept for tests that come and go
 
+pub mod link;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
