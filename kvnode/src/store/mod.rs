@@ -37,8 +37,10 @@ pub(crate) const CF_SM: &str = "sm";
 pub(crate) use history::CF_HISTORY;
 
 const META_NODE_ID: &[u8] = b"node_id";
-/// Apply batches kept for live watchers (see `Db::subscribe`).
-const APPLIED_BACKLOG: usize = 1024;
+/// Apply batches kept for live watchers (see `Db::subscribe`): the memory
+/// all watchers share (each batch's events, values included); a watcher
+/// further behind reads the history from disk instead.
+const APPLIED_BACKLOG: usize = 128;
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
 
 #[derive(Debug, thiserror::Error)]

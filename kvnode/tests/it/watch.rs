@@ -474,3 +474,96 @@ async fn a_watcher_sees_every_write_once_in_order_across_leader_and_watched_node
         acked.len()
     );
 }
+
+/// A watcher that stops reading does not hold up the writes: its task
+/// blocks on the full connection (a bounded buffer), and once it reads
+/// again it is told it fell too far behind, with the revision to resume
+/// from. The RSS figures are printed, not asserted: memtables grow with
+/// the writes whatever the watchers do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_cancelled_as_lagging_and_can_resume() {
+    const LAG: u64 = 200;
+    let opts = Opts {
+        env: vec![("KVNODE_WATCH_MAX_LAG".into(), LAG.to_string())],
+        ..Opts::default()
+    };
+    let c = Cluster::start(1, opts).await;
+    let base = c.nodes[0].client_url();
+    let client = c.client();
+    let start = client.put("slow/0", "x").await.expect("put");
+    // Opened, then not read: the client's channel and the socket fill up.
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/v1/watch?prefix=slow/&start_revision={start}"))
+        .send()
+        .await
+        .expect("watch");
+    assert_eq!(resp.status(), 200);
+    let rss_before = rss_kib(c.nodes[0].pid());
+    let value = "v".repeat(16 << 10);
+    let wrote = Instant::now();
+    let mut last = start;
+    for i in 1..=1000 {
+        last = client.put(&format!("slow/{i}"), value.clone()).await.expect("put");
+    }
+    let write_time = wrote.elapsed();
+    let rss_after = rss_kib(c.nodes[0].pid());
+
+    // Now read: what was buffered, then the cancellation.
+    let mut body = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0u64;
+    let cancel = loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("data within 10 s")
+            .expect("the stream ends with a canceled line")
+            .expect("chunk");
+        buf.extend_from_slice(&chunk);
+        let mut found = None;
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            match serde_json::from_slice::<WatchLine>(&line).expect("line") {
+                WatchLine::Put(e) => {
+                    assert_eq!(e.revision, start + seen, "in order, no gap");
+                    seen += 1;
+                }
+                WatchLine::Canceled {
+                    code,
+                    resume_revision,
+                    ..
+                } => found = Some((code, resume_revision)),
+                _ => {}
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+    };
+    assert_eq!(cancel.0, WatchCancel::Lagging);
+    assert_eq!(cancel.1, start + seen, "resume right after the last event sent");
+    assert!(seen < 1001, "cancelled before the end ({seen} events)");
+    // Resuming from there delivers the rest.
+    let mut again = open(&base, &format!("prefix=slow/&start_revision={}", cancel.1), None)
+        .await
+        .expect("resume");
+    again.next().await;
+    let rest = again.events((last - cancel.1 + 1) as usize).await;
+    assert_eq!(brief(rest.last().expect("events")).2, last);
+    println!(
+        "1000 writes of 16 KiB with a stalled watcher: {write_time:?}; kvnode RSS \
+         {rss_before} KiB -> {rss_after} KiB; cancelled after {seen} events"
+    );
+    // The cancelled watch let go of its task and slot.
+    let m = client.metrics().await.expect("metrics");
+    assert_eq!(metric(&m, "raftkv_watchers"), 1, "only the resumed watch is open");
+}
+
+/// Resident set size of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
