@@ -13,7 +13,8 @@
 //!   event in `k` (k = watchers / --samples-per-write, at least 1, offset
 //!   by the watcher's index) so that about that many watchers time each
 //!   write; an event that arrives before its write's acknowledgement
-//!   counts as 0;
+//!   (the node sends both at once) counts as 0, and the JSON report says
+//!   how many did (`events_before_ack`);
 //! - events delivered per second in total (over the watchers, from the
 //!   first write to the last arrival), and how many of the expected
 //!   events (writes x watchers) arrived before the drain ended.
@@ -85,6 +86,9 @@ pub struct Row {
     pub expected_events: u64,
     pub events_per_s: f64,
     pub event_samples: u64,
+    /// Timed events that arrived before their write was acknowledged
+    /// (counted as 0 ms).
+    pub events_before_ack: u64,
     pub event_p50_ms: Option<f64>,
     pub event_p99_ms: Option<f64>,
     /// Watches that ended with an error.
@@ -339,6 +343,7 @@ async fn round(
     )));
     let mut event_hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
     let (mut events, mut watch_errors, mut last_arrival) = (0u64, 0u64, None::<Instant>);
+    let mut early = 0u64;
     for t in tasks {
         let seen = t.await?;
         events += seen.events;
@@ -348,6 +353,7 @@ async fn round(
             if let Some(ack) = acks.get(&rev)
                 && ack.key == key
             {
+                early += u64::from(arrived < ack.at);
                 let _ =
                     event_hist.record(arrived.saturating_duration_since(ack.at).as_micros() as u64);
             }
@@ -371,6 +377,7 @@ async fn round(
             0.0
         },
         event_samples: event_hist.len(),
+        events_before_ack: early,
         event_p50_ms: timed.then(|| ms(event_hist.value_at_quantile(0.5))),
         event_p99_ms: timed.then(|| ms(event_hist.value_at_quantile(0.99))),
         watch_errors,
@@ -518,6 +525,7 @@ mod tests {
             expected_events: expected,
             events_per_s: 1500.0,
             event_samples: 10,
+            events_before_ack: 0,
             event_p50_ms: (watchers > 0).then_some(0.5),
             event_p99_ms: (watchers > 0).then_some(2.0),
             watch_errors: 0,
