@@ -11,7 +11,7 @@
 //! revisions further behind than it started, or whose next revision is
 //! compacted away, is cancelled with the revision to resume from.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -125,26 +125,47 @@ struct Watcher {
 
 impl Watcher {
     async fn send(&mut self, lines: &[WatchLine]) -> Result<(), Stop> {
-        if lines.is_empty() {
-            return Ok(());
-        }
+        self.send_bytes(chunk(lines)).await
+    }
+
+    async fn send_bytes(&mut self, bytes: Bytes) -> Result<(), Stop> {
         self.sent = true;
-        match tokio::time::timeout(SEND_TIMEOUT, self.tx.send(chunk(lines))).await {
+        match tokio::time::timeout(SEND_TIMEOUT, self.tx.send(bytes)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(Stop::Gone),
         }
     }
 
-    async fn deliver(&mut self, events: &[Event], upto: u64) -> Result<(), Stop> {
+    /// Sends the matching events not sent yet, and moves `next` past
+    /// `upto`. `shared`: the batch's encodings (live events), made once for
+    /// all watchers; history pages are encoded here.
+    async fn deliver(
+        &mut self,
+        events: &[Event],
+        shared: Option<&[OnceLock<Vec<Bytes>>; 2]>,
+        upto: u64,
+    ) -> Result<(), Stop> {
         // Before sending: events applied after a revoke must not go out.
         self.checks()?;
-        let lines: Vec<WatchLine> = events
-            .iter()
-            .filter(|e| e.revision >= self.next && self.spec.filter.matches(e))
-            .map(|e| self.spec.filter.line(e))
-            .collect();
+        let filter = &self.spec.filter;
+        let encoded = shared.map(|enc| {
+            enc[usize::from(filter.prev_value)]
+                .get_or_init(|| events.iter().map(|e| chunk(&[filter.line(e)])).collect())
+        });
+        let mut out = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            if e.revision >= self.next && filter.matches(e) {
+                match encoded {
+                    Some(lines) => out.extend_from_slice(&lines[i]),
+                    None => out.extend_from_slice(&chunk(&[filter.line(e)])),
+                }
+            }
+        }
         self.next = self.next.max(upto + 1);
-        self.send(&lines).await
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.send_bytes(Bytes::from(out)).await
     }
 
     /// Reads history until nothing is left past `next`; `Ok(())` once
@@ -175,7 +196,7 @@ impl Watcher {
                     ));
                 }
                 Ok(p) if p.events.is_empty() => return Ok(()),
-                Ok(p) => self.deliver(&p.events, p.next - 1).await?,
+                Ok(p) => self.deliver(&p.events, None, p.next - 1).await?,
             }
         }
     }
@@ -231,16 +252,17 @@ impl Watcher {
                 }
                 Wake::Gone | Wake::Applied(Err(RecvError::Closed)) => return Err(Stop::Gone),
                 Wake::Applied(Err(RecvError::Lagged(_))) => behind = true,
-                Wake::Applied(Ok(Applied::Events { events, revision })) => {
+                Wake::Applied(Ok(Applied::Events { batch, revision })) => {
                     if revision < self.next {
                         continue;
                     }
                     // Only after a lag: what it skipped is in history.
-                    if events.first().is_some_and(|e| e.revision > self.next) {
+                    if batch.events.first().is_some_and(|e| e.revision > self.next) {
                         behind = true;
                         continue;
                     }
-                    self.deliver(&events, revision).await?;
+                    self.deliver(&batch.events, Some(&batch.encoded), revision)
+                        .await?;
                 }
                 Wake::Applied(Ok(Applied::Reset { floor })) if self.next < floor => {
                     return Err(Stop::Cancel(

@@ -49,17 +49,23 @@ impl Event {
     }
 }
 
-/// What one apply published: its events (possibly none) and the store
-/// revision after it; or a snapshot install that replaced the history.
+/// The events of one apply as live watchers receive them, with room for
+/// their encodings: the first watcher that needs an encoding makes it and
+/// every other watcher reuses it, so a thousand watchers cost one
+/// serialisation per event, not a thousand. (`encoded[1]` carries previous
+/// values, `encoded[0]` does not; the watch layer decides the format.)
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<Event>,
+    pub encoded: [std::sync::OnceLock<Vec<bytes::Bytes>>; 2],
+}
+
+/// What one apply published: its events and the store revision after it;
+/// or a snapshot install that replaced the history.
 #[derive(Debug, Clone)]
 pub enum Applied {
-    Events {
-        events: Arc<Vec<Event>>,
-        revision: u64,
-    },
-    Reset {
-        floor: u64,
-    },
+    Events { batch: Arc<Batch>, revision: u64 },
+    Reset { floor: u64 },
 }
 
 fn event_key(revision: u64, seq: u32) -> [u8; 12] {

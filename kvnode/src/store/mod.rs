@@ -25,7 +25,7 @@ use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options, Wri
 
 use crate::auth::AuthState;
 
-pub use history::{Applied, Event, EventKind, HistoryError, Page};
+pub use history::{Applied, Batch, Event, EventKind, HistoryError, Page};
 pub use log::LogStore;
 pub use sm::{Record, StateMachine};
 pub use snapshot::SnapshotFile;

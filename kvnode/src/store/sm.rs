@@ -534,7 +534,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if !events.is_empty() {
             self.db.publish(Applied::Events {
-                events: Arc::new(events),
+                batch: Arc::new(history::Batch {
+                    events,
+                    ..Default::default()
+                }),
                 revision,
             });
         }

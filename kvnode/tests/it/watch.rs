@@ -493,7 +493,9 @@ async fn a_watcher_that_stops_reading_is_cancelled_as_lagging_and_can_resume() {
     let start = client.put("slow/0", "x").await.expect("put");
     // Opened, then not read: the client's channel and the socket fill up.
     let resp = reqwest::Client::new()
-        .get(format!("{base}/v1/watch?prefix=slow/&start_revision={start}"))
+        .get(format!(
+            "{base}/v1/watch?prefix=slow/&start_revision={start}"
+        ))
         .send()
         .await
         .expect("watch");
@@ -503,7 +505,10 @@ async fn a_watcher_that_stops_reading_is_cancelled_as_lagging_and_can_resume() {
     let wrote = Instant::now();
     let mut last = start;
     for i in 1..=1000 {
-        last = client.put(&format!("slow/{i}"), value.clone()).await.expect("put");
+        last = client
+            .put(&format!("slow/{i}"), value.clone())
+            .await
+            .expect("put");
     }
     let write_time = wrote.elapsed();
     let rss_after = rss_kib(c.nodes[0].pid());
@@ -540,12 +545,20 @@ async fn a_watcher_that_stops_reading_is_cancelled_as_lagging_and_can_resume() {
         }
     };
     assert_eq!(cancel.0, WatchCancel::Lagging);
-    assert_eq!(cancel.1, start + seen, "resume right after the last event sent");
+    assert_eq!(
+        cancel.1,
+        start + seen,
+        "resume right after the last event sent"
+    );
     assert!(seen < 1001, "cancelled before the end ({seen} events)");
     // Resuming from there delivers the rest.
-    let mut again = open(&base, &format!("prefix=slow/&start_revision={}", cancel.1), None)
-        .await
-        .expect("resume");
+    let mut again = open(
+        &base,
+        &format!("prefix=slow/&start_revision={}", cancel.1),
+        None,
+    )
+    .await
+    .expect("resume");
     again.next().await;
     let rest = again.events((last - cancel.1 + 1) as usize).await;
     assert_eq!(brief(rest.last().expect("events")).2, last);
@@ -555,7 +568,11 @@ async fn a_watcher_that_stops_reading_is_cancelled_as_lagging_and_can_resume() {
     );
     // The cancelled watch let go of its task and slot.
     let m = client.metrics().await.expect("metrics");
-    assert_eq!(metric(&m, "raftkv_watchers"), 1, "only the resumed watch is open");
+    assert_eq!(
+        metric(&m, "raftkv_watchers"),
+        1,
+        "only the resumed watch is open"
+    );
 }
 
 /// Resident set size of a process, in KiB.

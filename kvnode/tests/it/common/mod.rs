@@ -200,15 +200,41 @@ pub struct NodeProc {
     child: Option<Child>,
 }
 
-/// Ports from a per-process range so parallel test binaries rarely
-/// collide; each is checked free before use. The ranges stay below the
-/// kernel's ephemeral ports (32768+), or a restarted node could find its
-/// port taken by some client's outgoing connection.
+/// A port no other test process holds: each is claimed with a file under
+/// the system temp dir naming the claiming process (nextest runs every
+/// test in its own process, and two processes may pick the same port;
+/// checking that it binds is not enough, a node started by the other test
+/// may bind it a moment later). A claim whose process is gone is stale and
+/// taken over. Ports stay below the kernel's ephemeral range (32768+), or
+/// a restarted node could find its port taken by some client's outgoing
+/// connection.
 fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 10000 + (std::process::id() % 220) as u16 * 100;
+    let dir = std::env::temp_dir().join("raftkv-test-ports");
+    std::fs::create_dir_all(&dir).expect("port claims dir");
+    let me = std::process::id();
+    let base = 10000 + (me % 220) as u16 * 100;
     loop {
         let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100;
+        let claim = dir.join(p.to_string());
+        match std::fs::File::create_new(&claim) {
+            Ok(mut f) => {
+                use std::io::Write as _;
+                f.write_all(me.to_string().as_bytes()).expect("write claim");
+            }
+            Err(_) => {
+                let owner = std::fs::read_to_string(&claim).unwrap_or_default();
+                let alive = owner.trim().parse::<u32>().is_ok_and(|pid| {
+                    pid == me || std::path::Path::new(&format!("/proc/{pid}")).exists()
+                });
+                if alive || owner.is_empty() {
+                    // Held, or being written by its claimer right now.
+                    continue;
+                }
+                let _ = std::fs::remove_file(&claim);
+                continue;
+            }
+        }
         if TcpListener::bind(("127.0.0.1", p)).is_ok() {
             return p;
         }
