@@ -7,91 +7,16 @@
 //! `put --lease` end to end.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvclient::{Client, RangeOptions};
 use tokio::sync::mpsc;
 
+use crate::common::kvctl::{fails, kvctl_bin, ok, ok_json, run};
 use crate::common::{Cluster, Opts, wait_for};
-
-/// kvctl, built once per test process, as `cli.rs` does (see there): the
-/// test build's selection, target dir and profile, so that nothing but
-/// missing binaries is linked.
-fn kvctl_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let kvnode = Path::new(env!("CARGO_BIN_EXE_kvnode"));
-        let profile_dir = kvnode.parent().expect("kvnode's directory");
-        let target_dir = profile_dir.parent().expect("the target directory");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--workspace", "--all-targets", "--target-dir"])
-            .arg(target_dir)
-            .stdin(Stdio::null());
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            let added = k == "LD_LIBRARY_PATH"
-                || k.starts_with("NEXTEST")
-                || (k.starts_with("CARGO_")
-                    && !matches!(&*k, "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_TERM_COLOR"));
-            if added {
-                build.env_remove(&*k);
-            }
-        }
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let out = build.output().expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build (for kvctl) failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = kvnode.with_file_name(format!("kvctl{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} missing after cargo build", bin.display());
-        bin
-    })
-}
-
-fn run(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(kvctl_bin())
-        .arg("--endpoints")
-        .arg(endpoints)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kvctl")
-}
-
-fn ok(endpoints: &str, args: &[&str]) -> String {
-    let out = run(endpoints, args);
-    assert!(
-        out.status.success(),
-        "kvctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ok_json(endpoints: &str, args: &[&str]) -> serde_json::Value {
-    let out = ok(endpoints, args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("kvctl {args:?}: {e}: {out}"))
-}
-
-/// A command that must fail: non-zero exit, one line on stderr (returned).
-fn fails(endpoints: &str, args: &[&str]) -> String {
-    let out = run(endpoints, args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "kvctl {args:?} succeeded: {err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    err
-}
 
 /// A kvctl running in the background: its stdout lines as they come, with
 /// the time each arrived; its stderr kept for messages. Killed on drop.

@@ -584,3 +584,45 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS")
 }
+
+/// The history is on disk: a node killed with SIGKILL and restarted still
+/// serves a watch from before the kill, every event in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_survives_a_kill_and_restart() {
+    let mut c = Cluster::start(1, Opts::default()).await;
+    let client = c.client();
+    let first = client.put("h/0", "0").await.expect("put");
+    let mut last = first;
+    for i in 1..50 {
+        last = client
+            .put(&format!("h/{i}"), format!("{i}"))
+            .await
+            .expect("put");
+    }
+    let del = client.delete("h/7").await.expect("delete").revision;
+    c.nodes[0].kill9();
+    c.nodes[0].start(None).await;
+    c.wait_all_ready().await;
+    let mut w = open(
+        &c.nodes[0].client_url(),
+        &format!("prefix=h/&start_revision={first}&prev_value=true"),
+        None,
+    )
+    .await
+    .expect("watch after the restart");
+    w.next().await;
+    let got = w.events(51).await;
+    assert_eq!(
+        brief(&got[0]),
+        ("put", "h/0".into(), first, Some("0".into()))
+    );
+    assert_eq!(
+        brief(&got[49]),
+        ("put", "h/49".into(), last, Some("49".into()))
+    );
+    assert_eq!(brief(&got[50]), ("delete", "h/7".into(), del, None));
+    let WatchLine::Delete(d) = &got[50] else {
+        unreachable!()
+    };
+    assert_eq!(d.prev_value.as_deref(), Some("7"));
+}

@@ -2,6 +2,7 @@
 //! dir and ports, driven through the real HTTP API with kvclient.
 #![allow(dead_code)] // helpers kept for tests that come and go
 
+pub mod kvctl;
 pub mod link;
 
 use std::collections::BTreeMap;
