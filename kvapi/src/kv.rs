@@ -89,6 +89,11 @@ pub struct RangeResponse {
     pub items: Vec<RangeItem>,
     /// Where the next page starts (pass it as `start`), or null at the end.
     pub next: Option<String>,
+    /// The store revision this page was read at: a watch from
+    /// `revision + 1` sees every change after it (0 from nodes that did
+    /// not report it).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// What a transaction compare looks at. Exactly one target per compare.

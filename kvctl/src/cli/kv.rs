@@ -187,7 +187,8 @@ const PAGE: usize = 1000;
 /// Reads a range page by page, following `next`, until `limit` items or the
 /// end. `fetch(start, n)` reads at most `n` items from `start`. The result's
 /// `next` is where a further read would continue (null at the end), as in
-/// one page of the API.
+/// one page of the API, and its `revision` the first page's (pages are read
+/// one after another, not at one revision).
 async fn collect_pages<F, Fut, E>(limit: Option<usize>, mut fetch: F) -> Result<RangeResponse, E>
 where
     F: FnMut(Option<String>, usize) -> Fut,
@@ -195,16 +196,24 @@ where
 {
     let mut items = Vec::new();
     let mut start = None;
+    let mut revision = None;
     loop {
         let want = limit.map_or(PAGE, |l| l.saturating_sub(items.len()).min(PAGE));
         let page = fetch(start.take(), want).await?;
+        let revision = *revision.get_or_insert(page.revision);
         // An empty page ends the walk even if it names a next page, so a
         // misbehaving server cannot keep kvctl looping.
         let progressed = !page.items.is_empty();
         items.extend(page.items);
         match page.next {
             Some(next) if progressed && limit.is_none_or(|l| items.len() < l) => start = Some(next),
-            next => return Ok(RangeResponse { items, next }),
+            next => {
+                return Ok(RangeResponse {
+                    items,
+                    next,
+                    revision,
+                });
+            }
         }
     }
 }
@@ -304,7 +313,11 @@ mod tests {
                 })
                 .collect();
             let next = self.keys.get(from + items.len()).cloned();
-            Ok(RangeResponse { items, next })
+            Ok(RangeResponse {
+                items,
+                next,
+                revision: 9,
+            })
         }
     }
 
@@ -358,6 +371,7 @@ mod tests {
                 Ok::<_, ()>(RangeResponse {
                     items: vec![],
                     next: Some("k".into()),
+                    revision: 0,
                 })
             }
         }))

@@ -340,7 +340,7 @@ pub async fn range(State(app): State<App>, req: Request) -> Response {
             what: format!("keys with prefix {prefix:?}"),
         };
         authorize(&app, &parts, &[need])?;
-        let (items, next) = app.node.db.scan_bounded(
+        let (items, next, revision) = app.node.db.scan_bounded(
             &prefix,
             &start,
             limit,
@@ -355,7 +355,11 @@ pub async fn range(State(app): State<App>, req: Request) -> Response {
                 revision: rec.revision,
             })
             .collect();
-        Ok(json_response(&RangeResponse { items, next }))
+        Ok(json_response(&RangeResponse {
+            items,
+            next,
+            revision,
+        }))
     })
     .await
 }

@@ -323,12 +323,18 @@ impl Db {
         } else {
             prefix
         };
+        // One RocksDB snapshot for the keys and the revision they are at.
+        let snap = self.db().snapshot();
+        let revision = match snap.get_cf(self.cf(CF_SM)?, sm::SM_REVISION)? {
+            Some(b) => decode_u64(&b).ok_or(StoreError::Corrupt("store revision"))?,
+            None => self.revision(),
+        };
         let mut ro = rocksdb::ReadOptions::default();
         // Keys of other prefixes are never needed: let RocksDB stop early.
         if let Some(upper) = prefix_upper_bound(prefix.as_bytes()) {
             ro.set_iterate_upper_bound(upper);
         }
-        let iter = self.db().iterator_cf_opt(
+        let iter = snap.iterator_cf_opt(
             self.cf(CF_DATA)?,
             ro,
             rocksdb::IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward),
@@ -343,7 +349,7 @@ impl Db {
             let key = String::from_utf8_lossy(&k).into_owned();
             let size = k.len() + if keys_only { 0 } else { v.len() };
             if items.len() == limit || (!items.is_empty() && bytes + size > max_bytes) {
-                return Ok((items, Some(key)));
+                return Ok((items, Some(key), revision));
             }
             bytes += size;
             let mut rec = Record::decode(&v)?;
@@ -352,7 +358,7 @@ impl Db {
             }
             items.push((key, rec));
         }
-        Ok((items, None))
+        Ok((items, None, revision))
     }
 
     /// On-disk sizes for the metrics endpoint: (live SST bytes, memtable bytes).
@@ -385,8 +391,9 @@ impl Db {
     }
 }
 
-/// One page of a scan: the items and the first key of the next page.
-pub type ScanPage = (Vec<(String, Record)>, Option<String>);
+/// One page of a scan: the items, the first key of the next page, and the
+/// store revision the page was read at.
+pub type ScanPage = (Vec<(String, Record)>, Option<String>, u64);
 
 /// The smallest byte string greater than every string starting with `p`.
 pub(crate) fn prefix_upper_bound(p: &[u8]) -> Option<Vec<u8>> {

@@ -36,7 +36,7 @@ const SM_MEMBERSHIP: &[u8] = b"membership";
 const SM_SNAPSHOT: &[u8] = b"snapshot";
 /// The store revision; absent in data dirs from before it existed, where the
 /// applied log index stands in (revisions were log indexes then).
-const SM_REVISION: &[u8] = b"revision";
+pub(super) const SM_REVISION: &[u8] = b"revision";
 /// The auth state (`auth::AuthState`); absent until the first auth change.
 const SM_AUTH: &[u8] = b"auth";
 /// Present while a snapshot install is under way: names the snapshot file,
@@ -859,7 +859,7 @@ mod tests {
     }
 
     fn contents(db: &Db) -> Vec<(String, u64, String)> {
-        let (items, more) = db.scan("", "", 1000, false).expect("scan");
+        let (items, more, _) = db.scan("", "", 1000, false).expect("scan");
         assert!(more.is_none());
         items
             .into_iter()

@@ -93,6 +93,16 @@ async fn a_watch_on_a_follower_delivers_history_then_live_changes_in_order() {
     let r2 = client.put("app/b", "2").await.expect("put");
     client.put("other", "x").await.expect("put");
     let r4 = client.put("app/a", "3").await.expect("put");
+    // A range says which revision it read: a watch from the next one
+    // continues it exactly (list, then watch).
+    let listed = client
+        .range(&kvclient::RangeOptions {
+            prefix: Some("app/".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("range");
+    assert_eq!(listed.revision, r4);
 
     let base = follower.client_url();
     let mut w = open(
