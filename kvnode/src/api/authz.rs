@@ -40,6 +40,11 @@ pub enum Caller {
     User { name: String, token: Option<String> },
 }
 
+/// The auth revision `identify` resolved the caller against (a request
+/// extension, with auth enabled).
+#[derive(Debug, Clone, Copy)]
+struct ResolvedAt(u64);
+
 /// The rule of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rule {
@@ -154,6 +159,9 @@ pub async fn identify(State(app): State<App>, mut req: Request, next: Next) -> R
     } else {
         Caller::AuthOff
     };
+    if auth.enabled {
+        req.extensions_mut().insert(ResolvedAt(auth.revision));
+    }
     req.extensions_mut().insert(caller);
     next.run(req).await
 }
@@ -195,6 +203,16 @@ fn acting_user(parts: &Parts, auth: &AuthState) -> Result<Option<String>, ApiErr
         .extensions
         .get::<ClientCertName>()
         .and_then(|c| c.0.as_deref());
+    // `identify` resolved the caller against this very state: reuse that
+    // rather than verify the token a second time on every write.
+    if parts
+        .extensions
+        .get::<ResolvedAt>()
+        .is_some_and(|r| r.0 == auth.revision)
+        && let Caller::User { name, .. } = caller(parts)
+    {
+        return Ok(Some(name.clone()));
+    }
     match resolve(auth, &parts.headers, cert)? {
         Caller::User { name, .. } => Ok(Some(name)),
         Caller::AuthOff | Caller::Anonymous => Err(unauthenticated("authentication required")),
