@@ -406,8 +406,8 @@ if set(raft) - {"heartbeatIntervalMs", "electionTimeoutMs", "snapshotLogThreshol
         or any(not isinstance(v, int) or v <= 0 for v in raft.values()):
     probs.append("raft: heartbeatIntervalMs, electionTimeoutMs, snapshotLogThreshold as positive integers")
 elif {"electionTimeoutMs", "heartbeatIntervalMs"} <= set(raft) \
-        and raft["electionTimeoutMs"] <= 2 * raft["heartbeatIntervalMs"]:
-    probs.append("raft: electionTimeoutMs must exceed twice heartbeatIntervalMs (operator/src/crd.rs)")
+        and raft["electionTimeoutMs"] < 3 * raft["heartbeatIntervalMs"]:
+    probs.append("raft: electionTimeoutMs must be at least three times heartbeatIntervalMs (operator/src/crd.rs)")
 if set(spec.get("pod") or {}) - {"labels", "annotations", "nodeSelector", "tolerations", "affinity",
                                  "securityContext", "containerSecurityContext"}:
     probs.append("pod: only labels, annotations, nodeSelector, tolerations, affinity, securityContext, "

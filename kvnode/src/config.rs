@@ -45,7 +45,8 @@ pub struct Config {
     #[arg(long, env = "KVNODE_HEARTBEAT_INTERVAL_MS", default_value_t = 100)]
     pub heartbeat_interval_ms: u64,
 
-    /// Minimum election timeout; the maximum is twice this.
+    /// Election timeout: a follower that hears nothing from a leader for
+    /// this long (randomised up to 1.2x) campaigns.
     #[arg(long, env = "KVNODE_ELECTION_TIMEOUT_MS", default_value_t = 1000)]
     pub election_timeout_ms: u64,
 
@@ -230,10 +231,12 @@ impl Config {
         if self.heartbeat_interval_ms == 0 {
             return bad("heartbeat-interval-ms", "must be > 0");
         }
-        if self.election_timeout_ms < 2 * self.heartbeat_interval_ms {
+        // openraft needs its shortest timeout (0.4 x this; see
+        // node::election_timeouts) above the heartbeat interval.
+        if self.election_timeout_ms < 3 * self.heartbeat_interval_ms {
             return bad(
                 "election-timeout-ms",
-                "must be at least twice the heartbeat interval",
+                "must be at least three times the heartbeat interval",
             );
         }
         if self.snapshot_log_threshold == 0 {
@@ -396,9 +399,20 @@ mod tests {
             "--heartbeat-interval-ms",
             "500",
             "--election-timeout-ms",
-            "600",
+            "1400",
         ]);
-        assert!(c.validate().is_err());
+        assert!(
+            c.validate().is_err(),
+            "openraft's 560 ms minimum is too close to 500 ms heartbeats"
+        );
+        let c = Config::parse_from([
+            "kvnode",
+            "--heartbeat-interval-ms",
+            "500",
+            "--election-timeout-ms",
+            "1500",
+        ]);
+        assert!(c.validate().is_ok());
         let c = Config::parse_from(["kvnode", "--advertise-peer-url", "localhost:1"]);
         assert!(c.validate().is_err());
     }

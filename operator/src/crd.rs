@@ -307,7 +307,7 @@ pub struct RaftSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub heartbeat_interval_ms: Option<i32>,
-    /// `--election-timeout-ms`; must exceed twice the heartbeat interval.
+    /// `--election-timeout-ms`; at least three times the heartbeat interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub election_timeout_ms: Option<i32>,

@@ -17,9 +17,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::node::Node;
 use crate::raft::network::{
-    HDR_CLUSTER, HDR_FROM, HDR_TARGET, PATH_APPEND, PATH_PRE_VOTE, PATH_PROPOSE, PATH_READ_INDEX,
-    PATH_SNAPSHOT, PATH_TRANSFER, PATH_VOTE, SnapshotHeader,
+    HDR_CLUSTER, HDR_FROM, HDR_TARGET, PATH_APPEND, PATH_PRE_VOTE, PATH_PROPOSE_BATCH,
+    PATH_READ_INDEX, PATH_SNAPSHOT, PATH_TRANSFER, PATH_VOTE, SnapshotHeader,
 };
+use crate::raft::types::Command;
 use crate::store::SnapshotFile;
 
 /// Append batches are bounded by max_payload_entries x the value limit.
@@ -33,7 +34,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(PATH_TRANSFER, post(transfer))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_READ_INDEX, post(read_index))
-        .route(PATH_PROPOSE, post(propose))
+        .route(PATH_PROPOSE_BATCH, post(propose_batch))
         .layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
         // Outermost: runs before any handler reads a byte of the body.
         .layer(axum::middleware::from_fn_with_state(node.clone(), gate))
@@ -129,15 +130,18 @@ async fn read_index(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-/// A follower's proposal of a client write it has already authorized (the
-/// peer gate admits members only; with TLS they are authenticated by their
-/// certificates). Proposed here only if this node leads.
-async fn propose(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    let cmd = match decode(&body) {
+/// A follower's batch of client writes it has already authorized (the peer
+/// gate admits members only; with TLS they are authenticated by their
+/// certificates). Proposed here only if this node leads, all at once, so
+/// they can share a log append; one reply per command, in order.
+async fn propose_batch(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let cmds: Vec<Command> = match decode(&body) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    encode(&node.propose_as_leader(cmd).await)
+    let replies =
+        futures::future::join_all(cmds.into_iter().map(|c| node.propose_as_leader(c))).await;
+    encode(&replies)
 }
 
 /// Receives a streamed snapshot: spools it to a file in the data dir, then

@@ -2,4 +2,5 @@
 
 pub mod identity;
 pub mod network;
+pub mod proposer;
 pub mod types;

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncSeekExt;
 
 use super::identity::Identity;
-use super::types::{Command, CommandResult, MemberInfo, NodeId, SnapshotMeta, TypeConfig, Vote};
+use super::types::{CommandResult, MemberInfo, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::store::SnapshotFile;
 
 pub const HDR_CLUSTER: &str = "x-raftkv-cluster-id";
@@ -34,9 +34,9 @@ pub const PATH_PRE_VOTE: &str = "/raft/pre-vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 pub const PATH_TRANSFER: &str = "/raft/transfer-leader";
 pub const PATH_READ_INDEX: &str = "/raft/read-index";
-pub const PATH_PROPOSE: &str = "/raft/propose";
+pub const PATH_PROPOSE_BATCH: &str = "/raft/propose-batch";
 
-/// The leader's answer to a follower's proposal (`PATH_PROPOSE`).
+/// The leader's answer to one of a follower's proposals (`PATH_PROPOSE_BATCH`).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum ProposeReply {
     /// Committed and applied on the leader, at log index `index`.
@@ -49,7 +49,7 @@ pub enum ProposeReply {
 }
 
 /// Why a proposal sent to the leader has no answer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ProposeError {
     /// It never reached the leader's raft (no connection, or refused at the
     /// gate): nothing was proposed, so another route is safe.
@@ -161,18 +161,30 @@ impl PeerClient {
         self.call(PATH_READ_INDEX, &(), &RPCOption::new(ttl)).await
     }
 
-    /// Proposes a command through the leader, in the log's own encoding on
-    /// the peer connection: cheaper than replaying the client's HTTP
-    /// request, whose JSON the leader would parse a second time.
-    pub async fn propose(
+    /// Proposes a batch of commands through the leader, in the log's own
+    /// encoding on the peer connection (see `proposer.rs`): cheaper than
+    /// replaying each client's HTTP request, whose JSON the leader would
+    /// parse a second time. `body` is a MessagePack array of commands; the
+    /// answer has one reply per command, in order.
+    pub async fn propose_batch(
         &self,
-        cmd: &Command,
+        body: Vec<u8>,
         ttl: Duration,
-    ) -> Result<ProposeReply, ProposeError> {
-        match self.call(PATH_PROPOSE, cmd, &RPCOption::new(ttl)).await {
-            Ok(reply) => Ok(reply),
+    ) -> Result<Vec<ProposeReply>, ProposeError> {
+        let sent = self
+            .request(PATH_PROPOSE_BATCH, ttl)
+            .body(body)
+            .send()
+            .await;
+        let result = match sent {
+            Ok(resp) => decode_response(resp).await,
+            Err(e) => Err(to_rpc_error(&e)),
+        };
+        match result {
+            Ok(replies) => Ok(replies),
             // Connection refused, or the peer gate's refusal (wrong node,
-            // not a member): raft never saw it.
+            // not a member, or a leader too old to know this path): raft
+            // never saw it.
             Err(RPCError::Unreachable(u)) => Err(ProposeError::NotSent(u.to_string())),
             Err(e) => Err(ProposeError::Indeterminate(e.to_string())),
         }

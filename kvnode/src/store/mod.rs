@@ -121,6 +121,10 @@ pub struct Db {
     leases: Arc<RwLock<crate::lease::LeaseTable>>,
     /// The oldest revision in the history (see `history.rs`).
     history_floor: Arc<AtomicU64>,
+    /// The raft log index the state machine has applied: forwarded writes
+    /// and follower reads wait on it. Cheaper than openraft's metrics wait,
+    /// which clones the whole metrics for every waiter on every change.
+    applied_index: Arc<tokio::sync::watch::Sender<u64>>,
     /// What the state machine applies, for live watches.
     applied_tx: tokio::sync::broadcast::Sender<Applied>,
     pools: Arc<MemoryPools>,
@@ -173,6 +177,7 @@ impl Db {
             auth: Arc::default(),
             leases: Arc::default(),
             history_floor: Arc::default(),
+            applied_index: Arc::new(tokio::sync::watch::channel(0).0),
             // Messages, not events: one per apply batch. A watcher that
             // falls this far behind reads the history instead.
             applied_tx: tokio::sync::broadcast::channel(APPLIED_BACKLOG).0,
@@ -215,6 +220,20 @@ impl Db {
 
     pub(crate) fn set_revision(&self, r: u64) {
         self.revision.store(r, Ordering::Release);
+    }
+
+    pub(crate) fn set_applied_index(&self, index: u64) {
+        self.applied_index.send_replace(index);
+    }
+
+    /// Waits until the state machine has applied log index `index`; false
+    /// if `timeout` passes first.
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.applied_index.subscribe();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|&a| a >= index)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// The applied auth state; cheap (one `Arc` clone).

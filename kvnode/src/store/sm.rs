@@ -128,6 +128,7 @@ impl StateMachine {
             .unwrap_or_default();
         let revision = stored_revision(db.db().get_cf(cf, SM_REVISION)?, applied.as_ref())?;
         db.set_revision(revision);
+        db.set_applied_index(applied.as_ref().map_or(0, |l: &LogId| l.index));
         let auth = Arc::new(decode_auth(db.db().get_cf(cf, SM_AUTH)?.as_deref())?);
         db.set_auth(auth.clone());
         db.set_history_floor(history::load_floor(&db, revision)?);
@@ -525,6 +526,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = applied;
         self.revision = revision;
         self.db.set_revision(revision);
+        self.db
+            .set_applied_index(applied.as_ref().map_or(0, |l| l.index));
         if let Some(m) = membership {
             self.membership = m;
         }
@@ -566,6 +569,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.db.set_revision(self.revision);
         self.auth = self.db.auth();
         self.applied = meta.last_log_id;
+        self.db
+            .set_applied_index(self.applied.as_ref().map_or(0, |l| l.index));
         self.membership = meta.last_membership.clone();
         Ok(())
     }

@@ -42,9 +42,10 @@ async fn leader_crash_loses_no_acknowledged_write() {
     let new = c.leader().await;
     let failover = killed_at.elapsed();
     assert_ne!(new, old);
-    // A few election timeouts (max timeout is 2x the configured minimum).
+    // A follower campaigns after 1 to 1.2 election timeouts of silence;
+    // allow a split vote or two on a loaded machine.
     assert!(
-        failover < Duration::from_millis(ELECTION_MS * 2 * 5),
+        failover < Duration::from_millis(ELECTION_MS * 5),
         "new leader after {failover:?}"
     );
     eprintln!("new leader {} after {failover:?}", c.nodes[new].name);

@@ -383,7 +383,7 @@ fn cases() -> Vec<Case> {
         case(
             "invalid raft timing holds everything",
             World::running(3, 0),
-            json!({"replicas": 3, "raft": {"heartbeatIntervalMs": 100, "electionTimeoutMs": 150}}),
+            json!({"replicas": 3, "raft": {"heartbeatIntervalMs": 100, "electionTimeoutMs": 250}}),
         )
         .expect("none", None, Phase::Degraded),
         case(

@@ -27,10 +27,10 @@ pub(super) fn validate(spec: &KvClusterSpec) -> Result<Valid, String> {
     if let (Some(heartbeat), Some(election)) = (
         spec.raft.heartbeat_interval_ms,
         spec.raft.election_timeout_ms,
-    ) && i64::from(election) <= 2 * i64::from(heartbeat)
+    ) && i64::from(election) < 3 * i64::from(heartbeat)
     {
         return Err(format!(
-            "raft.electionTimeoutMs ({election}) must exceed twice raft.heartbeatIntervalMs ({heartbeat})"
+            "raft.electionTimeoutMs ({election}) must be at least three times raft.heartbeatIntervalMs ({heartbeat})"
         ));
     }
     let tls = &spec.tls;

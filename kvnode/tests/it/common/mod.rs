@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use kvclient::{Client, ClusterStatus, InitRequest, MemberInfo, Role};
 
 pub const HEARTBEAT_MS: u64 = 50;
-pub const ELECTION_MS: u64 = 300;
+pub const ELECTION_MS: u64 = 600;
 
 /// How [`NodeProc::start`] starts a node: its id (`None`: the one kept in
 /// the data dir, or a generated one), extra kvnode flags, extra environment.
