@@ -31,9 +31,19 @@ use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::node::Node;
 use error::ApiError;
 
-/// Shared state of the client router.
+/// Shared state of the client router. One `Arc`: axum clones the state
+/// for every middleware and handler of every request.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<AppState>);
+
+impl std::ops::Deref for App {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+pub struct AppState {
     pub node: Arc<Node>,
     pub metrics: Arc<Metrics>,
     /// Pooled client for forwarding requests to the leader.
@@ -72,14 +82,14 @@ impl App {
             node.config.max_concurrent_requests,
         ));
         let node_watchers = node.config.max_watchers;
-        Ok(App {
+        Ok(App(Arc::new(AppState {
             node,
             metrics,
             http,
             inflight,
             kdf_slots: Arc::new(tokio::sync::Semaphore::new(2)),
             watchers: Arc::new(tokio::sync::Semaphore::new(node_watchers)),
-        })
+        })))
     }
 
     /// Largest request body a client route accepts: a value plus slack
