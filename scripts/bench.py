@@ -588,29 +588,34 @@ def run(args, work: Path, systems: list[Cluster]) -> int:
         "lin-reads": lambda s: (s.client[s.leader()], s.wrk_read(False)),
         "ser-reads": lambda s: (s.client[(s.leader() + 1) % 3], s.wrk_read(True)),
     }
-    for size in sizes:
-        workloads[f"value-{size}"] = lambda s, size=size: (s.client[s.leader()], s.wrk_write(size))
+    by_size = {f"value-{size}": (lambda s, size=size: (s.client[s.leader()], s.wrk_write(size)))
+               for size in sizes}
     only = [w for w in args.only.split(",") if w]
     if only:
         workloads = {k: v for k, v in workloads.items() if k in only}
+        by_size = {k: v for k, v in by_size.items() if k in only}
     results: dict = {"settings": vars(args), "machine": machine(), "runs": [], "failover": {}, "rss_mib": {}}
-    for rnd in range(args.rounds):
-        for name, make in workloads.items():
-            order = systems if rnd % 2 == 0 else systems[::-1]
-            for s in order:
-                url, script = make(s)
-                perf = None
-                if args.perf and name == "writes" and s.name == "raftkv" and rnd == args.rounds - 1:
-                    perf = start_perf(s.procs[s.leader()].pid(), work, args.duration)
-                r = run_wrk(url, script, args, work, args.duration)
-                if perf:
-                    results["profile"] = finish_perf(perf, work)
-                r.update(system=s.name, workload=name, round=rnd + 1)
-                size = int(name.split("-")[1]) if name.startswith("value-") else args.value_size
-                r["mb_s"] = r["ops_s"] * size / 1e6 if "read" not in name else None
-                results["runs"].append(r)
-                log(f"round {rnd + 1} {name:<14} {s.name:<6} {r['ops_s']:>9,.0f} ops/s  "
-                    f"p99 {r['p99_us'] / 1000:6.1f} ms  errors {r['errors'] + r['status_errors']}")
+    # The value sizes go after every round of the 256-byte workloads: their
+    # hundreds of MiB leave compaction work behind that would slow whatever
+    # ran next.
+    phases = [(rnd, name, make) for rnd in range(args.rounds) for name, make in workloads.items()]
+    phases += [(rnd, name, make) for rnd in range(args.rounds) for name, make in by_size.items()]
+    for rnd, name, make in phases:
+        order = systems if rnd % 2 == 0 else systems[::-1]
+        for s in order:
+            url, script = make(s)
+            perf = None
+            if args.perf and name == "writes" and s.name == "raftkv" and rnd == args.rounds - 1:
+                perf = start_perf(s.procs[s.leader()].pid(), work, args.duration)
+            r = run_wrk(url, script, args, work, args.duration)
+            if perf:
+                results["profile"] = finish_perf(perf, work)
+            r.update(system=s.name, workload=name, round=rnd + 1)
+            size = int(name.split("-")[1]) if name.startswith("value-") else args.value_size
+            r["mb_s"] = r["ops_s"] * size / 1e6 if "read" not in name else None
+            results["runs"].append(r)
+            log(f"round {rnd + 1} {name:<14} {s.name:<6} {r['ops_s']:>9,.0f} ops/s  "
+                f"p99 {r['p99_us'] / 1000:6.1f} ms  errors {r['errors'] + r['status_errors']}")
     for s in systems:
         results["rss_mib"][s.name] = s.rss_mib()
     if args.scale_keys:

@@ -51,7 +51,7 @@ pub struct Config {
     pub election_timeout_ms: u64,
 
     /// Build a snapshot (and purge the log behind it) every this many entries.
-    #[arg(long, env = "KVNODE_SNAPSHOT_LOG_THRESHOLD", default_value_t = 10_000)]
+    #[arg(long, env = "KVNODE_SNAPSHOT_LOG_THRESHOLD", default_value_t = 100_000)]
     pub snapshot_log_threshold: u64,
 
     /// RocksDB block cache in MiB, shared by all column families; index and

@@ -163,6 +163,7 @@ impl Node {
             identity.clone(),
             peer_tls.as_ref(),
             std::time::Duration::from_millis(config.header_timeout_ms / 2),
+            std::time::Duration::from_millis(config.election_timeout_ms),
         )?;
         let raft = Raft::new(
             identity.node_id,

@@ -69,17 +69,30 @@ pub struct SnapshotHeader {
 pub struct Network {
     http: reqwest::Client,
     identity: Arc<Identity>,
+    append_timeout: Duration,
 }
+
+/// Entry bytes sent in one append: openraft batches up to
+/// `max_payload_entries` entries, which with 1 MiB values would be a 128 MiB
+/// request, built once per follower and decoded in one piece. A larger batch
+/// goes as a prefix that fits and a `PartialSuccess`; openraft sends the rest
+/// next.
+const MAX_APPEND_BYTES: usize = 4 << 20;
+/// The rate assumed when giving an append time for its bytes.
+const APPEND_BYTES_PER_SEC: u64 = 8 << 20;
 
 impl Network {
     /// With `tls`, every RPC runs over mutual TLS: the node presents its
     /// peer certificate and accepts only peers signed by the peer CA.
     /// `idle`: how long pooled connections are kept; below the peers'
     /// idle timeout, so the pool never picks one a peer is closing.
+    /// `append_timeout`: how long an append carrying entries may take
+    /// before its bytes are counted (see `PeerClient::append_entries`).
     pub fn new(
         identity: Arc<Identity>,
         tls: Option<&Arc<crate::tls::Material>>,
         idle: Duration,
+        append_timeout: Duration,
     ) -> Result<Self, crate::node::StartError> {
         let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
@@ -92,6 +105,7 @@ impl Network {
         Ok(Network {
             http: b.build()?,
             identity,
+            append_timeout,
         })
     }
 }
@@ -101,6 +115,7 @@ impl Network {
         PeerClient {
             http: self.http.clone(),
             identity: self.identity.clone(),
+            append_timeout: self.append_timeout,
             target,
             base: node.peer_url.trim_end_matches('/').to_owned(),
         }
@@ -118,6 +133,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     http: reqwest::Client,
     identity: Arc<Identity>,
+    append_timeout: Duration,
     target: NodeId,
     base: String,
 }
@@ -191,6 +207,20 @@ impl PeerClient {
     }
 }
 
+/// How many of `entries` go in one append (at least one), and their
+/// approximate size.
+fn append_prefix(entries: &[super::types::Entry]) -> (usize, usize) {
+    let mut bytes = 0;
+    for (i, e) in entries.iter().enumerate() {
+        let n = super::types::entry_bytes(e);
+        if i > 0 && bytes + n > MAX_APPEND_BYTES {
+            return (i, bytes);
+        }
+        bytes += n;
+    }
+    (entries.len(), bytes)
+}
+
 fn to_rpc_error(e: &reqwest::Error) -> RPCError<TypeConfig> {
     if e.is_connect() {
         RPCError::Unreachable(Unreachable::new(e))
@@ -220,10 +250,39 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(PATH_APPEND, &rpc, &option).await
+        if rpc.entries.is_empty() {
+            // A heartbeat: openraft's deadline (the heartbeat interval).
+            return self.call(PATH_APPEND, &rpc, &option).await;
+        }
+        let (keep, bytes) = append_prefix(&rpc.entries);
+        let cut = (keep < rpc.entries.len()).then(|| {
+            rpc.entries.truncate(keep);
+            rpc.entries.last().map(|e| e.log_id)
+        });
+        // openraft's deadline for an append is the heartbeat interval, too
+        // short for a follower to write, fsync and answer a batch under
+        // load; a timed-out batch is sent again from the start, so a big one
+        // would never get through. Give it an election timeout plus time
+        // for its bytes.
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let ttl = self.append_timeout
+            + Duration::from_millis(bytes.saturating_mul(1000) / APPEND_BYTES_PER_SEC);
+        let resp: AppendEntriesResponse<TypeConfig> = self
+            .call(
+                PATH_APPEND,
+                &rpc,
+                &RPCOption::new(ttl.max(option.hard_ttl())),
+            )
+            .await?;
+        Ok(match (resp, cut) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(last)
+            }
+            (resp, _) => resp,
+        })
     }
 
     async fn vote(
@@ -305,5 +364,44 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
             other => net_err(&other),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::{Command, Entry, Op};
+    use openraft::entry::RaftEntry;
+    use openraft::vote::RaftLeaderId;
+
+    fn entry(index: u64, value_len: usize) -> Entry {
+        let leader = openraft::alias::CommittedLeaderIdOf::<TypeConfig>::new(1, 1);
+        Entry::new_normal(
+            openraft::alias::LogIdOf::<TypeConfig>::new(leader, index),
+            Command {
+                success: vec![Op::Put {
+                    key: format!("k{index}"),
+                    value: vec![0; value_len],
+                    lease: None,
+                }],
+                ..Command::default()
+            },
+        )
+    }
+
+    #[test]
+    fn appends_are_cut_to_a_bounded_size_but_always_carry_an_entry() {
+        let small: Vec<Entry> = (1..=128).map(|i| entry(i, 256)).collect();
+        assert_eq!(append_prefix(&small).0, 128, "small entries all go");
+        let big: Vec<Entry> = (1..=128).map(|i| entry(i, 1 << 20)).collect();
+        let (n, bytes) = append_prefix(&big);
+        assert_eq!(n, 3, "three 1 MiB entries fit in 4 MiB, a fourth does not");
+        assert!(bytes <= MAX_APPEND_BYTES);
+        let huge = vec![entry(1, 8 << 20), entry(2, 1)];
+        assert_eq!(
+            append_prefix(&huge).0,
+            1,
+            "an entry larger than the cap goes alone"
+        );
     }
 }

@@ -161,6 +161,44 @@ impl fmt::Display for Command {
     }
 }
 
+impl Command {
+    /// Roughly its encoded size: keys and values plus a little per item.
+    /// Bounds the bytes of one append (`network.rs`) without encoding it.
+    pub fn approx_bytes(&self) -> usize {
+        let op = |o: &Op| {
+            16 + match o {
+                Op::Put { key, value, .. } => key.len() + value.len(),
+                Op::Delete { key } | Op::Get { key } => key.len(),
+                Op::DeleteRange { start, end } => start.len() + end.len(),
+                Op::DeletePrefix { prefix } => prefix.len(),
+                Op::Auth(_) | Op::Lease(_) => 256,
+            }
+        };
+        let cmp = |c: &Cmp| {
+            16 + c.key.len()
+                + match &c.target {
+                    CmpTarget::Value(v) => v.len(),
+                    _ => 8,
+                }
+        };
+        32 + self.compare.iter().map(cmp).sum::<usize>()
+            + self
+                .success
+                .iter()
+                .chain(&self.failure)
+                .map(op)
+                .sum::<usize>()
+    }
+}
+
+/// [`Command::approx_bytes`] for any entry.
+pub fn entry_bytes(e: &Entry) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(c) => 32 + c.approx_bytes(),
+        _ => 256,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
     Put {
