@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options, WriteBufferManager};
+use rocksdb::{
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options,
+    WriteBufferManager,
+};
 
 use crate::auth::AuthState;
 
@@ -443,6 +446,17 @@ fn cf_options(name: &str, cache: &Cache, budget: MemoryBudget) -> Options {
     table.set_block_cache(cache);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    // Partitioned index and filters: an SST's index is a top level (pinned)
+    // over 4 KiB partitions. With one monolithic index per file, a store
+    // larger than the block cache evicted those indexes under random
+    // reads, and every apply re-read and decompressed a whole one (hundreds
+    // of KiB) for its one key lookup: half the CPU, and 368 writes/s
+    // instead of 6,300 with 1 M keys of 1 KiB.
+    table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_metadata_block_size(4096);
+    table.set_pin_top_level_index_and_filter(true);
+    table.set_cache_index_and_filter_blocks_with_high_priority(true);
     if name == CF_DATA {
         table.set_bloom_filter(10.0, false);
     }
