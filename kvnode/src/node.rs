@@ -140,11 +140,13 @@ impl Node {
                 .map_err(|e| StartError::Raft(e.to_string()))?
                 .map(|l| l.index)
         };
+        let (election_timeout_min, election_timeout_max) =
+            election_timeouts(config.election_timeout_ms);
         let raft_config = openraft::Config {
             cluster_name: "raftkv".into(),
             heartbeat_interval: config.heartbeat_interval_ms,
-            election_timeout_min: election_timeouts(config.election_timeout_ms).0,
-            election_timeout_max: election_timeouts(config.election_timeout_ms).1,
+            election_timeout_min,
+            election_timeout_max,
             // A node that cannot win (partitioned, restarted, behind) asks
             // first instead of bumping the term and unseating a live leader.
             enable_pre_vote: Some(true),
@@ -272,8 +274,11 @@ impl Node {
             };
         };
         let ttl = Duration::from_millis(self.config.header_timeout_ms / 2);
-        let info = leader.info.clone().into();
-        match self.proposer.propose(leader.id, &info, &cmd).await {
+        match self
+            .proposer
+            .propose(leader.id, leader.info.clone().into(), &cmd)
+            .await
+        {
             // Answer once this node has applied it too, as etcd's proposing
             // member does: a client that reads here next sees its write,
             // and the auth state an auth change returns is this node's.

@@ -160,8 +160,18 @@ impl PeerClient {
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let body =
             rmp_serde::to_vec_named(body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.post(path, body, option.soft_ttl()).await
+    }
+
+    /// Posts an encoded body and decodes the MessagePack answer.
+    async fn post<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
         let resp = self
-            .request(path, option.soft_ttl())
+            .request(path, ttl)
             .body(body)
             .send()
             .await
@@ -187,16 +197,7 @@ impl PeerClient {
         body: Vec<u8>,
         ttl: Duration,
     ) -> Result<Vec<ProposeReply>, ProposeError> {
-        let sent = self
-            .request(PATH_PROPOSE_BATCH, ttl)
-            .body(body)
-            .send()
-            .await;
-        let result = match sent {
-            Ok(resp) => decode_response(resp).await,
-            Err(e) => Err(to_rpc_error(&e)),
-        };
-        match result {
+        match self.post(PATH_PROPOSE_BATCH, body, ttl).await {
             Ok(replies) => Ok(replies),
             // Connection refused, or the peer gate's refusal (wrong node,
             // not a member, or a leader too old to know this path): raft
@@ -258,10 +259,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             return self.call(PATH_APPEND, &rpc, &option).await;
         }
         let (keep, bytes) = append_prefix(&rpc.entries);
-        let cut = (keep < rpc.entries.len()).then(|| {
-            rpc.entries.truncate(keep);
-            rpc.entries.last().map(|e| e.log_id)
-        });
+        let cut = keep < rpc.entries.len();
+        rpc.entries.truncate(keep);
         // openraft's deadline for an append is the heartbeat interval, too
         // short for a follower to write, fsync and answer a batch under
         // load; a timed-out batch is sent again from the start, so a big one
@@ -277,11 +276,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 &RPCOption::new(ttl.max(option.hard_ttl())),
             )
             .await?;
-        Ok(match (resp, cut) {
-            (AppendEntriesResponse::Success, Some(last)) => {
-                AppendEntriesResponse::PartialSuccess(last)
+        Ok(match resp {
+            AppendEntriesResponse::Success if cut => {
+                AppendEntriesResponse::PartialSuccess(rpc.entries.last().map(|e| e.log_id))
             }
-            (resp, _) => resp,
+            resp => resp,
         })
     }
 

@@ -54,13 +54,13 @@ impl Proposer {
     }
 
     /// Proposes `cmd` through `leader` and waits for its answer.
-    pub async fn propose(&self, leader: NodeId, info: &MemberInfo, cmd: &Command) -> Answer {
+    pub async fn propose(&self, leader: NodeId, info: MemberInfo, cmd: &Command) -> Answer {
         let encoded = rmp_serde::to_vec_named(cmd)
             .map_err(|e| ProposeError::NotSent(format!("encode proposal: {e}")))?;
         let (answer, rx) = oneshot::channel();
         let pending = Pending {
             leader,
-            info: info.clone(),
+            info,
             encoded,
             answer,
         };

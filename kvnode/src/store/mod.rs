@@ -27,6 +27,7 @@ use rocksdb::{
 };
 
 use crate::auth::AuthState;
+use crate::raft::types::LogId;
 
 pub use history::{Applied, Batch, Event, EventKind, HistoryError, Page};
 pub use log::LogStore;
@@ -225,8 +226,12 @@ impl Db {
         self.revision.store(r, Ordering::Release);
     }
 
-    pub(crate) fn set_applied_index(&self, index: u64) {
-        self.applied_index.send_replace(index);
+    /// Publishes what the state machine has applied: its store revision
+    /// and its raft log index (after the writes, so a waiter reads them).
+    pub(crate) fn set_applied(&self, revision: u64, applied: Option<&LogId>) {
+        self.set_revision(revision);
+        self.applied_index
+            .send_replace(applied.map_or(0, |l| l.index));
     }
 
     /// Waits until the state machine has applied log index `index`; false

@@ -127,8 +127,7 @@ impl StateMachine {
             .transpose()?
             .unwrap_or_default();
         let revision = stored_revision(db.db().get_cf(cf, SM_REVISION)?, applied.as_ref())?;
-        db.set_revision(revision);
-        db.set_applied_index(applied.as_ref().map_or(0, |l: &LogId| l.index));
+        db.set_applied(revision, applied.as_ref());
         let auth = Arc::new(decode_auth(db.db().get_cf(cf, SM_AUTH)?.as_deref())?);
         db.set_auth(auth.clone());
         db.set_history_floor(history::load_floor(&db, revision)?);
@@ -525,9 +524,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.db.db().write(batch).map_err(StoreError::from)?;
         self.applied = applied;
         self.revision = revision;
-        self.db.set_revision(revision);
-        self.db
-            .set_applied_index(applied.as_ref().map_or(0, |l| l.index));
+        self.db.set_applied(revision, applied.as_ref());
         if let Some(m) = membership {
             self.membership = m;
         }
@@ -566,11 +563,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.revision = tokio::task::spawn_blocking(move || install(&db, &meta2, snap))
             .await
             .map_err(io::Error::other)??;
-        self.db.set_revision(self.revision);
+        self.db
+            .set_applied(self.revision, meta.last_log_id.as_ref());
         self.auth = self.db.auth();
         self.applied = meta.last_log_id;
-        self.db
-            .set_applied_index(self.applied.as_ref().map_or(0, |l| l.index));
         self.membership = meta.last_membership.clone();
         Ok(())
     }
