@@ -939,6 +939,26 @@ impl Client {
     }
 }
 
+/// Sends `req` and waits for its status line: the response, its body not
+/// yet read, when it is 200; the error the answer stands for otherwise.
+/// For the streamed routes (watch, snapshot).
+pub(crate) async fn open_stream(
+    endpoint: &str,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ClientError> {
+    let transport = |source| ClientError::Transport {
+        endpoint: endpoint.to_owned(),
+        source,
+    };
+    let resp = req.send().await.map_err(transport)?;
+    let status = resp.status();
+    if status == StatusCode::OK {
+        return Ok(resp);
+    }
+    let bytes = resp.bytes().await.map_err(transport)?;
+    Err(error_answer(endpoint, status, &bytes))
+}
+
 /// The error a non-200 answer stands for: its `ErrorBody`, or the start of
 /// whatever else it was.
 pub(crate) fn error_answer(endpoint: &str, status: StatusCode, bytes: &[u8]) -> ClientError {

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod lease;
 pub mod recipes;
+pub mod snapshot;
 pub mod watch;
 
 pub use client::{Client, ClientError, Consistency, GetResponse, RangeOptions, TlsOptions};

@@ -35,11 +35,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 
 use kvapi::{ErrorCode, WatchCancel, WatchEvent, WatchLine};
 
-use crate::client::{Client, ClientError, Token, error_answer};
+use crate::client::{Client, ClientError, Token, open_stream};
 
 /// Which keys a watch follows (exactly one of the API's `key`, `prefix`,
 /// `start`/`end`).
@@ -127,7 +127,7 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// The per-request timeout of a watch request: reqwest has no "none" that
 /// overrides the client's own total timeout, so a stream is cut after a
 /// year, and resumes like any other.
-const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What to watch and how. Build with [`WatchOptions::key`],
 /// [`WatchOptions::prefix`] or [`WatchOptions::range`] and the `with_`
@@ -893,18 +893,8 @@ async fn open(
         .request(endpoint, Method::GET, "/v1/watch", &query, token.header())
         .timeout(STREAM_TIMEOUT)
         .header(reqwest::header::ACCEPT, "application/x-ndjson");
-    let transport = |source| ClientError::Transport {
-        endpoint: endpoint.to_owned(),
-        source,
-    };
     let answer = async {
-        let resp = req.send().await.map_err(transport)?;
-        let status = resp.status();
-        if status == StatusCode::OK {
-            return Ok(resp);
-        }
-        let bytes = resp.bytes().await.map_err(transport)?;
-        Err(match error_answer(endpoint, status, &bytes) {
+        open_stream(endpoint, req).await.map_err(|e| match e {
             ClientError::Api { error, .. } if error.code == ErrorCode::Compacted => {
                 ClientError::Compacted {
                     endpoint: endpoint.to_owned(),

@@ -10,7 +10,7 @@ mod bench_watch;
 mod cli;
 mod table;
 
-use cli::{Cli, Cmd, Ctx, auth, cluster, concurrency, kv, lease, misc, watch};
+use cli::{Cli, Cmd, Ctx, auth, cluster, concurrency, kv, lease, misc, snapshot, watch};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -40,6 +40,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Lease(c) => lease::lease(&ctx, c).await,
         Cmd::Lock(a) => concurrency::lock(&ctx, a).await,
         Cmd::Elect(a) => concurrency::elect(&ctx, a).await,
+        Cmd::Snapshot(c) => snapshot::snapshot(&ctx, &c).await,
         Cmd::Status => cluster::status(&ctx).await,
         Cmd::Members => cluster::members(&ctx).await,
         Cmd::Init(a) => cluster::init(&ctx, a).await,

@@ -10,31 +10,41 @@ use clap::Parser;
 #[command(name = "kvnode", version, about = "raftkv replicated key-value node")]
 pub struct Config {
     /// Raft node id. Optional: kept in the data dir; generated on an empty one.
-    #[arg(long, env = "KVNODE_ID")]
+    #[arg(long, global = true, env = "KVNODE_ID")]
     pub id: Option<u64>,
 
     /// Member name kept in the membership (in Kubernetes: the pod name). Default: $HOSTNAME.
-    #[arg(long, env = "KVNODE_NAME")]
+    #[arg(long, global = true, env = "KVNODE_NAME")]
     pub name: Option<String>,
 
     /// RocksDB and all node state.
-    #[arg(long, env = "KVNODE_DATA_DIR", default_value = "./data")]
+    #[arg(long, global = true, env = "KVNODE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
     /// Client + admin HTTP listener.
-    #[arg(long, env = "KVNODE_CLIENT_ADDR", default_value = "0.0.0.0:7379")]
+    #[arg(
+        long,
+        global = true,
+        env = "KVNODE_CLIENT_ADDR",
+        default_value = "0.0.0.0:7379"
+    )]
     pub client_addr: SocketAddr,
 
     /// Raft RPC listener (never expose it to clients).
-    #[arg(long, env = "KVNODE_PEER_ADDR", default_value = "0.0.0.0:7380")]
+    #[arg(
+        long,
+        global = true,
+        env = "KVNODE_PEER_ADDR",
+        default_value = "0.0.0.0:7380"
+    )]
     pub peer_addr: SocketAddr,
 
     /// Client URL other nodes and clients are told. Default: derived from --client-addr.
-    #[arg(long, env = "KVNODE_ADVERTISE_CLIENT_URL")]
+    #[arg(long, global = true, env = "KVNODE_ADVERTISE_CLIENT_URL")]
     pub advertise_client_url: Option<String>,
 
     /// Peer URL other nodes are told. Default: derived from --peer-addr.
-    #[arg(long, env = "KVNODE_ADVERTISE_PEER_URL")]
+    #[arg(long, global = true, env = "KVNODE_ADVERTISE_PEER_URL")]
     pub advertise_peer_url: Option<String>,
 
     /// Single node that initializes itself: the zero-config way to try raftkv.
@@ -172,6 +182,21 @@ pub enum Tool {
     /// A small CA for clusters without one: writes PEM files into --dir.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Build the data dir of the first member of a NEW cluster from a
+    /// snapshot (`kvctl snapshot save`): new cluster id, this node its only
+    /// voter. Uses the node's flags (--data-dir, --id, --name,
+    /// --advertise-*-url), which must be those it will start with. Refuses
+    /// a data dir that holds a node, and a corrupt or truncated snapshot.
+    Restore {
+        /// The snapshot file.
+        #[arg(long)]
+        snapshot: PathBuf,
+    },
+    /// Disaster recovery, with the node stopped: keep this data dir's data
+    /// and make its node the only voter of its cluster, dropping every
+    /// other member and any log entry it had not applied. Only when a
+    /// majority is lost for good; add new members as learners after.
+    ForceNewCluster,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

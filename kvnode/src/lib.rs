@@ -2,7 +2,7 @@
 //!
 //! Layout: `config` (flags), `crash` (crash points for tests), `store` (RocksDB: log, state machine,
 //! snapshots), `raft` (types, identity, peer network), `node` (the running
-//! node and its operations), `api` (HTTP routers), `server` (process
+//! node and its operations), `offline` (restore, force-new-cluster), `api` (HTTP routers), `server` (process
 //! lifecycle: listeners, signals, graceful shutdown).
 
 /// The kvnode version: `--version`, `GET /version`, `raftkv_build_info`.
@@ -17,6 +17,7 @@ pub mod lease;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod offline;
 pub mod raft;
 pub mod server;
 pub mod store;

@@ -20,6 +20,28 @@ async fn main() -> ExitCode {
             }
         };
     }
+    let offline = match &config.command {
+        Some(kvnode::config::Tool::Restore { snapshot }) => {
+            Some(("restore", kvnode::offline::restore(&config, snapshot)))
+        }
+        Some(kvnode::config::Tool::ForceNewCluster) => Some((
+            "force-new-cluster",
+            kvnode::offline::force_new_cluster(&config),
+        )),
+        _ => None,
+    };
+    if let Some((tool, outcome)) = offline {
+        return match outcome {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kvnode {tool}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = EnvFilter::try_from_env("KVNODE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt()

@@ -116,6 +116,11 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("peer TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(
+        "data dir {0} holds an interrupted `kvnode restore`: run the restore again (it starts \
+         over) or give another --data-dir"
+    )]
+    RestoreIncomplete(std::path::PathBuf),
 }
 
 impl Node {
@@ -126,6 +131,13 @@ impl Node {
         peer_tls: Option<Arc<crate::tls::Material>>,
     ) -> Result<Arc<Node>, StartError> {
         config.validate()?;
+        if config
+            .data_dir
+            .join(crate::offline::RESTORE_MARKER)
+            .exists()
+        {
+            return Err(StartError::RestoreIncomplete(config.data_dir.clone()));
+        }
         let budget = store::MemoryBudget {
             block_cache_bytes: config.rocksdb_block_cache_mb << 20,
             memtable_bytes: config.rocksdb_memtable_mb << 20,

@@ -2,8 +2,8 @@
 //! runs with. The commands themselves are in `kv` (keys and values),
 //! `cluster` (membership and status), `auth` (users, roles, the auth
 //! switch), `watch` (changes as they happen), `lease` (leases),
-//! `concurrency` (lock, elect) and `misc` (health, version, bench); all
-//! output goes through `print`.
+//! `concurrency` (lock, elect), `snapshot` (backups) and `misc` (health,
+//! version, bench); all output goes through `print`.
 
 pub mod auth;
 pub mod cluster;
@@ -12,6 +12,7 @@ pub mod kv;
 pub mod lease;
 pub mod misc;
 pub mod print;
+pub mod snapshot;
 pub mod watch;
 
 use clap::{Parser, Subcommand};
@@ -106,6 +107,9 @@ pub enum Cmd {
     Lock(concurrency::LockArgs),
     /// Campaign for leadership with a proposal and lead until Ctrl-C, or (--listen) print each new leader.
     Elect(concurrency::ElectArgs),
+    /// Backups: save a snapshot of the whole store, check a saved one.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Status of every endpoint.
     Status,
     /// Cluster membership.

@@ -11,6 +11,7 @@ pub mod health;
 pub mod kv;
 pub mod lease;
 pub mod peer;
+pub mod snapshot;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -54,6 +55,9 @@ pub struct AppState {
     kdf_slots: Arc<tokio::sync::Semaphore>,
     /// One permit per open watch (--max-watchers).
     watchers: Arc<tokio::sync::Semaphore>,
+    /// Snapshot streams served at once: each holds a RocksDB snapshot
+    /// (old versions kept from compaction) and a blocking thread.
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -89,6 +93,7 @@ impl App {
             inflight,
             kdf_slots: Arc::new(tokio::sync::Semaphore::new(2)),
             watchers: Arc::new(tokio::sync::Semaphore::new(node_watchers)),
+            snapshots: Arc::new(tokio::sync::Semaphore::new(1)),
         })))
     }
 
@@ -114,6 +119,7 @@ pub fn client_router(app: App) -> Router {
             get(lease::time_to_live).delete(lease::revoke),
         )
         .route("/v1/leases/{id}/keepalive", post(lease::keep_alive))
+        .route("/v1/snapshot", get(snapshot::snapshot))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/init", post(cluster::init))
         .route("/v1/cluster/learners", post(cluster::add_learner))

@@ -383,6 +383,42 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+/// Writes into `batch` a log that starts after `at`: every entry gone, `at`
+/// purged and committed, `vote` saved. The offline steps of `backup.rs`
+/// use it, with the node stopped (nothing cached to keep in step).
+pub(super) fn reseed_in(db: &Db, batch: &mut WriteBatch, at: &LogId, vote: &Vote) -> Result<()> {
+    let meta = db.cf(CF_META)?;
+    batch.delete_range_cf(db.cf(CF_LOG)?, 0u64.to_be_bytes(), u64::MAX.to_be_bytes());
+    batch.put_cf(meta, META_PURGED, encode(at)?);
+    batch.put_cf(meta, META_COMMITTED, encode(at)?);
+    batch.put_cf(meta, META_VOTE, encode(vote)?);
+    Ok(())
+}
+
+/// The index of the newest entry in the log, if any (for the offline steps).
+pub(super) fn last_index(db: &Db) -> Result<Option<u64>> {
+    let mut it = db
+        .db()
+        .iterator_cf(db.cf(CF_LOG)?, rocksdb::IteratorMode::End);
+    match it.next() {
+        Some(kv) => {
+            let (k, _) = kv?;
+            Ok(Some(
+                super::decode_u64(&k).ok_or(StoreError::Corrupt("log key"))?,
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The saved vote, read directly (for the offline steps).
+pub(super) fn stored_vote(db: &Db) -> Result<Option<Vote>> {
+    db.db()
+        .get_cf(db.cf(CF_META)?, META_VOTE)?
+        .map(|b| decode("vote", &b))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //!   data they describe;
 //! - `history`: the change events watches read (`history.rs`).
 
+pub mod backup;
 mod history;
 mod leases;
 mod log;

@@ -59,14 +59,23 @@ impl Record {
     }
 
     pub fn decode(b: &[u8]) -> Result<Self> {
+        let (revision, value) = Self::split(b)?;
+        Ok(Record {
+            revision,
+            value: value.to_vec(),
+        })
+    }
+
+    /// The revision and the value of an encoded record, borrowed.
+    pub fn split(b: &[u8]) -> Result<(u64, &[u8])> {
         if b.len() < 8 {
             return Err(StoreError::Corrupt("data record"));
         }
         let (rev, value) = b.split_at(8);
-        Ok(Record {
-            revision: super::decode_u64(rev).ok_or(StoreError::Corrupt("data record"))?,
-            value: value.to_vec(),
-        })
+        Ok((
+            super::decode_u64(rev).ok_or(StoreError::Corrupt("data record"))?,
+            value,
+        ))
     }
 }
 
@@ -149,7 +158,7 @@ impl StateMachine {
     /// Records `file` as the current snapshot and removes older files. Only
     /// called with the install gate held (read or write), so no install is
     /// using the files it removes.
-    fn set_current_snapshot(db: &Db, meta: &SnapshotMeta, file: &str) -> Result<()> {
+    pub(super) fn set_current_snapshot(db: &Db, meta: &SnapshotMeta, file: &str) -> Result<()> {
         let cur = CurrentSnapshot {
             meta: meta.clone(),
             file: file.to_owned(),
@@ -560,9 +569,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> io::Result<()> {
         let db = self.db.clone();
         let meta2 = meta.clone();
-        self.revision = tokio::task::spawn_blocking(move || install(&db, &meta2, snap))
-            .await
-            .map_err(io::Error::other)??;
+        self.revision =
+            tokio::task::spawn_blocking(move || install(&db, &meta2, snap).map(|i| i.revision))
+                .await
+                .map_err(io::Error::other)??;
         self.db
             .set_applied(self.revision, meta.last_log_id.as_ref());
         self.auth = self.db.auth();
@@ -590,9 +600,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Deleting the old data, ingesting and recording the new applied index and
 /// membership are three writes, not one batch, so a synced marker naming the
 /// snapshot file goes first and `StateMachine::open` repeats the steps (each
-/// can be redone) if a crash falls between them. Returns the store revision
-/// the snapshot carried.
-fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<u64> {
+/// can be redone) if a crash falls between them.
+pub(super) fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<Installed> {
     // Taken first: a snapshot being built meanwhile would delete our files
     // when it becomes the current one.
     let _gate = db.install_gate().write().unwrap_or_else(|p| p.into_inner());
@@ -613,7 +622,18 @@ fn install(db: &Db, meta: &SnapshotMeta, snap: SnapshotFile) -> io::Result<u64> 
         .map_err(StoreError::from)?;
     crate::crash::point("snapshot-install-after-marker");
     replace_data(db, &cur, &prepared)?;
-    Ok(prepared.store_revision)
+    Ok(Installed {
+        revision: prepared.store_revision,
+        keys: prepared.records,
+    })
+}
+
+/// What an install put in place.
+#[derive(Debug)]
+pub(super) struct Installed {
+    /// The store revision the snapshot carried.
+    pub revision: u64,
+    pub keys: u64,
 }
 
 /// A snapshot file made ready for ingestion.
@@ -622,6 +642,7 @@ struct Prepared {
     /// empty SST).
     sst: Option<std::path::PathBuf>,
     store_revision: u64,
+    records: u64,
     /// The snapshot's auth state and leases, checked to decode before
     /// anything is replaced.
     auth: AuthState,
@@ -663,6 +684,7 @@ fn prepare_sst(snap: &std::path::Path, meta: &SnapshotMeta) -> io::Result<Prepar
         return Ok(Prepared {
             sst: None,
             store_revision,
+            records: 0,
             auth,
             leases,
         });
@@ -672,6 +694,7 @@ fn prepare_sst(snap: &std::path::Path, meta: &SnapshotMeta) -> io::Result<Prepar
     Ok(Prepared {
         sst: Some(sst),
         store_revision,
+        records: summary.records,
         auth,
         leases,
     })
@@ -746,10 +769,50 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// Dumps the state machine as of one RocksDB snapshot, so data, applied
 /// index and membership in the file all describe the same moment.
 fn build(db: &Db) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>> {
+    build_as(db, |head| SnapshotMeta {
+        last_log_id: head.applied,
+        last_membership: head.membership.clone(),
+    })
+}
+
+/// `build`, recording the file under the meta `meta` makes of the state
+/// (`backup::reseed_own_state` gives it a new log id and membership).
+pub(super) fn build_as(
+    db: &Db,
+    meta: impl FnOnce(&Head) -> SnapshotMeta,
+) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>> {
     // Not during an install (its intermediate states are no state at all),
     // and an install waits for this dump before it replaces files.
     let _gate = db.install_gate().read().unwrap_or_else(|p| p.into_inner());
     let view = db.db().snapshot();
+    let head = read_head(db, &view)?;
+    let meta = meta(&head);
+    let name = snapshot_file_name(&meta);
+    let tmp = db.snapshot_dir().join(format!("{name}.tmp"));
+    let mut w = snapshot::Writer::create(&tmp, head.revision, &head.auth, &head.leases)?;
+    each_record(db, &view, |k, rev, v| w.add(k, rev, v))?;
+    let count = w.finish()?;
+    let path = db.snapshot_dir().join(&name);
+    std::fs::rename(&tmp, &path)?;
+    StateMachine::set_current_snapshot(db, &meta, &name)?;
+    tracing::info!(keys = count, last_log_id = ?meta.last_log_id, "built snapshot");
+    Ok(openraft::storage::Snapshot {
+        meta,
+        snapshot: SnapshotFile::open(path)?,
+    })
+}
+
+/// What a snapshot of the state machine starts with, read from one view.
+pub(super) struct Head {
+    pub applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub revision: u64,
+    /// Encoded auth state (empty for none) and lease table.
+    pub auth: Vec<u8>,
+    pub leases: Vec<u8>,
+}
+
+pub(super) fn read_head(db: &Db, view: &rocksdb::Snapshot<'_>) -> io::Result<Head> {
     let sm = db.cf(CF_SM)?;
     let applied: Option<LogId> = view
         .get_cf(sm, SM_APPLIED)
@@ -767,33 +830,47 @@ fn build(db: &Db) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, Snapshot
         view.get_cf(sm, SM_REVISION).map_err(StoreError::from)?,
         applied.as_ref(),
     )?;
-    let auth = view.get_cf(sm, SM_AUTH).map_err(StoreError::from)?;
-    let meta = SnapshotMeta {
-        last_log_id: applied,
-        last_membership: membership,
-    };
-    let name = snapshot_file_name(&meta);
-    let tmp = db.snapshot_dir().join(format!("{name}.tmp"));
-    let lease_blob = leases::dump(db, &view)?;
-    let mut w = snapshot::Writer::create(
-        &tmp,
+    let auth = view
+        .get_cf(sm, SM_AUTH)
+        .map_err(StoreError::from)?
+        .unwrap_or_default();
+    let leases = leases::dump(db, view)?;
+    Ok(Head {
+        applied,
+        membership,
         revision,
-        auth.as_deref().unwrap_or_default(),
-        &lease_blob,
-    )?;
+        auth,
+        leases,
+    })
+}
+
+/// Calls `f(key, revision, value)` for every key of the view, in order,
+/// without copying values out of RocksDB's buffers.
+pub(super) fn each_record(
+    db: &Db,
+    view: &rocksdb::Snapshot<'_>,
+    mut f: impl FnMut(&[u8], u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     for kv in view.iterator_cf(db.cf(CF_DATA)?, rocksdb::IteratorMode::Start) {
         let (k, v) = kv.map_err(StoreError::from)?;
-        w.add(&k, &Record::decode(&v)?)?;
+        let (rev, value) = Record::split(&v)?;
+        f(&k, rev, value)?;
     }
-    let count = w.finish()?;
-    let path = db.snapshot_dir().join(&name);
-    std::fs::rename(&tmp, &path)?;
-    StateMachine::set_current_snapshot(db, &meta, &name)?;
-    tracing::info!(keys = count, last_log_id = ?meta.last_log_id, "built snapshot");
-    Ok(openraft::storage::Snapshot {
-        meta,
-        snapshot: SnapshotFile::open(path)?,
-    })
+    Ok(())
+}
+
+/// Records the state machine as a one-voter cluster at `at` (in `batch`):
+/// the offline steps of `backup.rs`.
+pub(super) fn set_applied_in(
+    db: &Db,
+    batch: &mut WriteBatch,
+    at: &LogId,
+    membership: &StoredMembership,
+) -> Result<()> {
+    let sm = db.cf(CF_SM)?;
+    batch.put_cf(sm, SM_APPLIED, encode(&Some(*at))?);
+    batch.put_cf(sm, SM_MEMBERSHIP, encode(membership)?);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -839,11 +916,7 @@ mod tests {
         let mut w =
             snapshot::Writer::create(&path, 77, &auth_blob(), &lease_blob()).expect("create");
         for (k, rev, v) in records {
-            let rec = Record {
-                revision: *rev,
-                value: v.as_bytes().to_vec(),
-            };
-            w.add(k.as_bytes(), &rec).expect("add");
+            w.add(k.as_bytes(), *rev, v.as_bytes()).expect("add");
         }
         w.finish().expect("finish");
         SnapshotFile::open(path).expect("open")

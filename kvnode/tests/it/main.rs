@@ -6,6 +6,7 @@
 mod common;
 
 mod auth;
+mod backup;
 mod bad_input;
 mod cli;
 mod crash_points;

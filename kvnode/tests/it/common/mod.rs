@@ -89,6 +89,9 @@ pub struct Opts {
     pub token: Arc<Mutex<Option<String>>>,
     /// Environment of every node process.
     pub env: Vec<(String, String)>,
+    /// User and password harness clients authenticate with (nodes that
+    /// start with auth on, such as one restored from a snapshot).
+    pub credentials: Option<(String, String)>,
 }
 
 impl Opts {
@@ -96,6 +99,13 @@ impl Opts {
     /// the nodes run it, with the token if one is set.
     pub fn client(&self, endpoints: &[String]) -> Client {
         let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((user, password)) = &self.credentials {
+            let c = match &self.tls {
+                None => Client::new(endpoints).expect("endpoints"),
+                Some(pki) => Client::with_http(endpoints, Pki::http(pki, None)).expect("endpoints"),
+            };
+            return c.with_credentials(user, password);
+        }
         let mut b = match &self.tls {
             None if token.is_none() => return Client::new(endpoints).expect("endpoints"),
             None => reqwest::Client::builder().timeout(Duration::from_secs(15)),
@@ -123,6 +133,7 @@ impl Default for Opts {
             tls: None,
             token: Arc::default(),
             env: Vec::new(),
+            credentials: None,
         }
     }
 }
