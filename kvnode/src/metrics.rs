@@ -8,6 +8,8 @@
 
 mod process;
 
+use std::collections::HashSet;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,17 +26,56 @@ use openraft::metrics::RaftServerMetrics;
 use crate::node::Node;
 use crate::raft::types::{NodeId, TypeConfig};
 
+/// Labels of the HTTP series. Static strings, so that counting a request
+/// allocates nothing (see [`Routes`] and [`method_label`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
-    pub method: String,
+    pub route: &'static str,
+    pub method: &'static str,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
-    pub method: String,
+    pub route: &'static str,
+    pub method: &'static str,
+}
+
+/// The route templates seen so far, each leaked once: the router's
+/// templates are a fixed, small set, so this is bounded by the routes the
+/// code registers, never by what clients send.
+#[derive(Debug, Default)]
+pub struct Routes(RwLock<HashSet<&'static str>>);
+
+impl Routes {
+    pub fn intern(&self, route: &str) -> &'static str {
+        if let Some(r) = self.0.read().unwrap_or_else(|p| p.into_inner()).get(route) {
+            return r;
+        }
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = set.get(route) {
+            return r;
+        }
+        let r: &'static str = Box::leak(route.to_owned().into_boxed_str());
+        set.insert(r);
+        r
+    }
+}
+
+/// The method as a label; methods the API does not serve are "other", so
+/// that a client cannot make up label values.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -167,6 +208,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram>,
+    pub routes: Routes,
     term: U64Gauge,
     leader_id: U64Gauge,
     is_leader: IntGauge,
@@ -333,6 +375,7 @@ impl Metrics {
             registry: root,
             requests,
             latency,
+            routes: Routes::default(),
             term,
             leader_id,
             is_leader,
@@ -409,5 +452,56 @@ impl Metrics {
             tracing::error!(error = %e, "metrics encoding failed");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_is_leaked_once() {
+        let routes = Routes::default();
+        let a = routes.intern("/v1/kv/{*key}");
+        let b = routes.intern(&String::from("/v1/kv/{*key}"));
+        assert!(std::ptr::eq(a, b), "the same template is one string");
+        assert_eq!(routes.intern("/v1/txn"), "/v1/txn");
+        assert_eq!(routes.0.read().expect("lock").len(), 2);
+        assert_eq!(method_label(&axum::http::Method::GET), "GET");
+        let made_up = axum::http::Method::from_bytes(b"BREW").expect("method");
+        assert_eq!(method_label(&made_up), "other");
+    }
+
+    #[test]
+    fn a_pending_proposal_counts_until_dropped() {
+        let n = NodeInstruments::default();
+        let first = n.proposal();
+        let second = n.proposal();
+        assert_eq!(n.proposals_pending.get(), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(n.proposals_pending.get(), 0);
+    }
+
+    #[test]
+    fn peer_handles_record_into_the_labelled_series() {
+        let peers = PeerInstruments::default();
+        let mut registry = Registry::default();
+        registry.register("peer_sent_bytes", "", peers.sent.clone());
+        registry.register("peer_round_trip_time_seconds", "", peers.rtt.clone());
+        let h = peers.peer(7);
+        h.sent.inc_by(100);
+        h.rtt.observe(0.001);
+        peers.peer(7).sent.inc_by(20);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains("peer_sent_bytes_total{peer=\"7\"} 120"),
+            "{text}"
+        );
+        assert!(
+            text.contains("peer_round_trip_time_seconds_count{peer=\"7\"} 1"),
+            "{text}"
+        );
     }
 }
