@@ -11,6 +11,11 @@
 #     access only in the release namespace;
 #   - the optional operator NetworkPolicy and ServiceMonitor (the latter is a
 #     Prometheus Operator kind: checked by hand, not against the Kubernetes schemas);
+#   - the optional kvnode monitoring (ServiceMonitor, PrometheusRule, Grafana dashboard
+#     ConfigMap), rendered with every toggle on: the monitor selects the label the
+#     operator puts on client Services (operator/src/names.rs), every alert has a
+#     summary, a description and a runbook anchor that docs/operations.md has, and every
+#     metric an alert or a panel names is in docs/api.md's or docs/operator.md's table;
 #   - the operator Deployment: non-root, read-only root fs, no capabilities, probes,
 #     POD_NAMESPACE, the operator's flags (operator/src/cli.rs);
 #   - the chart's CRD copy equals crds/kvclusters.raftkv.io.yaml, and that CRD is valid;
@@ -172,6 +177,9 @@ lint() {
 lint "default values"
 lint "watchNamespace=foo" --set watchNamespace=foo
 lint "replicas=2" --set replicas=2
+lint "all toggles on" --set serviceMonitor.enabled=true --set networkPolicy.enabled=true \
+  --set kvnode.serviceMonitor.enabled=true --set kvnode.prometheusRule.enabled=true \
+  --set kvnode.dashboard.enabled=true
 
 # ---------------------------------------------------------------- helm template
 section "helm template"
@@ -187,11 +195,12 @@ render() {
     pass "helm template: $name (kube $kube)"
     [[ $first -eq 1 ]] || echo "," >> "$CASES_JSON"
     first=0
-    local np=false sm=false
+    local np=false sm=false kv=false
     [[ " $* " != *" networkPolicy.enabled=true "* ]] || np=true
     [[ " $* " != *" serviceMonitor.enabled=true "* ]] || sm=true
-    printf '{"name":"%s","file":"%s","watch_ns":"%s","replicas":%s,"leader_election":%s,"sa":"%s","sa_create":%s,"network_policy":%s,"service_monitor":%s}\n' \
-      "$name" "$out" "$watch" "$replicas" "$le" "$sa" "$sa_create" "$np" "$sm" >> "$CASES_JSON"
+    [[ " $* " != *" kvnode.serviceMonitor.enabled=true "* ]] || kv=true
+    printf '{"name":"%s","file":"%s","watch_ns":"%s","replicas":%s,"leader_election":%s,"sa":"%s","sa_create":%s,"network_policy":%s,"service_monitor":%s,"kvnode_monitoring":%s}\n' \
+      "$name" "$out" "$watch" "$replicas" "$le" "$sa" "$sa_create" "$np" "$sm" "$kv" >> "$CASES_JSON"
   else
     fail "helm template: $name (kube $kube)"; sed 's/^/     /' "$WORK/$name.err"
   fi
@@ -207,6 +216,13 @@ render existing-service-account 1.20.0 "" 1 true ops false \
 render network-policy 1.20.0 "" 1 true "$RELEASE" true --set networkPolicy.enabled=true
 render network-policy-one-namespace 1.33.0 foo 1 true "$RELEASE" true --set watchNamespace=foo --set networkPolicy.enabled=true
 render service-monitor 1.20.0 "" 1 true "$RELEASE" true --set serviceMonitor.enabled=true
+# Every optional object at once (the kvnode monitoring toggles go together: the
+# checker expects all three when the kvnode ServiceMonitor is on).
+ALL_ON=(--set serviceMonitor.enabled=true --set networkPolicy.enabled=true
+  --set kvnode.serviceMonitor.enabled=true --set kvnode.prometheusRule.enabled=true
+  --set kvnode.dashboard.enabled=true)
+render all-toggles-on 1.20.0 "" 1 true "$RELEASE" true "${ALL_ON[@]}"
+render all-toggles-on-1.33 1.33.0 "" 1 true "$RELEASE" true "${ALL_ON[@]}"
 echo "]" >> "$CASES_JSON"
 
 refuse() {
@@ -222,6 +238,8 @@ refuse "serviceAccount.create=false without a name" --set serviceAccount.create=
 refuse "an invalid watchNamespace" --set watchNamespace=Not_A_Namespace
 refuse "Kubernetes older than 1.20" --kube-version 1.19.0
 refuse "a ServiceMonitor without the metrics Service" --set serviceMonitor.enabled=true --set metrics.service.enabled=false
+refuse "a kvnode ServiceMonitor scheme other than http/https" --set kvnode.serviceMonitor.enabled=true \
+  --set kvnode.serviceMonitor.scheme=tcp
 
 # ---------------------------------------------------------------- schemas and policy
 section "schemas, RBAC, Deployment, example (Kubernetes $K8S_VERSIONS)"
@@ -242,6 +260,10 @@ cat > "$WORK/config.json" << EOF
   "example": "$EXAMPLE",
   "cargo_toml": "$ROOT/Cargo.toml",
   "chart_yaml": "$CHART/Chart.yaml",
+  "dashboard": "$CHART/dashboards/raftkv.json",
+  "metric_docs": ["$ROOT/docs/api.md", "$ROOT/docs/operator.md"],
+  "operations_md": "$ROOT/docs/operations.md",
+  "names_rs": "$ROOT/operator/src/names.rs",
   "dockerfiles": [["$ROOT/docker/kvnode.Dockerfile", "kvnode", ["7379", "7380"]],
                   ["$ROOT/docker/operator.Dockerfile", "raftkv-operator", ["8080"]]],
   "result": "$WORK/result"

@@ -162,6 +162,124 @@ def same_grants(role, expected):
             for (g, r) in sorted(set(got) | set(want)) if got.get((g, r)) != want.get((g, r))]
     return diff
 
+# ---- kvnode monitoring: the names alerts and panels may use are the documented ones.
+def documented_metrics():
+    """Series name -> type from the metric tables of the docs: rows whose first cell is
+    a backticked name (docs/api.md's "Metrics" section, docs/operator.md's table)."""
+    out = {}
+    for path in cfg["metric_docs"]:
+        with open(path) as f:
+            text = f.read()
+        if "\n### Metrics\n" in text:
+            text = text.split("\n### Metrics\n", 1)[1].split("\n### ", 1)[0]
+        for m in re.finditer(r"^\| `((?:raftkv|process)_[a-z0-9_]+)` \| (\w+) \|", text, re.M):
+            out[m.group(1)] = m.group(2)
+    return out
+
+DOCUMENTED = documented_metrics()
+# Series Prometheus adds to every target itself.
+SYNTHETIC = {"up"}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool",
+                "and", "or", "unless", "offset", "inf", "nan"}
+
+def metric_names(expr):
+    """The metric names a PromQL expression (or a Grafana label_values query) reads."""
+    e = re.sub(r"label_values\(([^,()]*(?:\{[^}]*\})?)\s*,\s*\w+\s*\)", r"\1", expr)
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', e)
+    e = re.sub(r"\{[^}]*\}", "", e)
+    e = re.sub(r"\[[^\]]*\]", "", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)
+    names = set()
+    for m in re.finditer(r"(?<![\w.$])[A-Za-z_:][A-Za-z0-9_:]*", e):
+        if e[m.end():].lstrip().startswith("(") or m.group(0).lower() in PROMQL_WORDS:
+            continue
+        names.add(m.group(0))
+    return names
+
+def undocumented(names):
+    def known(n):
+        if n in DOCUMENTED or n in SYNTHETIC:
+            return True
+        base, _, suffix = n.rpartition("_")
+        return suffix in ("bucket", "sum", "count") and DOCUMENTED.get(base) == "histogram"
+    return sorted(n for n in names if not known(n))
+
+def rust_const(path, name):
+    with open(path) as f:
+        m = re.search(r'\bconst %s: &str = "([^"]*)"' % name, f.read())
+    return m.group(1) if m else None
+
+def anchors(path):
+    """GitHub's heading anchors of a markdown file."""
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        heads = re.findall(r"^#+ +(.+?) *$", f.read(), re.M)
+    return {re.sub(r"[^a-z0-9 _-]", "", h.lower()).replace(" ", "-") for h in heads}
+
+def kvnode_monitoring_problems(by_kind, on):
+    """What is wrong with the kvnode ServiceMonitor, PrometheusRule and dashboard."""
+    mons = [m for m in by_kind.get("ServiceMonitor", []) if m["metadata"]["name"].endswith("-kvnode")]
+    rules = by_kind.get("PrometheusRule", [])
+    boards = [c for c in by_kind.get("ConfigMap", [])
+              if (c["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]
+    if not on:
+        return ["kvnode monitoring off by default, got %d monitors, %d rules, %d dashboards"
+                % (len(mons), len(rules), len(boards))] if mons or rules or boards else []
+    probs = []
+    if len(mons) != 1 or len(rules) != 1 or len(boards) != 1:
+        return ["want one kvnode ServiceMonitor, PrometheusRule and dashboard ConfigMap, got %d, %d, %d"
+                % (len(mons), len(rules), len(boards))]
+    # The monitor selects what the operator puts on client Services (names.rs, services.rs).
+    app, metrics_label = rust_const(cfg["names_rs"], "APP"), rust_const(cfg["names_rs"], "LABEL_METRICS")
+    label_name = rust_const(cfg["names_rs"], "LABEL_NAME")
+    spec = mons[0]["spec"]
+    want = {label_name: app, metrics_label: "true"}
+    if None in want or spec.get("selector", {}).get("matchLabels") != want:
+        probs.append("kvnode ServiceMonitor selector %s, want %s (operator/src/names.rs)" % (spec.get("selector"), want))
+    if spec.get("jobLabel") != label_name:
+        probs.append("jobLabel %s: the alerts select job=%r, the value of %s" % (spec.get("jobLabel"), app, label_name))
+    eps = spec.get("endpoints") or []
+    if [(e.get("port"), e.get("path"), e.get("scheme")) for e in eps] != [("client", "/metrics", "https")]:
+        probs.append("endpoints %s, want port client, path /metrics, https (KvClusters default to TLS)" % eps)
+    if spec.get("namespaceSelector") != {"any": True}:
+        probs.append("namespaceSelector %s, want any by default" % spec.get("namespaceSelector"))
+    # Alerts: annotated, with a runbook the operations doc has, on documented series only.
+    ops = anchors(cfg["operations_md"])
+    for group in rules[0]["spec"].get("groups") or []:
+        for r in group.get("rules") or []:
+            alert, ann = r.get("alert", "?"), r.get("annotations") or {}
+            if not ann.get("summary") or not ann.get("description"):
+                probs.append("%s: no summary or description" % alert)
+            anchor = (ann.get("runbook_url") or "").rpartition("#")[2]
+            if not (ann.get("runbook_url") or "").startswith("docs/operations.md#") or anchor not in ops:
+                probs.append("%s: runbook_url %r is not a heading of docs/operations.md" % (alert, ann.get("runbook_url")))
+            if 'job="raftkv"' not in r.get("expr", ""):
+                probs.append("%s: expr does not select job=\"raftkv\"" % alert)
+            missing = undocumented(metric_names(r.get("expr", "")))
+            if missing:
+                probs.append("%s reads undocumented series %s" % (alert, missing))
+    # The dashboard: the chart's file, as JSON, on documented series only.
+    with open(cfg["dashboard"]) as f:
+        shipped = f.read()
+    text = next(iter((boards[0].get("data") or {}).values()), "")
+    try:
+        board = json.loads(text)
+    except ValueError as e:
+        return probs + ["dashboard ConfigMap: not JSON: %s" % e]
+    if board != json.loads(shipped):
+        probs.append("dashboard ConfigMap differs from charts/raftkv-operator/dashboards/raftkv.json")
+    exprs = [t.get("expr", "") for p in board.get("panels") or [] for t in p.get("targets") or []]
+    exprs += [(v.get("query") or {}).get("query", "") if isinstance(v.get("query"), dict) else ""
+              for v in (board.get("templating") or {}).get("list") or []]
+    if len(exprs) < 10:
+        probs.append("dashboard has only %d queries" % len(exprs))
+    for e in exprs:
+        missing = undocumented(metric_names(e))
+        if missing:
+            probs.append("dashboard query %r reads undocumented series %s" % (e[:80], missing))
+    return probs
+
 # ---- Rendered chart
 release_ns = cfg["release_ns"]
 crd_docs = []
@@ -318,7 +436,11 @@ for case in cfg["cases"]:
     else:
         sub(not pols, "[%s] networkPolicy off by default: no NetworkPolicy" % cname)
 
-    mons = by_kind.get("ServiceMonitor", [])
+    probs = kvnode_monitoring_problems(by_kind, case.get("kvnode_monitoring"))
+    sub(not probs, "[%s] kvnode monitoring: %s" % (cname, "ServiceMonitor selects the client Services, alerts "
+        "annotated with runbooks, alerts and dashboard on documented series only" if case.get("kvnode_monitoring")
+        else "off by default"), probs)
+    mons = [m for m in by_kind.get("ServiceMonitor", []) if not m["metadata"]["name"].endswith("-kvnode")]
     if case.get("service_monitor"):
         probs = []
         if len(mons) != 1:

@@ -18,6 +18,7 @@ use openraft::{ChangeMembers, ReadPolicy, ServerState};
 
 use crate::config::Config;
 use crate::lease::clock::LeaseClock;
+use crate::metrics::{NodeInstruments, PeerInstruments};
 use crate::raft::identity::{Identity, new_cluster_id};
 use crate::raft::network::{Network, ProposeError, ProposeReply};
 use crate::raft::proposer::Proposer;
@@ -98,6 +99,7 @@ pub struct Node {
     draining: tokio_util::sync::CancellationToken,
     /// Lease deadlines, kept while this node leads (see `lease::clock`).
     pub lease_clock: LeaseClock,
+    pub instruments: NodeInstruments,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +203,11 @@ impl Node {
             cluster_id = ?identity.cluster_id(),
             "node started"
         );
+        let instruments = NodeInstruments::default();
+        tokio::spawn(crate::metrics::count_leader_changes(
+            raft.server_metrics(),
+            instruments.leader_changes.clone(),
+        ));
         let proposer = Proposer::start(
             network.clone(),
             Duration::from_millis(config.header_timeout_ms / 2),
@@ -216,7 +223,13 @@ impl Node {
             startup_commit,
             draining: tokio_util::sync::CancellationToken::new(),
             lease_clock: LeaseClock::default(),
+            instruments,
         }))
+    }
+
+    /// The peer RPC series this node's network records.
+    pub fn peer_instruments(&self) -> &PeerInstruments {
+        self.network.instruments()
     }
 
     pub fn id(&self) -> NodeId {
@@ -278,6 +291,15 @@ impl Node {
     /// caller told to forward the HTTP request instead.
     pub async fn write(&self, cmd: Command) -> Outcome<CommandResult> {
         self.check_initialized()?;
+        let _pending = self.instruments.proposal();
+        let out = self.propose(cmd).await;
+        if out.is_err() {
+            self.instruments.proposals_failed.inc();
+        }
+        out
+    }
+
+    async fn propose(&self, cmd: Command) -> Outcome<CommandResult> {
         let leader = self.leader();
         let Some(leader) = leader.filter(|l| l.id != self.id()) else {
             return match self.raft.client_write(cmd).await {

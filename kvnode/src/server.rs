@@ -85,7 +85,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let peer_material = peer_tls.as_ref().map(|(m, _)| m.clone());
     let forward_tls = forwarding_tls(&config)?;
     let node = Node::start(config, peer_material).await?;
-    let app = App::new(node.clone(), Arc::new(Metrics::new()), forward_tls.as_ref())?;
+    let app = App::new(
+        node.clone(),
+        Arc::new(Metrics::new(&node)),
+        forward_tls.as_ref(),
+    )?;
     tokio::spawn(crate::watch::compact_history(node.clone()));
     tokio::spawn(crate::lease::clock::expire(node.clone()));
 

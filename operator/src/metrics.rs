@@ -128,6 +128,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn metrics_are_named_and_labelled() {
@@ -146,5 +147,39 @@ mod tests {
             "raftkv_operator_membership_steps_total{step=\"AddLearner\",outcome=\"ok\"} 1"
         ));
         assert!(text.contains("raftkv_operator_reconcile_duration_seconds_count 1"));
+    }
+
+    /// The docs/operator.md metrics table: series name -> type.
+    fn documented() -> BTreeMap<String, String> {
+        include_str!("../../docs/operator.md")
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `raftkv_operator_"))
+            .map(|l| {
+                let mut cols = l.split('|').map(str::trim);
+                let name = cols.next().unwrap_or_default().trim_end_matches('`');
+                let kind = cols.next().unwrap_or_default();
+                (format!("raftkv_operator_{name}"), kind.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_series_are_the_served_ones() {
+        let text = Metrics::default().encode().expect("encodes");
+        // By the name the samples carry: counters end in `_total`.
+        let served: BTreeMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, kind)| match kind {
+                "counter" => (format!("{name}_total"), kind.to_owned()),
+                _ => (name.to_owned(), kind.to_owned()),
+            })
+            .collect();
+        assert_eq!(
+            served,
+            documented(),
+            "served (left), docs/operator.md (right)"
+        );
     }
 }

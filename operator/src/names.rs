@@ -31,6 +31,10 @@ pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// On the client Service only: what a Prometheus ServiceMonitor selects.
+/// The peer Service carries the same other labels and also names a
+/// `client` port, so without this every node would be scraped twice.
+pub const LABEL_METRICS: &str = "raftkv.io/metrics";
 const APP: &str = "raftkv";
 
 pub fn peer_service(cluster: &str) -> String {

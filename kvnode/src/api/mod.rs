@@ -28,7 +28,7 @@ use axum::routing::{get, post, put};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::metrics::{Metrics, RequestLabels, RouteLabels, method_label};
 use crate::node::Node;
 use error::ApiError;
 
@@ -211,17 +211,13 @@ async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+        .map_or("unmatched", |p| app.metrics.routes.intern(p.as_str()));
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
     app.metrics
         .latency
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-            method: method.clone(),
-        })
+        .get_or_create(&RouteLabels { route, method })
         .observe(start.elapsed().as_secs_f64());
     app.metrics
         .requests

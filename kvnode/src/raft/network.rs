@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -22,6 +22,7 @@ use tokio::io::AsyncSeekExt;
 
 use super::identity::Identity;
 use super::types::{CommandResult, MemberInfo, NodeId, SnapshotMeta, TypeConfig, Vote};
+use crate::metrics::{PeerHandles, PeerInstruments};
 use crate::store::SnapshotFile;
 
 pub const HDR_CLUSTER: &str = "x-raftkv-cluster-id";
@@ -70,6 +71,7 @@ pub struct Network {
     http: reqwest::Client,
     identity: Arc<Identity>,
     append_timeout: Duration,
+    instruments: PeerInstruments,
 }
 
 /// Entry bytes sent in one append: openraft batches up to
@@ -106,7 +108,12 @@ impl Network {
             http: b.build()?,
             identity,
             append_timeout,
+            instruments: PeerInstruments::default(),
         })
+    }
+
+    pub fn instruments(&self) -> &PeerInstruments {
+        &self.instruments
     }
 }
 
@@ -118,6 +125,7 @@ impl Network {
             append_timeout: self.append_timeout,
             target,
             base: node.peer_url.trim_end_matches('/').to_owned(),
+            metrics: self.instruments.peer(target),
         }
     }
 }
@@ -136,6 +144,7 @@ pub struct PeerClient {
     append_timeout: Duration,
     target: NodeId,
     base: String,
+    metrics: PeerHandles,
 }
 
 impl PeerClient {
@@ -163,6 +172,20 @@ impl PeerClient {
         self.post(path, body, option.soft_ttl()).await
     }
 
+    /// `call`, timed as the peer's round trip: only for RPCs that carry no
+    /// log entries, whose answer does not wait for the peer's fsync.
+    async fn timed_call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let started = Instant::now();
+        let resp = self.call(path, body, option).await?;
+        self.metrics.rtt.observe(started.elapsed().as_secs_f64());
+        Ok(resp)
+    }
+
     /// Posts an encoded body and decodes the MessagePack answer.
     async fn post<Resp: DeserializeOwned>(
         &self,
@@ -170,13 +193,32 @@ impl PeerClient {
         body: Vec<u8>,
         ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
+        self.metrics.sent.inc_by(body.len() as u64);
         let resp = self
             .request(path, ttl)
             .body(body)
             .send()
             .await
             .map_err(|e| to_rpc_error(&e))?;
-        decode_response(resp).await
+        self.decode_response(resp).await
+    }
+
+    async fn decode_response<Resp: DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| to_rpc_error(&e))?;
+        self.metrics.received.inc_by(bytes.len() as u64);
+        if !status.is_success() {
+            let msg = String::from_utf8_lossy(&bytes).into_owned();
+            // A refusal (wrong node or cluster) means nobody we should talk to
+            // is at that address; treat it as unreachable so openraft backs off.
+            return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "peer answered {status}: {msg}"
+            ))));
+        }
+        rmp_serde::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
 
@@ -230,22 +272,6 @@ fn to_rpc_error(e: &reqwest::Error) -> RPCError<TypeConfig> {
     }
 }
 
-async fn decode_response<Resp: DeserializeOwned>(
-    resp: reqwest::Response,
-) -> Result<Resp, RPCError<TypeConfig>> {
-    let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| to_rpc_error(&e))?;
-    if !status.is_success() {
-        let msg = String::from_utf8_lossy(&bytes).into_owned();
-        // A refusal (wrong node or cluster) means nobody we should talk to
-        // is at that address; treat it as unreachable so openraft backs off.
-        return Err(RPCError::Unreachable(Unreachable::from_string(format!(
-            "peer answered {status}: {msg}"
-        ))));
-    }
-    rmp_serde::from_slice(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))
-}
-
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotFile;
 
@@ -256,7 +282,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         if rpc.entries.is_empty() {
             // A heartbeat: openraft's deadline (the heartbeat interval).
-            return self.call(PATH_APPEND, &rpc, &option).await;
+            return self.timed_call(PATH_APPEND, &rpc, &option).await;
         }
         let (keep, bytes) = append_prefix(&rpc.entries);
         let cut = keep < rpc.entries.len();
@@ -289,7 +315,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(PATH_VOTE, &rpc, &option).await
+        self.timed_call(PATH_VOTE, &rpc, &option).await
     }
 
     async fn pre_vote(
@@ -297,7 +323,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(PATH_PRE_VOTE, &rpc, &option).await
+        self.timed_call(PATH_PRE_VOTE, &rpc, &option).await
     }
 
     async fn transfer_leader(
@@ -338,12 +364,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         file.seek(std::io::SeekFrom::Start(0))
             .await
             .map_err(|e| net_err(&e))?;
+        let sent = self.metrics.sent.clone();
         let body =
             futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(prefix)) })
                 .chain(tokio_util::io::ReaderStream::with_capacity(
                     file,
                     256 * 1024,
-                ));
+                ))
+                .inspect(move |chunk| {
+                    if let Ok(b) = chunk {
+                        sent.inc_by(b.len() as u64);
+                    }
+                });
 
         let send = self
             .request(PATH_SNAPSHOT, Duration::from_secs(600))
@@ -359,7 +391,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 }
             })?,
         };
-        decode_response(resp).await.map_err(|e| match e {
+        self.decode_response(resp).await.map_err(|e| match e {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
             other => net_err(&other),
         })

@@ -160,7 +160,12 @@ impl LogStore {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
+                    let started = std::time::Instant::now();
                     let res = sync_db.sync();
+                    sync_db
+                        .timings()
+                        .log_fsync
+                        .observe(started.elapsed().as_secs_f64());
                     for cb in waiting {
                         cb.io_completed(match &res {
                             Ok(()) => Ok(()),

@@ -28,6 +28,7 @@ use rocksdb::{
 };
 
 use crate::auth::AuthState;
+use crate::metrics::StoreTimings;
 use crate::raft::types::LogId;
 
 pub use history::{Applied, Batch, Event, EventKind, HistoryError, Page};
@@ -133,6 +134,8 @@ pub struct Db {
     /// What the state machine applies, for live watches.
     applied_tx: tokio::sync::broadcast::Sender<Applied>,
     pools: Arc<MemoryPools>,
+    /// Log fsync and snapshot timings (reported by `crate::metrics`).
+    timings: StoreTimings,
 }
 
 /// The block cache and the memtable budget the column families share;
@@ -182,6 +185,7 @@ impl Db {
             auth: Arc::default(),
             leases: Arc::default(),
             history_floor: Arc::default(),
+            timings: StoreTimings::default(),
             applied_index: Arc::new(tokio::sync::watch::channel(0).0),
             // Messages, not events: one per apply batch. A watcher that
             // falls this far behind reads the history instead.
@@ -413,6 +417,10 @@ impl Db {
     }
 
     /// Makes everything written so far durable.
+    pub fn timings(&self) -> &StoreTimings {
+        &self.timings
+    }
+
     pub fn sync(&self) -> Result<()> {
         self.db().flush_wal(true)?;
         Ok(())

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -569,10 +570,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> io::Result<()> {
         let db = self.db.clone();
         let meta2 = meta.clone();
+        let started = Instant::now();
         self.revision =
             tokio::task::spawn_blocking(move || install(&db, &meta2, snap).map(|i| i.revision))
                 .await
                 .map_err(io::Error::other)??;
+        self.db
+            .timings()
+            .snapshot_install
+            .observe(started.elapsed().as_secs_f64());
         self.db
             .set_applied(self.revision, meta.last_log_id.as_ref());
         self.auth = self.db.auth();
@@ -760,9 +766,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         &mut self,
     ) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || build(&db))
+        let started = Instant::now();
+        let snapshot = tokio::task::spawn_blocking(move || build(&db))
             .await
-            .map_err(io::Error::other)?
+            .map_err(io::Error::other)??;
+        self.db
+            .timings()
+            .snapshot_build
+            .observe(started.elapsed().as_secs_f64());
+        Ok(snapshot)
     }
 }
 

@@ -16,6 +16,7 @@ mod identity;
 mod lease;
 mod limits;
 mod membership;
+mod metrics;
 mod recipes;
 mod replication;
 mod revisions;

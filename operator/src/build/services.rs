@@ -25,8 +25,13 @@ pub fn peer_service(owner: &Owner) -> Service {
 /// The Service clients use. Only the client port: the raft port accepts
 /// log entries and must never be reachable through it.
 pub fn client_service(owner: &Owner) -> Service {
+    let mut metadata = owner.meta(owner.name.clone());
+    metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(names::LABEL_METRICS.to_owned(), "true".to_owned());
     Service {
-        metadata: owner.meta(owner.name.clone()),
+        metadata,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(names::selector_labels(&owner.name)),
@@ -76,6 +81,20 @@ mod tests {
             "clients reach members only"
         );
         assert_eq!(spec.selector, Some(names::selector_labels("kv")));
+    }
+
+    #[test]
+    fn only_the_client_service_is_labelled_for_scraping() {
+        // The chart's kvnode ServiceMonitor selects this label; on the peer
+        // Service too it would scrape every node twice.
+        let owner = Owner::of(&kvc(json!({}))).expect("identity");
+        let label = |svc: Service| {
+            svc.metadata
+                .labels
+                .and_then(|l| l.get(names::LABEL_METRICS).cloned())
+        };
+        assert_eq!(label(client_service(&owner)).as_deref(), Some("true"));
+        assert_eq!(label(peer_service(&owner)), None);
     }
 
     #[test]
