@@ -130,8 +130,9 @@ async fn confirmed_leader(kv: &Kv, pods: &[String]) -> Option<(String, kvclient:
 }
 
 /// Watches a rolling upgrade: the order in which pods go away (deleted or
-/// terminating, as a new uid or a deletion timestamp shows) and which pod
-/// led, by the nodes' own reports, at the last sample before each went.
+/// terminating, as a new uid or a deletion timestamp shows). Who led at
+/// that moment is for the operator's events to tell: a 200 ms sample of
+/// the nodes is too coarse for a transfer made a moment before a delete.
 pub struct ReplacementMonitor {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Vec<Replacement>>,
@@ -140,8 +141,6 @@ pub struct ReplacementMonitor {
 #[derive(Debug, Clone)]
 pub struct Replacement {
     pub pod: String,
-    /// The leader at the last sample before the pod went away.
-    pub leader_before: Option<String>,
     pub at: Duration,
 }
 
@@ -154,14 +153,11 @@ impl ReplacementMonitor {
     ) -> ReplacementMonitor {
         let stop = Arc::new(AtomicBool::new(false));
         let pods_api: Api<Pod> = s.api();
-        let kv: Kv = s.kv.clone();
         let selector = kvc::pod_selector(name);
         let flag = stop.clone();
         let task = tokio::spawn(async move {
-            let names: Vec<String> = uids.keys().cloned().collect();
             let t0 = Instant::now();
             let mut gone: Vec<Replacement> = Vec::new();
-            let mut leader = None;
             while !flag.load(Ordering::Relaxed) {
                 if let Ok(list) = pods_api
                     .list(&ListParams::default().labels(&selector))
@@ -182,14 +178,10 @@ impl ReplacementMonitor {
                         if away {
                             gone.push(Replacement {
                                 pod: pod.clone(),
-                                leader_before: leader.clone(),
                                 at: t0.elapsed(),
                             });
                         }
                     }
-                }
-                if let Some((pod, _)) = kvc::node_leader(&kv, &names).await {
-                    leader = Some(pod);
                 }
                 tokio::time::sleep(PERIOD).await;
             }
