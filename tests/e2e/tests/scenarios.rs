@@ -660,6 +660,28 @@ async fn rollout_of_a_new_image_replaces_one_pod_at_a_time_leader_last_under_wri
             strategy.as_deref() == Some("OnDelete"),
             "StatefulSet updateStrategy {strategy:?}, want OnDelete"
         );
+        // A StatefulSet made by an older operator (RollingUpdate, with the
+        // partition the API server defaults) is switched back to OnDelete
+        // without a pod restart.
+        let uids_before = pod_revisions(s, "kv").await?;
+        let rolling = json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}}});
+        s.api::<StatefulSet>()
+            .patch("kv", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&rolling))
+            .await?;
+        s.wait("the operator to switch the StatefulSet back to OnDelete", CHANGE, async || {
+            let sts = s.api::<StatefulSet>().get("kv").await.map_err(|e| e.to_string())?;
+            let strategy = sts.spec.and_then(|s| s.update_strategy);
+            match strategy.as_ref().and_then(|u| u.type_.as_deref()) {
+                Some("OnDelete") if strategy.as_ref().is_some_and(|u| u.rolling_update.is_none()) => Ok(()),
+                _ => Err(format!("updateStrategy {strategy:?}")),
+            }
+        })
+        .await?;
+        let uids_after = pod_revisions(s, "kv").await?;
+        anyhow::ensure!(
+            uids_before.iter().all(|(p, (uid, _, _))| uids_after.get(p).is_some_and(|(u, _, _)| u == uid)),
+            "switching the update strategy restarted pods: {uids_before:?} -> {uids_after:?}"
+        );
         let old_revision = sts.status.and_then(|s| s.update_revision);
         anyhow::ensure!(
             old.values()
