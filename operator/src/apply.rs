@@ -95,7 +95,7 @@ pub async fn apply_objects(
                 .name
                 .as_deref()
                 .unwrap_or_default();
-            delete_if_present(&policies, "NetworkPolicy", name).await?;
+            delete_if_present(&policies, "NetworkPolicy", name, &DeleteParams::default()).await?;
         }
     }
     for certificate in &desired.certificates {
@@ -124,19 +124,34 @@ async fn switch_to_on_delete(api: &Api<StatefulSet>, sts: &StatefulSet) -> Resul
     let patch = serde_json::json!({
         "spec": {"updateStrategy": {"type": build::ON_DELETE, "rollingUpdate": null}}
     });
+    merge_patch(api, "StatefulSet", &name, &patch).await?;
+    info!(statefulset = %name, "switched updateStrategy to OnDelete");
+    Ok(())
+}
+
+/// A JSON merge patch (not an apply: for the few fields the operator
+/// changes on objects it does not build whole).
+async fn merge_patch<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<(), ApplyError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    api.patch(&name, &params, &Patch::Merge(&patch))
+    api.patch(name, &params, &Patch::Merge(patch))
         .await
+        .map(drop)
         .map_err(|source| ApplyError::Apply {
-            kind: "StatefulSet",
-            name: name.clone(),
+            kind,
+            name: name.to_owned(),
             source,
-        })?;
-    info!(statefulset = %name, "switched updateStrategy to OnDelete");
-    Ok(())
+        })
 }
 
 /// Raises a PVC's requested size (volume expansion); the storage class's
@@ -149,17 +164,7 @@ pub async fn resize_pvc(
 ) -> Result<(), ApplyError> {
     let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
     let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    api.patch(name, &params, &Patch::Merge(&patch))
-        .await
-        .map_err(|source| ApplyError::Apply {
-            kind: "PersistentVolumeClaim",
-            name: name.to_owned(),
-            source,
-        })?;
+    merge_patch(&api, "PersistentVolumeClaim", name, &patch).await?;
     info!(pvc = name, size = %size.0, "requested a larger volume");
     Ok(())
 }
@@ -173,18 +178,7 @@ pub async fn orphan_statefulset(
     name: &str,
 ) -> Result<(), ApplyError> {
     let api = Api::<StatefulSet>::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::orphan()).await {
-        Ok(_) => {
-            info!(statefulset = name, "deleted with its pods orphaned");
-            Ok(())
-        }
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        Err(source) => Err(ApplyError::Delete {
-            kind: "StatefulSet",
-            name: name.to_owned(),
-            source,
-        }),
-    }
+    delete_if_present(&api, "StatefulSet", name, &DeleteParams::orphan()).await
 }
 
 /// Deletes the pod `name` if it still is the one with `uid`: after a crash
@@ -217,16 +211,19 @@ pub async fn delete_pod(
 
 /// Deletes `name`; absent is fine. Used for the NetworkPolicy once
 /// `networkPolicy.enabled` is false (each reconcile: the policy is not
-/// read first, which would need one more permission).
+/// read first, which would need one more permission), for PVCs (the
+/// previous reconcile may have deleted one before crashing), and for a
+/// StatefulSet replaced with its pods orphaned.
 async fn delete_if_present<K>(
     api: &Api<K>,
     kind: &'static str,
     name: &str,
+    params: &DeleteParams,
 ) -> Result<(), ApplyError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::default()).await {
+    match api.delete(name, params).await {
         Ok(_) => {
             info!(kind, name, "deleted");
             Ok(())
@@ -384,26 +381,20 @@ pub async fn write_status(
         })
 }
 
-/// Deletes a PVC; one already gone is fine (the previous reconcile may have
-/// deleted it before crashing).
+/// Deletes a PVC; one already gone is fine.
 pub async fn delete_pvc(
     client: &kube::Client,
     namespace: &str,
     name: &str,
 ) -> Result<(), ApplyError> {
     let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {
-            info!(pvc = name, "deleted PVC");
-            Ok(())
-        }
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        Err(source) => Err(ApplyError::Delete {
-            kind: "PersistentVolumeClaim",
-            name: name.to_owned(),
-            source,
-        }),
-    }
+    delete_if_present(
+        &api,
+        "PersistentVolumeClaim",
+        name,
+        &DeleteParams::default(),
+    )
+    .await
 }
 
 /// All data volumes of a cluster (finalizer with `whenDeleted: Delete`).

@@ -62,9 +62,20 @@ fn id(ordinal: u32, generation: u64) -> NodeId {
 }
 
 fn run_plan(world: &World, spec: &serde_json::Value, previous: &KvClusterStatus) -> Plan {
+    run_plan_observing(world, spec, previous, |_| {})
+}
+
+/// [`run_plan`] with the world's observation changed by `edit` first.
+fn run_plan_observing(
+    world: &World,
+    spec: &serde_json::Value,
+    previous: &KvClusterStatus,
+    edit: impl FnOnce(&mut Observed),
+) -> Plan {
     let kvc = fixtures::kvc(spec.clone());
     let owner = Owner::of(&kvc).expect("identity");
-    let observed = world.observe();
+    let mut observed = world.observe();
+    edit(&mut observed);
     plan(
         &PlanInput {
             owner: &owner,

@@ -121,6 +121,22 @@ async fn check_keys(s: &Scenario, service: &str, keys: &[String]) -> anyhow::Res
     Ok(())
 }
 
+/// Waits until `kv` has converged again with 3 voters, and checks that
+/// every pod kept its node id.
+async fn converged_with_same_ids(
+    s: &Scenario,
+    c: &kvc::Converged,
+) -> anyhow::Result<kvc::Converged> {
+    let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
+    anyhow::ensure!(
+        c2.ids == c.ids,
+        "node ids changed: {:?} -> {:?}",
+        c.ids,
+        c2.ids
+    );
+    Ok(c2)
+}
+
 async fn pod_uid(s: &Scenario, pod: &str) -> anyhow::Result<Option<String>> {
     let p = s
         .api::<Pod>()
@@ -377,13 +393,7 @@ async fn apply_example_then_write_and_read_1000_keys() -> anyhow::Result<()> {
             "MEASURED storage 1Gi -> 2Gi: PVCs and StatefulSet template",
             t.elapsed(),
         );
-        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
-        anyhow::ensure!(
-            c2.ids == c.ids,
-            "node ids changed: {:?} -> {:?}",
-            c.ids,
-            c2.ids
-        );
+        converged_with_same_ids(s, &c).await?;
         let uids_after = pod_revisions(s, "kv").await?;
         let restarted: Vec<&String> = uids_after
             .iter()
@@ -509,13 +519,7 @@ async fn deleted_follower_comes_back_with_same_id_and_data() -> anyhow::Result<(
             "follower pod deleted -> serving again with the same id",
             t0.elapsed(),
         );
-        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
-        anyhow::ensure!(
-            c2.ids == c.ids,
-            "node ids changed: {:?} -> {:?}",
-            c.ids,
-            c2.ids
-        );
+        converged_with_same_ids(s, &c).await?;
         s.record(
             "follower pod deleted -> cluster healthy again",
             t0.elapsed(),
@@ -561,8 +565,7 @@ async fn deleted_leader_under_writes_loses_no_acknowledged_write() -> anyhow::Re
         })
         .await?;
         // Keep writing while the old leader's pod comes back and rejoins.
-        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
-        anyhow::ensure!(c2.ids == c.ids, "node ids changed: {:?} -> {:?}", c.ids, c2.ids);
+        converged_with_same_ids(s, &c).await?;
         let report = stream.stop().await?;
         s.log(format_args!(
             "write stream: {} acknowledged ({} before the deletion, {} after), {} failed attempts (last: {:?})",
@@ -741,7 +744,7 @@ async fn rollout_of_a_new_image_replaces_one_pod_at_a_time_leader_last_under_wri
             },
         )
         .await?;
-        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
+        let c2 = converged_with_same_ids(s, &c).await?;
         s.record(
             "MEASURED image change -> all 3 pods replaced, phase Running",
             t0.elapsed(),
@@ -760,12 +763,6 @@ async fn rollout_of_a_new_image_replaces_one_pod_at_a_time_leader_last_under_wri
             report.longest_pause(),
         );
 
-        anyhow::ensure!(
-            c2.ids == c.ids,
-            "node ids changed: {:?} -> {:?}",
-            c.ids,
-            c2.ids
-        );
         let order: Vec<&str> = replaced.iter().map(|r| r.pod.as_str()).collect();
         anyhow::ensure!(
             order.len() == 3 && order.last() == Some(&leader_pod.as_str()),
@@ -1497,8 +1494,7 @@ async fn certificate_renewal_under_writes_fails_no_request() -> anyhow::Result<(
             report.last_error
         );
         check_keys(s, "kv", &report.acked).await?;
-        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
-        anyhow::ensure!(c2.ids == c.ids, "node ids changed: {:?} -> {:?}", c.ids, c2.ids);
+        converged_with_same_ids(s, &c).await?;
         for pod in &pods {
             let restarts: i32 = s
                 .api::<Pod>()

@@ -24,28 +24,13 @@ fn ids(world: &World) -> Vec<NodeId> {
     world.pods.values().map(|p| p.id).collect()
 }
 
-fn with_observed(
-    world: &World,
-    spec: &serde_json::Value,
-    previous: &KvClusterStatus,
-    edit: impl FnOnce(&mut Observed),
-) -> Plan {
-    let kvc = fixtures::kvc(spec.clone());
-    let owner = Owner::of(&kvc).expect("identity");
-    let mut observed = world.observe();
-    edit(&mut observed);
-    plan(
-        &PlanInput {
-            owner: &owner,
-            spec: &kvc.spec,
-            generation: kvc.metadata.generation,
-            previous,
-            observed: &observed,
-            pdb: PdbSupport::V1,
-            now: at(world.now),
-        },
-        &config(),
-    )
+fn degraded(plan: &Plan) -> (String, String) {
+    plan.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .expect("Degraded")
 }
 
 #[test]
@@ -257,7 +242,7 @@ fn pods_are_replaced_only_while_every_voter_is_healthy() {
     );
 
     // Nothing while the StatefulSet controller lags behind the template.
-    let plan = with_observed(&world, &spec, &KvClusterStatus::default(), |o| {
+    let plan = run_plan_observing(&world, &spec, &KvClusterStatus::default(), |o| {
         if let Some(r) = o.statefulset_revisions.as_mut() {
             r.fresh = false;
         }
@@ -304,7 +289,7 @@ fn a_single_node_cluster_is_replaced_in_place() {
 #[test]
 fn a_statefulset_of_an_older_operator_switches_to_on_delete() {
     let world = on_image_a(3, 0);
-    let plan = with_observed(&world, &image("a"), &KvClusterStatus::default(), |o| {
+    let plan = run_plan_observing(&world, &image("a"), &KvClusterStatus::default(), |o| {
         o.statefulset_update_strategy = Some("RollingUpdate".into());
     });
     assert!(plan.objects.expect("objects").switch_to_on_delete);
@@ -319,17 +304,11 @@ fn env_the_operator_sets_is_refused() {
                       "pod": {"env": [{"name": "KVNODE_DATA_DIR", "value": "/x"}]}});
     let plan = run_plan(&world, &spec, &KvClusterStatus::default());
     assert_eq!(plan.objects, None);
-    let degraded = plan
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .expect("Degraded");
-    assert_eq!(degraded.reason, "InvalidSpec");
+    let (reason, message) = degraded(&plan);
+    assert_eq!(reason, "InvalidSpec");
     assert!(
-        degraded.message.contains("KVNODE_DATA_DIR") && degraded.message.contains("--data-dir"),
-        "{}",
-        degraded.message
+        message.contains("KVNODE_DATA_DIR") && message.contains("--data-dir"),
+        "{message}"
     );
 }
 
@@ -355,7 +334,7 @@ fn kept(size: &str) -> Option<StorageSpec> {
 fn a_larger_size_on_an_expandable_class_resizes_the_pvcs_and_replaces_the_statefulset() {
     let world = on_image_a(3, 0);
     let none = KvClusterStatus::default();
-    let plan = with_observed(&world, &storage("2Gi"), &none, |o| {
+    let plan = run_plan_observing(&world, &storage("2Gi"), &none, |o| {
         o.statefulset_storage = kept("1Gi");
         pvcs(o, "1Gi", "standard");
         o.expandable_classes.insert("standard".into(), true);
@@ -381,7 +360,7 @@ fn a_larger_size_on_an_expandable_class_resizes_the_pvcs_and_replaces_the_statef
     );
 
     // While it is deleted: no StatefulSet applied, nothing deleted again.
-    let plan = with_observed(&world, &storage("2Gi"), &none, |o| {
+    let plan = run_plan_observing(&world, &storage("2Gi"), &none, |o| {
         o.statefulset_storage = kept("1Gi");
         o.statefulset_deleting = true;
         o.statefulset_revisions = None;
@@ -392,7 +371,7 @@ fn a_larger_size_on_an_expandable_class_resizes_the_pvcs_and_replaces_the_statef
     assert_eq!(plan.objects.and_then(|o| o.statefulset), None);
 
     // Gone: created again with the new template, as large as the pods.
-    let plan = with_observed(&world, &storage("2Gi"), &none, |o| {
+    let plan = run_plan_observing(&world, &storage("2Gi"), &none, |o| {
         o.statefulset_storage = None;
         o.statefulset_replicas = None;
         o.statefulset_revisions = None;
@@ -424,7 +403,7 @@ fn a_shrink_or_a_class_without_expansion_is_reported_not_applied() {
         ("2Gi", None, "could not be read"),
     ];
     for (size, expandable, why) in cases {
-        let plan = with_observed(&world, &storage(size), &none, |o| {
+        let plan = run_plan_observing(&world, &storage(size), &none, |o| {
             o.statefulset_storage = kept("1Gi");
             pvcs(o, "1Gi", "standard");
             if let Some(e) = expandable {
@@ -435,13 +414,8 @@ fn a_shrink_or_a_class_without_expansion_is_reported_not_applied() {
             plan.resize_pvcs.is_empty() && !plan.orphan_statefulset,
             "{size}"
         );
-        let degraded = plan
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Degraded")
-            .expect("Degraded");
-        assert_eq!(degraded.reason, "StorageChangeNotApplied", "{size}");
-        assert!(degraded.message.contains(why), "{}", degraded.message);
+        let (reason, message) = degraded(&plan);
+        assert_eq!(reason, "StorageChangeNotApplied", "{size}");
+        assert!(message.contains(why), "{message}");
     }
 }
