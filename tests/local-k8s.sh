@@ -334,6 +334,7 @@ metadata:
 provisioner: raftkv.io/local-dir
 reclaimPolicy: Delete
 volumeBindingMode: Immediate
+allowVolumeExpansion: true
 SC
   log "cluster is up in $((SECONDS - t0))s; pods get IPs in $NET.0/24, API at https://$HOST_IP:$API_PORT"
   log "kubectl: export KUBECONFIG=$STATE/kubeconfig    (or: eval \"\$($0 env)\")"

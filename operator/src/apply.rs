@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    Preconditions,
 };
 use kvclient::{ClientError, ErrorCode, InitRequest};
 use serde::Serialize;
@@ -94,36 +95,135 @@ pub async fn apply_objects(
                 .name
                 .as_deref()
                 .unwrap_or_default();
-            delete_if_present(&policies, "NetworkPolicy", name).await?;
+            delete_if_present(&policies, "NetworkPolicy", name, &DeleteParams::default()).await?;
         }
     }
     for certificate in &desired.certificates {
         apply_certificate(client, namespace, certificate).await?;
     }
-    apply(
-        &Api::<StatefulSet>::namespaced(client.clone(), namespace),
-        "StatefulSet",
-        &desired.statefulset,
-    )
-    .await?;
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), namespace);
+    if let Some(sts) = &desired.statefulset {
+        if desired.switch_to_on_delete {
+            switch_to_on_delete(&statefulsets, sts).await?;
+        }
+        apply(&statefulsets, "StatefulSet", sts).await?;
+    }
     if let Some(budget) = &desired.pdb {
         apply_pdb(client, namespace, budget, pdb).await?;
     }
     Ok(())
 }
 
-/// Deletes `name`; absent is fine. Used for the NetworkPolicy once
-/// `networkPolicy.enabled` is false (each reconcile: the policy is not
-/// read first, which would need one more permission).
-async fn delete_if_present<K>(
+/// `updateStrategy: OnDelete` on a StatefulSet made with RollingUpdate.
+/// A merge patch, not the apply: the API server defaulted
+/// `rollingUpdate.partition`, which nobody owns, so an apply of the new
+/// type alone would keep it and be refused ("only allowed for
+/// updateStrategy 'RollingUpdate'"). Changing the strategy restarts no pod.
+async fn switch_to_on_delete(api: &Api<StatefulSet>, sts: &StatefulSet) -> Result<(), ApplyError> {
+    let name = sts.metadata.name.clone().unwrap_or_default();
+    let patch = serde_json::json!({
+        "spec": {"updateStrategy": {"type": build::ON_DELETE, "rollingUpdate": null}}
+    });
+    merge_patch(api, "StatefulSet", &name, &patch).await?;
+    info!(statefulset = %name, "switched updateStrategy to OnDelete");
+    Ok(())
+}
+
+/// A JSON merge patch (not an apply: for the few fields the operator
+/// changes on objects it does not build whole).
+async fn merge_patch<K>(
     api: &Api<K>,
     kind: &'static str,
     name: &str,
+    patch: &serde_json::Value,
 ) -> Result<(), ApplyError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::default()).await {
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(name, &params, &Patch::Merge(patch))
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError::Apply {
+            kind,
+            name: name.to_owned(),
+            source,
+        })
+}
+
+/// Raises a PVC's requested size (volume expansion); the storage class's
+/// resizer grows the volume, `status.capacity` follows.
+pub async fn resize_pvc(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    size: &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+) -> Result<(), ApplyError> {
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+    merge_patch(&api, "PersistentVolumeClaim", name, &patch).await?;
+    info!(pvc = name, size = %size.0, "requested a larger volume");
+    Ok(())
+}
+
+/// Deletes the StatefulSet but not its pods (`propagationPolicy:
+/// Orphan`): they keep serving until the StatefulSet made again with the
+/// new volume template adopts them. Already gone is fine.
+pub async fn orphan_statefulset(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ApplyError> {
+    let api = Api::<StatefulSet>::namespaced(client.clone(), namespace);
+    delete_if_present(&api, "StatefulSet", name, &DeleteParams::orphan()).await
+}
+
+/// Deletes the pod `name` if it still is the one with `uid`: after a crash
+/// the step may run again, and must not hit the pod that replaced it (that
+/// answers 409, the old one gone answers 404; both mean done).
+pub async fn delete_pod(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<(), ApplyError> {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 409 => Ok(()),
+        Err(source) => Err(ApplyError::Delete {
+            kind: "Pod",
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Deletes `name`; absent is fine. Used for the NetworkPolicy once
+/// `networkPolicy.enabled` is false (each reconcile: the policy is not
+/// read first, which would need one more permission), for PVCs (the
+/// previous reconcile may have deleted one before crashing), and for a
+/// StatefulSet replaced with its pods orphaned.
+async fn delete_if_present<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<(), ApplyError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
         Ok(_) => {
             info!(kind, name, "deleted");
             Ok(())
@@ -281,26 +381,20 @@ pub async fn write_status(
         })
 }
 
-/// Deletes a PVC; one already gone is fine (the previous reconcile may have
-/// deleted it before crashing).
+/// Deletes a PVC; one already gone is fine.
 pub async fn delete_pvc(
     client: &kube::Client,
     namespace: &str,
     name: &str,
 ) -> Result<(), ApplyError> {
     let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {
-            info!(pvc = name, "deleted PVC");
-            Ok(())
-        }
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        Err(source) => Err(ApplyError::Delete {
-            kind: "PersistentVolumeClaim",
-            name: name.to_owned(),
-            source,
-        }),
-    }
+    delete_if_present(
+        &api,
+        "PersistentVolumeClaim",
+        name,
+        &DeleteParams::default(),
+    )
+    .await
 }
 
 /// All data volumes of a cluster (finalizer with `whenDeleted: Delete`).
@@ -365,6 +459,9 @@ pub async fn execute_step(
         Step::EnableAuth {
             leader, password, ..
         } => auth::enable_root(&node(leader)?, password).await,
+        // Not a node call: the controller deletes the pod (`delete_pod`)
+        // and never sends this step here; nothing to send to a node.
+        Step::ReplacePod { .. } => Ok(()),
     }
 }
 

@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// selector labels). Empty: the NetworkPolicies name no operator peer.
     #[arg(long, env = "RAFTKV_OPERATOR_OPERATOR_POD_LABELS", default_value = "", value_parser = parse_labels)]
     pub operator_pod_labels: BTreeMap<String, String>,
+    /// A rollout stops (condition Degraded=True/RolloutStuck) when a pod
+    /// it replaced is not back Ready and caught up within this time.
+    #[arg(long, env = "RAFTKV_OPERATOR_ROLLOUT_DEADLINE", default_value = "5m", value_parser = parse_duration)]
+    pub rollout_deadline: Duration,
     /// Timeout of one node status call.
     #[arg(long, env = "RAFTKV_OPERATOR_NODE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub node_timeout: Duration,
@@ -109,6 +113,7 @@ impl RunArgs {
                     namespace: self.operator_namespace.clone(),
                     pod_labels: self.operator_pod_labels.clone(),
                 },
+                rollout_deadline: self.rollout_deadline,
             },
             node_timeout: self.node_timeout,
             step_timeout: self.step_timeout,
@@ -205,6 +210,10 @@ mod tests {
             Duration::from_millis(200)
         );
         assert_eq!(args.metrics_addr.port(), 8080);
+        assert_eq!(
+            args.settings().plan.rollout_deadline,
+            Duration::from_secs(300)
+        );
         let election = args
             .leader_election(Some("ops".into()), "op-0".into())
             .expect("on by default");

@@ -27,7 +27,7 @@ use crate::crd::{KvCluster, RetentionPolicy};
 use crate::metrics::Metrics;
 use crate::names::{self, FINALIZER, LABEL_INSTANCE};
 use crate::observe::{self, ObserveError, PdbSupport};
-use crate::plan::{self, PlanConfig, PlanInput};
+use crate::plan::{self, PlanConfig, PlanInput, Step};
 use crate::reason::Reason;
 
 /// How soon a failed reconcile is retried.
@@ -255,6 +255,14 @@ async fn reconcile_cluster(
     if let Some(objects) = &plan.objects {
         apply::apply_objects(&ctx.client, &owner.namespace, objects, ctx.pdb).await?;
     }
+    // Volumes first: once the StatefulSet is replaced, its new template
+    // promises the new size.
+    for pvc in &plan.resize_pvcs {
+        apply::resize_pvc(&ctx.client, &owner.namespace, pvc, &kvc.spec.storage.size).await?;
+    }
+    if plan.orphan_statefulset {
+        apply::orphan_statefulset(&ctx.client, &owner.namespace, &owner.name).await?;
+    }
     for pvc in &plan.delete_pvcs {
         apply::delete_pvc(&ctx.client, &owner.namespace, pvc).await?;
         ctx.publish(
@@ -270,8 +278,21 @@ async fn reconcile_cluster(
     let step_result = match &plan.step {
         None => Ok(()),
         Some(step) => {
-            info!(cluster = %owner.name, namespace = %owner.namespace, step = %step, "membership step");
-            let result = apply::execute_step(step, &connector, ctx.settings.step_timeout).await;
+            info!(cluster = %owner.name, namespace = %owner.namespace, step = %step, "step");
+            let result = match step {
+                Step::ReplacePod { pod, uid, .. } => {
+                    apply::delete_pod(&ctx.client, &owner.namespace, pod, uid)
+                        .await
+                        .map_err(Error::from)
+                }
+                _ => apply::execute_step(step, &connector, ctx.settings.step_timeout)
+                    .await
+                    .map_err(|source| Error::Step {
+                        step: step.to_string(),
+                        reason: step.reason().as_str(),
+                        source,
+                    }),
+            };
             ctx.metrics.step(step.reason().as_str(), result.is_ok());
             let pod = Related::Pod(step.pod());
             match &result {
@@ -285,11 +306,7 @@ async fn reconcile_cluster(
                         .await;
                 }
             }
-            result.map_err(|source| Error::Step {
-                step: step.to_string(),
-                reason: step.reason().as_str(),
-                source,
-            })
+            result
         }
     };
 

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, PodSecurityContext, SecurityContext, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, PodSecurityContext, SecurityContext, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -65,7 +67,9 @@ pub struct KvClusterSpec {
     /// The persistent volume each node keeps its raft log and data on.
     #[serde(default)]
     pub storage: StorageSpec,
-    /// Compute resources of the kvnode container.
+    /// Compute resources of the kvnode container. Unset: requests of
+    /// 100m CPU and 256Mi memory and a 1Gi memory limit (see
+    /// docs/operator.md); set, it replaces those defaults entirely.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceSpec>,
     /// What happens to the volumes when the cluster shrinks or is deleted.
@@ -343,6 +347,18 @@ pub struct PodOverrides {
     /// read-only root filesystem).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_security_context: Option<SecurityContext>,
+    /// How the pods spread over zones or nodes; none by default (the
+    /// default anti-affinity already prefers one pod per node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// PriorityClass of the pods; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Extra environment variables of the kvnode container, after the
+    /// operator's own (`POD_NAME`, `POD_NAMESPACE` and every `KVNODE_*`
+    /// name are refused: they would change what the operator configures).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
 }
 
 /// Coarse state for humans and `kubectl get`.
@@ -354,6 +370,9 @@ pub enum Phase {
     Scaling,
     /// All desired pods are healthy voters.
     Running,
+    /// All desired pods are voters; pods of an older template are being
+    /// replaced one at a time (see `status.rollout`).
+    Updating,
     /// A quorum, the leader or the data is missing; changes are held.
     Degraded,
     /// `spec.paused` is set.
@@ -420,11 +439,41 @@ pub struct KvClusterStatus {
     /// Whether the nodes require authentication (`spec.auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthState>,
+    /// The pods against the StatefulSet's current pod template; unset
+    /// until the StatefulSet reports its revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// `Available`, `Progressing` and `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// Progress of a rolling replacement of the pods (a changed pod template:
+/// image, resources, env, ...). The operator deletes one outdated pod at a
+/// time and the StatefulSet recreates it from the new template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The StatefulSet's `status.currentRevision`: the template the pods
+    /// ran before the rollout (equal to `updateRevision` once done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+    /// The StatefulSet's `status.updateRevision`: the template pods are
+    /// replaced with.
+    pub update_revision: String,
+    /// Pods (not terminating) that run `updateRevision`.
+    pub updated: i32,
+    /// Pods the rollout covers: the StatefulSet's replicas.
+    pub total: i32,
+    /// The pod the rollout waits for (deleted and not yet back Ready on
+    /// `updateRevision` and caught up), and since when. Kept so that an
+    /// operator restart does not restart the deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
 }
 
 /// The regular expression Kubernetes itself publishes for quantities.

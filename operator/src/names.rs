@@ -27,6 +27,10 @@ pub const OPERATOR_USER: &str = "root";
 pub const FIELD_MANAGER: &str = "raftkv-operator";
 pub const FINALIZER: &str = "raftkv.io/cleanup";
 
+/// The label the StatefulSet controller puts on each pod: the template
+/// revision the pod was created from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";

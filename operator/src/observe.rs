@@ -10,6 +10,8 @@ use std::time::Duration;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams};
 use kvclient::{ClientError, ClusterStatus};
 use tracing::debug;
@@ -19,8 +21,8 @@ use crate::build::TlsMode;
 use crate::certs::{CertPair, KeyPem};
 use crate::crd::StorageSpec;
 use crate::names::{
-    self, CA_CERT_KEY, CA_KEY_KEY, CLIENT_PORT, DATA_VOLUME, ROOT_PASSWORD_KEY, TLS_CERT_KEY,
-    TLS_KEY_KEY,
+    self, CA_CERT_KEY, CA_KEY_KEY, CLIENT_PORT, DATA_VOLUME, REVISION_LABEL, ROOT_PASSWORD_KEY,
+    TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
 /// Which PodDisruptionBudget API the server offers (found by discovery).
@@ -39,6 +41,17 @@ pub struct Observed {
     /// The data volume template of the existing StatefulSet, which
     /// Kubernetes never lets change.
     pub statefulset_storage: Option<StorageSpec>,
+    /// The existing StatefulSet's revisions; `None` while it has reported
+    /// none, or is being deleted.
+    pub statefulset_revisions: Option<Revisions>,
+    /// `spec.updateStrategy.type` of the existing StatefulSet.
+    pub statefulset_update_strategy: Option<String>,
+    /// The StatefulSet has a deletion timestamp (deleted with
+    /// `propagationPolicy: Orphan` to replace its volume template).
+    pub statefulset_deleting: bool,
+    /// `allowVolumeExpansion` of the storage classes the PVCs use; a class
+    /// that could not be read (missing, or no permission) is absent.
+    pub expandable_classes: BTreeMap<String, bool>,
     /// Pods of this cluster, sorted by ordinal (numerically).
     pub pods: Vec<ObservedPod>,
     /// PVCs of this cluster's data volumes.
@@ -72,10 +85,28 @@ pub struct ObservedTls {
     pub cert_manager: Option<bool>,
 }
 
+/// What the StatefulSet controller reports about pod templates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revisions {
+    /// `status.updateRevision`: pods created now get this template.
+    pub update: String,
+    /// `status.currentRevision`.
+    pub current: Option<String>,
+    /// `status.observedGeneration` equals `metadata.generation`: the
+    /// revisions describe the StatefulSet's latest template.
+    pub fresh: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservedPod {
     pub name: String,
     pub ordinal: u32,
+    /// `metadata.uid`: a pod deletion names it, so that a repeated delete
+    /// never hits the pod that replaced it.
+    pub uid: String,
+    /// The pod's `controller-revision-hash` label: the StatefulSet
+    /// template revision it was created from.
+    pub revision: Option<String>,
     /// Passes its readiness probe (the kubelet's view).
     pub ready: bool,
     /// Has a deletion timestamp: going away, not to be added to the cluster.
@@ -123,10 +154,15 @@ impl ObservedPod {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ObservedPvc {
     pub name: String,
     pub ordinal: u32,
+    /// `spec.resources.requests.storage`.
+    pub requested: Option<Quantity>,
+    /// `status.capacity.storage`.
+    pub capacity: Option<Quantity>,
+    pub storage_class: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,29 +295,87 @@ pub async fn observe(
     } else {
         None
     };
+    let pvcs: Vec<ObservedPvc> = pvcs
+        .items
+        .iter()
+        .filter_map(|pvc| observe_pvc(name, pvc))
+        .collect();
+    let expandable_classes = expandable_classes(client, &pvcs).await;
+    let statefulset_deleting = statefulset
+        .as_ref()
+        .is_some_and(|s| s.metadata.deletion_timestamp.is_some());
     let mut observed = Observed {
         root_password,
         statefulset_tls,
         tls,
         statefulset_storage: statefulset.as_ref().and_then(data_volume_template),
+        statefulset_revisions: statefulset
+            .as_ref()
+            .filter(|_| !statefulset_deleting)
+            .and_then(revisions),
+        statefulset_update_strategy: statefulset
+            .as_ref()
+            .and_then(|s| s.spec.as_ref()?.update_strategy.as_ref()?.type_.clone()),
+        statefulset_deleting,
+        expandable_classes,
         statefulset_replicas: statefulset.map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(1)),
         pods,
-        pvcs: pvcs
-            .items
-            .iter()
-            .filter_map(|pvc| {
-                let pvc_name = pvc.metadata.name.clone()?;
-                let ordinal = names::pvc_ordinal(name, &pvc_name)?;
-                Some(ObservedPvc {
-                    name: pvc_name,
-                    ordinal,
-                })
-            })
-            .collect(),
+        pvcs,
     };
     observed.pods.sort_by_key(|p| p.ordinal);
     observed.pvcs.sort_by_key(|p| p.ordinal);
     Ok((observed, connector))
+}
+
+fn observe_pvc(cluster: &str, pvc: &PersistentVolumeClaim) -> Option<ObservedPvc> {
+    let name = pvc.metadata.name.clone()?;
+    let ordinal = names::pvc_ordinal(cluster, &name)?;
+    let spec = pvc.spec.as_ref();
+    Some(ObservedPvc {
+        name,
+        ordinal,
+        requested: spec
+            .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage"))
+            .cloned(),
+        capacity: pvc
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref()?.get("storage"))
+            .cloned(),
+        storage_class: spec.and_then(|s| s.storage_class_name.clone()),
+    })
+}
+
+/// One GET per storage class in use. A class that cannot be read counts
+/// as unknown rather than failing the reconcile: an operator installed
+/// without the storageclasses permission still runs everything else.
+async fn expandable_classes(client: &kube::Client, pvcs: &[ObservedPvc]) -> BTreeMap<String, bool> {
+    let classes: std::collections::BTreeSet<&str> = pvcs
+        .iter()
+        .filter_map(|p| p.storage_class.as_deref())
+        .collect();
+    let api = Api::<StorageClass>::all(client.clone());
+    let mut expandable = BTreeMap::new();
+    for class in classes {
+        match api.get_opt(class).await {
+            Ok(Some(sc)) => {
+                expandable.insert(class.to_owned(), sc.allow_volume_expansion == Some(true));
+            }
+            Ok(None) => {}
+            Err(e) => debug!(class, error = %e, "cannot read the storage class"),
+        }
+    }
+    expandable
+}
+
+fn revisions(sts: &StatefulSet) -> Option<Revisions> {
+    let status = sts.status.as_ref()?;
+    Some(Revisions {
+        update: status.update_revision.clone()?,
+        current: status.current_revision.clone(),
+        fresh: status.observed_generation.is_some()
+            && status.observed_generation == sts.metadata.generation,
+    })
 }
 
 /// The Secrets of the cluster's TLS, whichever issuer made them. Missing
@@ -432,6 +526,13 @@ fn observe_pod(
 ) -> Option<impl Future<Output = ObservedPod> + use<>> {
     let name = pod.metadata.name.clone()?;
     let ordinal = names::pod_ordinal(cluster, &name)?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let revision = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL))
+        .cloned();
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let status = pod.status.as_ref();
     let ready = status
@@ -452,6 +553,8 @@ fn observe_pod(
         ObservedPod {
             name,
             ordinal,
+            uid,
+            revision,
             ready,
             terminating,
             node,

@@ -8,9 +8,11 @@
 //! that restarts between two steps decides the same next step.
 //!
 //! One concern per file: `view` (the cluster as the nodes report it),
-//! `decide` (the membership step), `sizing` (StatefulSet size, PVCs to
-//! delete), `storage`, `tls`, `auth`, `certs`, `validate`, `objects` (the
-//! Kubernetes objects), `status`; `step` is the output vocabulary.
+//! `decide` (the membership step), `rollout` (replacing pods of an old
+//! template, when membership has nothing to do), `sizing` (StatefulSet
+//! size, PVCs to delete), `storage` (volume expansion), `tls`, `auth`,
+//! `certs`, `validate`, `objects` (the Kubernetes objects), `status`;
+//! `step` is the output vocabulary.
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ pub mod auth;
 pub mod certs;
 mod decide;
 mod objects;
+mod rollout;
 mod sizing;
 mod status;
 mod step;
@@ -39,9 +42,11 @@ use crate::reason::Reason;
 use certs::{CertInput, CertPlan};
 use decide::{Decision, caught_up_since, decide_membership, decide_uninitialized, trouble};
 use objects::desired;
+use rollout::{Action, rollout};
 use sizing::{current_replicas, pods_for_members, pvcs_to_delete, statefulset_replicas};
 use status::{notices, status};
 pub use step::{Notice, Removal, Step};
+use storage::{StorageChange, storage_change};
 pub use tls::wanted_tls;
 use tls::{certificate_pods, offset_time, tls_mode};
 use validate::validate;
@@ -65,6 +70,9 @@ pub struct PlanConfig {
     /// The operator's pods, always let through to the client port by the
     /// clusters' NetworkPolicies.
     pub operator_peer: OperatorPeer,
+    /// A rollout stops (`RolloutStuck`) when a replaced pod is not back
+    /// Ready and caught up within this time.
+    pub rollout_deadline: Duration,
 }
 
 pub struct PlanInput<'a> {
@@ -84,6 +92,13 @@ pub struct Plan {
     pub objects: Option<Desired>,
     pub step: Option<Step>,
     pub delete_pvcs: Vec<String>,
+    /// PVCs whose requested size is raised to `spec.storage.size`
+    /// (volume expansion), before anything else is deleted or applied.
+    pub resize_pvcs: Vec<String>,
+    /// Delete the StatefulSet with `propagationPolicy: Orphan` (its pods
+    /// keep running) after the PVCs are resized, so that the next round
+    /// creates it again with the new volume template.
+    pub orphan_statefulset: bool,
     /// With `tls.issuer: operator`: the certificates to issue and keep,
     /// written before the objects (so a pod's certificate exists before
     /// the StatefulSet grows to it). `None` when nothing is applied.
@@ -98,7 +113,13 @@ pub struct Plan {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
-    pub statefulset: StatefulSet,
+    /// `None` while the old StatefulSet is being deleted (orphaning its
+    /// pods) for a new volume template: it is created again once gone.
+    pub statefulset: Option<StatefulSet>,
+    /// The existing StatefulSet still has `updateStrategy: RollingUpdate`
+    /// (made by an older operator): switch it to OnDelete before applying
+    /// a template, so that the StatefulSet controller never rolls the pods.
+    pub switch_to_on_delete: bool,
     pub peer_service: Service,
     pub client_service: Service,
     /// `None` where the server has no PodDisruptionBudget API.
@@ -175,6 +196,41 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
         }
     }
 
+    // Pods are replaced only when nothing else is to be done: no
+    // membership step, no wait, no hold, the StatefulSet at its size.
+    let rollout = rollout(&view, input, config);
+    let idle = decision.step.is_none()
+        && decision.hold.is_none()
+        && decision.waiting.is_none()
+        && view.cluster_id.is_some()
+        && valid.is_some_and(|v| i64::from(v.replicas) == i64::from(replicas))
+        && current_replicas(input.observed) == replicas;
+    if applying.is_some() && idle {
+        match rollout.action.clone() {
+            Some(Action::Step(step)) => decision.step = Some(step),
+            Some(Action::Wait(message)) => {
+                decision.waiting = Some((Reason::RollingUpdate, message));
+            }
+            Some(Action::Stuck(message)) => {
+                decision.hold = Some((Reason::RolloutStuck, message));
+            }
+            None => {}
+        }
+    }
+
+    let (resize_pvcs, orphan_statefulset) = match (applying, storage_change(input)) {
+        (
+            Some(_),
+            Some(StorageChange::Expand {
+                resize,
+                replace_statefulset,
+            }),
+        ) => (
+            resize,
+            replace_statefulset && !input.observed.statefulset_deleting,
+        ),
+        _ => (Vec::new(), false),
+    };
     let delete_pvcs = match applying {
         Some(valid) if decision.hold.is_none() => pvcs_to_delete(&view, input, valid),
         _ => Vec::new(),
@@ -193,9 +249,34 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
                 now: offset_time(input.now),
             })
         });
-    let notices = notices(input, &decision);
-    let mut status = status(input, &view, &decision, &caught_up, replicas, valid);
+    let mut notices = notices(input, &decision);
+    if !resize_pvcs.is_empty() {
+        notices.push(Notice {
+            warning: false,
+            reason: Reason::ExpandVolume,
+            message: format!(
+                "requested {} for {}",
+                input.spec.storage.size.0,
+                resize_pvcs.join(", ")
+            ),
+        });
+    }
+    if orphan_statefulset {
+        notices.push(Notice {
+            warning: false,
+            reason: Reason::ReplaceStatefulSet,
+            message: format!(
+                "deleting StatefulSet {cluster} with its pods orphaned, to create it again with \
+                 volumes of {}",
+                input.spec.storage.size.0
+            ),
+        });
+    }
+    let mut status = status(
+        input, &view, &decision, &caught_up, replicas, valid, &rollout,
+    );
     status.auth = auth.state;
+    status.rollout = rollout.status;
     let converged = status.phase == Some(Phase::Running) && decision.step.is_none();
     let requeue_after = decision
         .requeue
@@ -208,6 +289,8 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
         objects,
         step: decision.step,
         delete_pvcs,
+        resize_pvcs,
+        orphan_statefulset,
         certificates,
         create_root_secret: applying.is_some() && auth.create_secret,
         status,

@@ -39,11 +39,13 @@ reasons! {
     WaitingForPod,
     WaitingForCatchUp,
     MembershipChangeInProgress,
+    RollingUpdate,
     // Degraded: holds
     ClusterLost,
     InvalidSpec,
     NoTransferTarget,
     WouldLoseQuorum,
+    RolloutStuck,
     // Degraded: trouble that holds nothing
     Healthy,
     ForeignNode,
@@ -63,9 +65,12 @@ reasons! {
     RemoveMember,
     RemoveLostMember,
     EnableAuth,
+    ReplacePod,
     // Events: other
     MembershipStepFailed,
     DeletedVolume,
+    ExpandVolume,
+    ReplaceStatefulSet,
     IssuedCertificates,
     CreatedRootSecret,
     PodDisruptionBudgetUnsupported,

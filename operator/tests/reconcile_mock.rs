@@ -54,6 +54,7 @@ fn context(client: kube::Client) -> Arc<Context> {
                     )]
                     .into(),
                 },
+                rollout_deadline: Duration::from_secs(300),
             },
             node_timeout: Duration::from_millis(200),
             step_timeout: Duration::from_secs(1),

@@ -71,6 +71,11 @@ if [ "${RAFTKV_E2E_SKIP_BUILD:-0}" != 1 ]; then
   # unifies features per selection, and another selection would mean another
   # 20-minute RocksDB build.
   cargo build -q --workspace --all-targets
+  # The second kvnode image of the rollout scenario (tests/kubelet/images.json):
+  # a copy, so that an upgraded pod really runs another executable. Same rule
+  # as tests/local-k8s.sh for where the process kubelet finds binaries.
+  BIN_DIR=${RAFTKV_BIN_DIR:-$CARGO_TARGET_DIR/debug}
+  cp -f "$BIN_DIR/kvnode" "$BIN_DIR/kvnode-next.tmp" && mv -f "$BIN_DIR/kvnode-next.tmp" "$BIN_DIR/kvnode-next"
 fi
 
 # ---------------------------------------------------------------- install

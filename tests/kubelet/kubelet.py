@@ -237,6 +237,7 @@ class Kubelet(Provisioner, ServiceDns):
         if time.time() - self.last_heartbeat > HEARTBEAT_PERIOD:
             self.heartbeat()
         self.provision(world)
+        self.resize(world)
         self.reclaim(world)
         self.schedule(world)
         self.run_pods(world)

@@ -6,11 +6,13 @@ import time
 
 from api import ApiError
 from config import NODE, PROVISIONER, PV_DIR
+from podspec import parse_quantity
 from util import key, log, meta
 
 
 class Provisioner:
-    """The volume provisioner and the scheduler: PVs for pending PVCs, reclaiming released ones, binding pods.
+    """The volume provisioner and the scheduler: PVs for pending PVCs, growing them, reclaiming released ones,
+    binding pods.
 
     Part of Kubelet; uses its attributes."""
 
@@ -47,6 +49,35 @@ class Provisioner:
             except ApiError as e:
                 if e.status != 409:
                     raise
+
+    def resize(self, world):
+        """The external resizer of the local class (volume expansion). A directory has no size: growing one is
+        recording the new size in the PV and in the PVC's status.capacity, which is what a CSI resizer does
+        once the disk has grown. The API server only lets a PVC ask for more when its class allows it."""
+        for pvc in world["pvcs"].values():
+            md, status = meta(pvc), pvc.get("status") or {}
+            if md.get("deletionTimestamp") or status.get("phase") != "Bound":
+                continue
+            want = ((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage")
+            have = (status.get("capacity") or {}).get("storage")
+            pv = world["pvs"].get(pvc["spec"].get("volumeName") or "")
+            if not want or not have or pv is None:
+                continue
+            if (meta(pv).get("annotations") or {}).get("pv.kubernetes.io/provisioned-by") != PROVISIONER:
+                continue
+            if parse_quantity(want) <= parse_quantity(have):
+                continue
+            try:
+                self.api.patch("/api/v1/persistentvolumes/" + meta(pv)["name"], {"spec": {"capacity": {"storage": want}}})
+                self.api.patch("/api/v1/namespaces/%s/persistentvolumeclaims/%s/status" % (md["namespace"], md["name"]),
+                               {"status": {"capacity": {"storage": want}}})
+            except ApiError as e:
+                if e.status not in (404, 409):
+                    raise
+                continue
+            log("pvc %s: resized %s -> %s" % (key(pvc), have, want))
+            self.event(dict(pvc, kind="PersistentVolumeClaim"), "Normal", "VolumeResizeSuccessful",
+                       "resize volume %s from %s to %s" % (meta(pv)["name"], have, want))
 
     def reclaim(self, world):
         for pv in world["pvs"].values():

@@ -70,15 +70,20 @@ nothing more. The same rules go into a ClusterRole (all namespaces) or a Role
   patch, and create (an apply that creates the object is also checked
   against create). Never update (no read-modify-write) and never delete,
   except the NetworkPolicy once a cluster turns it off.
-- statefulsets: get (observe), list/watch (owned objects trigger reconciles);
-  services: list/watch only.
+- statefulsets: get (observe), list/watch (owned objects trigger reconciles),
+  delete (with propagationPolicy Orphan, to replace the volume template on a
+  volume expansion; the pods stay); services: list/watch only.
 - secrets: get the cluster's own CA, node and client certificate Secrets and
   root's password Secret (NAME-root, created once) by name. No list and no
   watch: those would read every Secret in scope.
-- pods: list/watch only; the operator finds node endpoints and readiness, it
-  never deletes pods.
-- persistentvolumeclaims: list, and delete on scale-down or deletion when
-  pvcRetentionPolicy says Delete.
+- pods: list/watch (node endpoints, readiness, template revisions), and
+  delete: a rolling upgrade replaces one pod at a time (updateStrategy
+  OnDelete).
+- persistentvolumeclaims: list; patch (raise the requested size on a volume
+  expansion); delete on scale-down or deletion when pvcRetentionPolicy says
+  Delete.
+- storageclasses (all-namespaces mode only, see rbac.yaml): get, to see
+  whether a class allows volume expansion. No list.
 - events: both APIs, since the event recorder may use either.
 No wildcards.
 */}}
@@ -94,16 +99,16 @@ No wildcards.
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["list", "delete"]
+  verbs: ["list", "patch", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]

@@ -15,7 +15,7 @@ pub use network_policy::{OperatorPeer, network_policy};
 pub use pdb::pod_disruption_budget;
 pub use secrets::{ca_secret, client_secret, node_secret, root_secret};
 pub use services::{client_service, peer_service};
-pub use statefulset::{StatefulSetParams, statefulset};
+pub use statefulset::{ON_DELETE, StatefulSetParams, reserved_env, statefulset};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 

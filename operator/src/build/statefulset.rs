@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -29,6 +30,52 @@ const KVNODE_UID: i64 = 65532;
 /// Certificate files: readable by the owner and the pod's fsGroup only.
 const TLS_FILE_MODE: i32 = 0o440;
 const TMP_VOLUME: &str = "tmp";
+/// The pod's own env, from the downward API; `spec.pod.env` may not set them.
+const DOWNWARD_ENV: [(&str, &str); 2] = [
+    ("POD_NAME", "metadata.name"),
+    ("POD_NAMESPACE", "metadata.namespace"),
+];
+/// Every kvnode flag the operator may pass (see [`args`] and [`tls_args`])
+/// and the two that must stay unset (`--id`: a node keeps its own id;
+/// `--dev`: it would initialize itself). Their `KVNODE_*` variables in
+/// `spec.pod.env` would be ignored (a flag wins) or break the cluster.
+const OPERATOR_FLAGS: [&str; 17] = [
+    "name",
+    "data-dir",
+    "client-addr",
+    "peer-addr",
+    "advertise-client-url",
+    "advertise-peer-url",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "heartbeat-interval-ms",
+    "election-timeout-ms",
+    "snapshot-log-threshold",
+    "id",
+    "dev",
+];
+
+/// Environment variable names `spec.pod.env` must not set, and why.
+pub fn reserved_env(name: &str) -> Option<String> {
+    if DOWNWARD_ENV.iter().any(|(n, _)| *n == name) {
+        return Some(format!(
+            "{name} is set by the operator (downward API) and used in kvnode's arguments"
+        ));
+    }
+    OPERATOR_FLAGS
+        .iter()
+        .find(|flag| kvnode_env(flag) == name)
+        .map(|flag| format!("{name} is kvnode's --{flag}, which the operator controls"))
+}
+
+/// kvnode reads `--some-flag` also from `KVNODE_SOME_FLAG`.
+fn kvnode_env(flag: &str) -> String {
+    format!("KVNODE_{}", flag.replace('-', "_").to_uppercase())
+}
 
 /// What the planner decides about the StatefulSet besides the spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +89,8 @@ pub struct StatefulSetParams<'a> {
     /// initialized cluster keeps the mode it runs.
     pub tls: TlsMode,
 }
+
+pub const ON_DELETE: &str = "OnDelete";
 
 pub fn statefulset(owner: &Owner, spec: &KvClusterSpec, params: &StatefulSetParams) -> StatefulSet {
     let selector = names::selector_labels(&owner.name);
@@ -72,6 +121,13 @@ pub fn statefulset(owner: &Owner, spec: &KvClusterSpec, params: &StatefulSetPara
                 spec: Some(pod_spec(owner, spec, params, &selector)),
             },
             volume_claim_templates: Some(vec![volume_claim(spec, &selector)]),
+            // The operator replaces pods itself, one at a time, followers
+            // before the leader and only while the cluster keeps a quorum:
+            // the StatefulSet controller knows nothing of raft.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some(ON_DELETE.into()),
+                rolling_update: None,
+            }),
             ..StatefulSetSpec::default()
         }),
         status: None,
@@ -115,6 +171,9 @@ fn pod_spec(
         ),
         node_selector: non_empty(&spec.pod.node_selector),
         tolerations: (!spec.pod.tolerations.is_empty()).then(|| spec.pod.tolerations.clone()),
+        topology_spread_constraints: (!spec.pod.topology_spread_constraints.is_empty())
+            .then(|| spec.pod.topology_spread_constraints.clone()),
+        priority_class_name: spec.pod.priority_class_name.clone(),
         security_context: Some(merged(
             pod_security_context(),
             spec.pod.security_context.as_ref(),
@@ -186,10 +245,15 @@ fn container(owner: &Owner, spec: &KvClusterSpec, params: &StatefulSetParams) ->
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
         args: Some(args(owner, spec, params)),
-        env: Some(vec![
-            downward_env("POD_NAME", "metadata.name"),
-            downward_env("POD_NAMESPACE", "metadata.namespace"),
-        ]),
+        // The user's env after the operator's: `$(POD_NAME)` in a value
+        // expands only to variables defined earlier.
+        env: Some(
+            DOWNWARD_ENV
+                .iter()
+                .map(|(name, path)| downward_env(name, path))
+                .chain(spec.pod.env.iter().cloned())
+                .collect(),
+        ),
         ports: Some(vec![
             container_port("client", CLIENT_PORT),
             container_port("peer", PEER_PORT),
@@ -207,13 +271,34 @@ fn container(owner: &Owner, spec: &KvClusterSpec, params: &StatefulSetParams) ->
             container_security_context(),
             spec.pod.container_security_context.as_ref(),
         )),
-        resources: spec.resources.as_ref().map(|r| ResourceRequirements {
-            limits: non_empty(&r.limits),
-            requests: non_empty(&r.requests),
-            ..ResourceRequirements::default()
-        }),
+        resources: Some(spec.resources.as_ref().map_or_else(default_resources, |r| {
+            ResourceRequirements {
+                limits: non_empty(&r.limits),
+                requests: non_empty(&r.requests),
+                ..ResourceRequirements::default()
+            }
+        })),
         volume_mounts: Some(volume_mounts(params.tls)),
         ..Container::default()
+    }
+}
+
+/// Without `spec.resources`: enough to schedule a node that is not busy
+/// (RocksDB's default block cache and memtables take 128 MiB), and a
+/// memory limit that stops a runaway node before it starves its
+/// neighbours. No CPU limit: throttling a raft leader delays heartbeats
+/// and causes elections.
+fn default_resources() -> ResourceRequirements {
+    let quantities = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+            .collect()
+    };
+    ResourceRequirements {
+        requests: Some(quantities(&[("cpu", "100m"), ("memory", "256Mi")])),
+        limits: Some(quantities(&[("memory", "1Gi")])),
+        ..ResourceRequirements::default()
     }
 }
 
@@ -402,7 +487,6 @@ fn non_empty<V: Clone>(map: &BTreeMap<String, V>) -> Option<BTreeMap<String, V>>
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 
     use super::*;
@@ -822,5 +906,100 @@ mod tests {
                 "sends {newer}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn pods_are_replaced_by_the_operator_not_the_statefulset_controller() {
+        let sts = build(json!({}), 3);
+        let strategy = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .expect("strategy");
+        assert_eq!(strategy.type_.as_deref(), Some(ON_DELETE));
+        assert!(strategy.rolling_update.is_none());
+    }
+
+    #[test]
+    fn every_flag_the_operator_passes_is_a_reserved_env_name() {
+        let spec = json!({"raft": {"heartbeatIntervalMs": 50, "electionTimeoutMs": 500,
+                                   "snapshotLogThreshold": 1000}});
+        for tls in [TlsMode::Operator, TlsMode::CertManager] {
+            let sts = build_tls(spec.clone(), 3, tls);
+            for arg in kvnode(&sts).args.iter().flatten() {
+                let flag = arg
+                    .trim_start_matches("--")
+                    .split('=')
+                    .next()
+                    .expect("flag");
+                let env = kvnode_env(flag);
+                assert!(reserved_env(&env).is_some(), "{env} is not reserved");
+            }
+        }
+        for env in ["POD_NAME", "POD_NAMESPACE", "KVNODE_ID", "KVNODE_DEV"] {
+            assert!(reserved_env(env).is_some(), "{env}");
+        }
+        assert_eq!(reserved_env("KVNODE_ROCKSDB_BLOCK_CACHE_MB"), None);
+        assert_eq!(reserved_env("GOMAXPROCS"), None);
+    }
+
+    #[test]
+    fn pod_customization_reaches_the_pod_template() {
+        let sts = build(
+            json!({"pod": {
+                "priorityClassName": "critical",
+                "env": [{"name": "KVNODE_ROCKSDB_BLOCK_CACHE_MB", "value": "256"}],
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
+                    "whenUnsatisfiable": "ScheduleAnyway"}]}}),
+            3,
+        );
+        let pod = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("critical"));
+        assert_eq!(
+            pod.topology_spread_constraints.as_ref().map(Vec::len),
+            Some(1)
+        );
+        assert!(
+            pod.affinity
+                .as_ref()
+                .is_some_and(|a| a.pod_anti_affinity.is_some()),
+            "the default anti-affinity stays"
+        );
+        let env: Vec<_> = kvnode(&sts)
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            env,
+            ["POD_NAME", "POD_NAMESPACE", "KVNODE_ROCKSDB_BLOCK_CACHE_MB"]
+        );
+    }
+
+    #[test]
+    fn resources_default_when_unset_and_are_replaced_when_set() {
+        let plain = build(json!({}), 1);
+        let r = kvnode(&plain).resources.clone().expect("defaults");
+        let requests = r.requests.expect("requests");
+        assert_eq!(requests["memory"], Quantity("256Mi".into()));
+        assert_eq!(requests["cpu"], Quantity("100m".into()));
+        let limits = r.limits.expect("limits");
+        assert_eq!(limits["memory"], Quantity("1Gi".into()));
+        assert!(
+            !limits.contains_key("cpu"),
+            "no CPU limit: throttling causes elections"
+        );
+        let set = build(json!({"resources": {"requests": {"cpu": "2"}}}), 1);
+        let r = kvnode(&set).resources.clone().expect("resources");
+        assert_eq!(r.limits, None);
+        assert_eq!(
+            r.requests.map(|m| m.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["cpu".to_owned()])
+        );
     }
 }

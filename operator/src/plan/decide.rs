@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kvclient::{AddLearnerRequest, NodeId};
 
-use super::storage::storage_change;
+use super::storage::storage_trouble;
 use super::validate::Valid;
 use super::view::{MemberView, View};
 use super::{ACTIVE_REQUEUE, PlanConfig, PlanInput, Removal, Step};
@@ -320,7 +320,7 @@ pub(super) fn trouble(view: &View, input: &PlanInput) -> Option<(Reason, String)
             format!("unhealthy members: {}", unhealthy.join(", ")),
         ));
     }
-    storage_change(input).map(|m| (Reason::StorageChangeNotApplied, m))
+    storage_trouble(input).map(|m| (Reason::StorageChangeNotApplied, m))
 }
 
 /// Learners that are healthy and within the lag threshold, with the time

@@ -2,7 +2,7 @@
 
 use super::storage::storage_change;
 use super::{Desired, PlanConfig, PlanInput};
-use crate::build::{self, StatefulSetParams, TlsMode};
+use crate::build::{self, ON_DELETE, StatefulSetParams, TlsMode};
 use crate::crd::KvClusterSpec;
 use crate::observe::PdbSupport;
 
@@ -14,7 +14,8 @@ pub(super) fn desired(
 ) -> Desired {
     let owner = input.owner;
     // The StatefulSet keeps the volume template it was created with, or the
-    // API server would refuse the whole apply, image and resources included.
+    // API server would refuse the whole apply, image and resources included
+    // (a volume expansion replaces the StatefulSet to change it).
     let spec = match &input.observed.statefulset_storage {
         Some(kept) if storage_change(input).is_some() => &KvClusterSpec {
             storage: kept.clone(),
@@ -22,16 +23,24 @@ pub(super) fn desired(
         },
         _ => input.spec,
     };
+    let observed = input.observed;
     Desired {
-        statefulset: build::statefulset(
-            owner,
-            spec,
-            &StatefulSetParams {
-                replicas,
-                cluster_domain: &config.cluster_domain,
-                tls,
-            },
-        ),
+        statefulset: (!observed.statefulset_deleting).then(|| {
+            build::statefulset(
+                owner,
+                spec,
+                &StatefulSetParams {
+                    replicas,
+                    cluster_domain: &config.cluster_domain,
+                    tls,
+                },
+            )
+        }),
+        switch_to_on_delete: !observed.statefulset_deleting
+            && observed
+                .statefulset_update_strategy
+                .as_deref()
+                .is_some_and(|s| s != ON_DELETE),
         peer_service: build::peer_service(owner),
         client_service: build::client_service(owner),
         pdb: (input.pdb != PdbSupport::None)

@@ -5,6 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 use kvclient::NodeId;
 
 use super::decide::Decision;
+use super::rollout::Rollout;
 use super::sizing::current_replicas;
 use super::validate::Valid;
 use super::view::View;
@@ -53,6 +54,7 @@ pub(super) fn status(
     caught_up: &[(NodeId, Timestamp)],
     replicas: i32,
     valid: Option<Valid>,
+    rollout: &Rollout,
 ) -> KvClusterStatus {
     let cluster = input.owner.name.as_str();
     // An invalid spec never converges (its changes are held).
@@ -85,15 +87,19 @@ pub(super) fn status(
 
     let voters = view.voters().count();
     let available = view.leader.is_some() && voters > 0 && view.has_quorum();
-    let converged = view.cluster_id.is_some()
-        && decision.step.is_none()
-        && decision.waiting.is_none()
+    // A rollout replaces pods only at the desired size, and while one of
+    // them is away its member has no pod: the size is what tells.
+    let sized = view.cluster_id.is_some()
         && replicas == input.spec.replicas
-        && current_replicas(input.observed) == input.spec.replicas
+        && current_replicas(input.observed) == input.spec.replicas;
+    let settled = sized
         && valid.is_some()
         && view.members.len() == voters
         && voters == usize::try_from(n).unwrap_or(0)
         && (0..n).all(|o| view.pod_is_voter(o));
+    let updating = sized && rollout.active;
+    let converged =
+        settled && !rollout.active && decision.step.is_none() && decision.waiting.is_none();
 
     let phase = if input.spec.paused {
         Phase::Paused
@@ -103,6 +109,8 @@ pub(super) fn status(
         Phase::Pending
     } else if converged {
         Phase::Running
+    } else if updating {
+        Phase::Updating
     } else {
         Phase::Scaling
     };
@@ -150,6 +158,12 @@ pub(super) fn status(
         )
     } else if converged {
         ("False", Reason::Converged, format!("{n} healthy voters"))
+    } else if updating {
+        (
+            "True",
+            Reason::RollingUpdate,
+            "replacing pods of an older template revision".into(),
+        )
     } else {
         (
             "True",
@@ -196,6 +210,7 @@ pub(super) fn status(
         }),
         members,
         auth: None,
+        rollout: None,
         conditions,
         observed_generation: input.generation,
     }

@@ -1,4 +1,5 @@
-//! The planner's output vocabulary: one membership step, and the events
+//! The planner's output vocabulary: one step (a membership change, or a
+//! pod replaced by a rollout), and the events
 //! published besides it.
 
 use std::fmt;
@@ -53,6 +54,16 @@ pub enum Step {
         pod: String,
         password: Password,
     },
+    /// Delete a pod of an outdated template revision; the StatefulSet
+    /// (updateStrategy OnDelete) creates it again from the current one,
+    /// on the same volume, so it comes back as the same node. Only the pod
+    /// with this uid: a repeated delete never hits its replacement.
+    ReplacePod {
+        pod: String,
+        uid: String,
+        revision: Option<String>,
+        update_revision: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +83,8 @@ impl Step {
             | Step::Promote { pod, .. }
             | Step::Demote { pod, .. }
             | Step::Remove { pod, .. }
-            | Step::EnableAuth { pod, .. } => pod,
+            | Step::EnableAuth { pod, .. }
+            | Step::ReplacePod { pod, .. } => pod,
             Step::TransferLeadership { from_pod, .. } => from_pod,
         }
     }
@@ -86,6 +98,7 @@ impl Step {
             Step::TransferLeadership { .. } => Reason::TransferLeadership,
             Step::Demote { .. } => Reason::DemoteVoter,
             Step::EnableAuth { .. } => Reason::EnableAuth,
+            Step::ReplacePod { .. } => Reason::ReplacePod,
             Step::Remove {
                 why: Removal::ScaleDown,
                 ..
@@ -119,6 +132,16 @@ impl fmt::Display for Step {
             Step::EnableAuth { pod, .. } => {
                 write!(f, "create the user root and turn auth on via {pod}")
             }
+            Step::ReplacePod {
+                pod,
+                revision,
+                update_revision,
+                ..
+            } => write!(
+                f,
+                "delete pod {pod} (revision {}) to recreate it at revision {update_revision}",
+                revision.as_deref().unwrap_or("unknown")
+            ),
             Step::Remove {
                 pod,
                 id,

@@ -16,11 +16,13 @@ use crate::auth::Password;
 use crate::build::fixtures;
 use crate::crd::{MemberRole, MemberStatus, StorageSpec};
 use crate::names::{self, quorum};
-use crate::observe::{NodeView, ObservedPod, ObservedPvc, ObservedTls};
+use crate::observe::{NodeView, ObservedPod, ObservedPvc, ObservedTls, Revisions};
 use crate::reason::Reason;
 
 /// Operator-managed auth, on the same simulated cluster.
 mod auth;
+/// Rolling upgrades and volume expansion, on the same simulated cluster.
+mod rollout;
 mod world;
 
 use world::*;
@@ -29,6 +31,7 @@ const STABILIZATION: Duration = Duration::from_secs(10);
 const MAX_LAG: u64 = 100;
 /// Simulated time between two reconciles.
 const TICK_SECONDS: i64 = 2;
+const ROLLOUT_DEADLINE: Duration = Duration::from_secs(60);
 
 fn config() -> PlanConfig {
     PlanConfig {
@@ -36,6 +39,7 @@ fn config() -> PlanConfig {
         max_lag: MAX_LAG,
         cluster_domain: "cluster.local".into(),
         operator_peer: OperatorPeer::default(),
+        rollout_deadline: ROLLOUT_DEADLINE,
     }
 }
 
@@ -58,9 +62,20 @@ fn id(ordinal: u32, generation: u64) -> NodeId {
 }
 
 fn run_plan(world: &World, spec: &serde_json::Value, previous: &KvClusterStatus) -> Plan {
+    run_plan_observing(world, spec, previous, |_| {})
+}
+
+/// [`run_plan`] with the world's observation changed by `edit` first.
+fn run_plan_observing(
+    world: &World,
+    spec: &serde_json::Value,
+    previous: &KvClusterStatus,
+    edit: impl FnOnce(&mut Observed),
+) -> Plan {
     let kvc = fixtures::kvc(spec.clone());
     let owner = Owner::of(&kvc).expect("identity");
-    let observed = world.observe();
+    let mut observed = world.observe();
+    edit(&mut observed);
     plan(
         &PlanInput {
             owner: &owner,
@@ -101,13 +116,15 @@ fn summary(step: Option<&Step>) -> String {
             ..
         }) => format!("remove-lost {pod}#{id}"),
         Some(Step::EnableAuth { pod, .. }) => format!("enable-auth {pod}"),
+        Some(Step::ReplacePod { pod, .. }) => format!("replace {pod}"),
     }
 }
 
 fn sts_replicas(plan: &Plan) -> Option<i32> {
     plan.objects
         .as_ref()
-        .and_then(|o| o.statefulset.spec.as_ref())
+        .and_then(|o| o.statefulset.as_ref())
+        .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.replicas)
 }
 
@@ -599,6 +616,7 @@ fn converge(
             previous = plan.status.clone();
         }
         world.now += TICK_SECONDS;
+        world.tick();
         let settled = plan.step.is_none() && plan.status.phase == Some(Phase::Running);
         quiet_rounds = if settled { quiet_rounds + 1 } else { 0 };
         if quiet_rounds == 2 {
@@ -793,7 +811,11 @@ fn storage_change_is_reported_and_not_applied() {
     };
     let none = KvClusterStatus::default();
     let first = plan(&input(&none, &observed), &config());
-    let sts = &first.objects.as_ref().expect("objects").statefulset;
+    let sts = first
+        .objects
+        .as_ref()
+        .and_then(|o| o.statefulset.as_ref())
+        .expect("statefulset");
     let sts_spec = sts.spec.as_ref().expect("spec");
     let claim = sts_spec.volume_claim_templates.as_ref().expect("claims")[0]
         .spec

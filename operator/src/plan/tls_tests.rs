@@ -13,6 +13,7 @@ fn config() -> PlanConfig {
         max_lag: 100,
         cluster_domain: "cluster.local".into(),
         operator_peer: OperatorPeer::default(),
+        rollout_deadline: Duration::from_secs(300),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Rules the CRD schema cannot express; a spec that breaks one is held
 //! (condition `Degraded`, reason `InvalidSpec`) and nothing is applied.
 
+use crate::build::reserved_env;
 use crate::crd::{KvClusterSpec, MAX_REPLICAS, TlsIssuer};
 
 /// A spec that passed every rule, with the numbers the decisions use. Made
@@ -43,6 +44,9 @@ pub(super) fn validate(spec: &KvClusterSpec) -> Result<Valid, String> {
              certificate; set auth.enabled: false for a cluster without TLS"
                 .into(),
         );
+    }
+    if let Some(why) = spec.pod.env.iter().find_map(|e| reserved_env(&e.name)) {
+        return Err(format!("pod.env: {why}; remove it"));
     }
     Ok(Valid { replicas })
 }

@@ -134,6 +134,18 @@ pub struct KvcStatus {
     pub observed_generation: Option<i64>,
     /// `Enabled`, `Pending`, `Disabled`, `Unsupported` (spec.auth).
     pub auth: Option<String>,
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// `status.rollout` (docs/operator.md, Upgrades).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    pub current_revision: Option<String>,
+    pub update_revision: String,
+    pub updated: i64,
+    pub total: i64,
+    pub waiting_for: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -1,4 +1,6 @@
-//! Watches a scale operation while it happens: the StatefulSet's size next to
+//! Monitors that watch a change while it happens.
+//!
+//! [`MembershipMonitor`] watches a scale operation: the StatefulSet's size next to
 //! the raft membership at the leader. The safety rule a scale-down must keep:
 //! the StatefulSet never shrinks past a pod that is still a voter (that pod
 //! would be deleted while the cluster still counts it for its quorum). Only
@@ -9,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::api::ListParams;
 
 use crate::kv::{Kv, Target};
 use crate::kvc;
@@ -123,4 +127,73 @@ async fn confirmed_leader(kv: &Kv, pods: &[String]) -> Option<(String, kvclient:
     reports
         .into_iter()
         .find(|(_, r)| r.role == kvclient::Role::Leader && r.term == max_term)
+}
+
+/// Watches a rolling upgrade: the order in which pods go away (deleted or
+/// terminating, as a new uid or a deletion timestamp shows). Who led at
+/// that moment is for the operator's events to tell: a 200 ms sample of
+/// the nodes is too coarse for a transfer made a moment before a delete.
+pub struct ReplacementMonitor {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Replacement>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Replacement {
+    pub pod: String,
+    pub at: Duration,
+}
+
+impl ReplacementMonitor {
+    /// `uids`: pod name -> uid before the rollout.
+    pub fn start(
+        s: &Scenario,
+        name: &str,
+        uids: std::collections::BTreeMap<String, String>,
+    ) -> ReplacementMonitor {
+        let stop = Arc::new(AtomicBool::new(false));
+        let pods_api: Api<Pod> = s.api();
+        let selector = kvc::pod_selector(name);
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut gone: Vec<Replacement> = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(list) = pods_api
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                {
+                    for (pod, uid) in &uids {
+                        if gone.iter().any(|g| &g.pod == pod) {
+                            continue;
+                        }
+                        let current = list
+                            .items
+                            .iter()
+                            .find(|p| p.metadata.name.as_deref() == Some(pod.as_str()));
+                        let away = current.is_none_or(|p| {
+                            p.metadata.uid.as_deref() != Some(uid.as_str())
+                                || p.metadata.deletion_timestamp.is_some()
+                        });
+                        if away {
+                            gone.push(Replacement {
+                                pod: pod.clone(),
+                                at: t0.elapsed(),
+                            });
+                        }
+                    }
+                }
+                tokio::time::sleep(PERIOD).await;
+            }
+            gone
+        });
+        ReplacementMonitor { stop, task }
+    }
+
+    pub async fn stop(self) -> anyhow::Result<Vec<Replacement>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task
+            .await
+            .map_err(|e| anyhow::anyhow!("replacement monitor task: {e}"))
+    }
 }

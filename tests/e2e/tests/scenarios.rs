@@ -16,7 +16,7 @@ use kube::{Resource as _, ResourceExt};
 use kvclient::{Consistency, ErrorCode, Role};
 use raftkv_e2e::kv::{self, WriteStream};
 use raftkv_e2e::kvc;
-use raftkv_e2e::monitor::MembershipMonitor;
+use raftkv_e2e::monitor::{MembershipMonitor, ReplacementMonitor};
 use raftkv_e2e::operator;
 use raftkv_e2e::{Scenario, Target, creds, tls};
 use serde_json::json;
@@ -119,6 +119,22 @@ async fn check_keys(s: &Scenario, service: &str, keys: &[String]) -> anyhow::Res
         t.elapsed(),
     );
     Ok(())
+}
+
+/// Waits until `kv` has converged again with 3 voters, and checks that
+/// every pod kept its node id.
+async fn converged_with_same_ids(
+    s: &Scenario,
+    c: &kvc::Converged,
+) -> anyhow::Result<kvc::Converged> {
+    let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
+    anyhow::ensure!(
+        c2.ids == c.ids,
+        "node ids changed: {:?} -> {:?}",
+        c.ids,
+        c2.ids
+    );
+    Ok(c2)
 }
 
 async fn pod_uid(s: &Scenario, pod: &str) -> anyhow::Result<Option<String>> {
@@ -312,14 +328,94 @@ async fn apply_example_then_write_and_read_1000_keys() -> anyhow::Result<()> {
             wait_pod_has(s, pod, &keys).await?;
         }
 
-        // A StatefulSet's volume templates are immutable: a storage change
-        // is reported, and the rest of the spec is still reconciled (the
-        // status is written for the new generation).
+        // Volume expansion (the local StorageClass allows it; the process
+        // kubelet's provisioner plays the resizer, so what can be checked is
+        // each PVC's request and status.capacity, not a grown filesystem):
+        // the PVCs grow, the StatefulSet is replaced by one with the new
+        // template, and no pod is restarted.
+        let uids_before = pod_revisions(s, "kv").await?;
+        let sts_uid = s.api::<StatefulSet>().get("kv").await?.metadata.uid;
         let mut bigger = manifest.clone();
         bigger["spec"]["storage"]["size"] = json!("2Gi");
+        let t = Instant::now();
         let generation = kvc::apply(s, &bigger).await?.metadata.generation;
         s.wait(
-            "Degraded=True/StorageChangeNotApplied",
+            "PVCs at 2Gi (request and capacity), StatefulSet template at 2Gi",
+            CHANGE,
+            async || {
+                let pvcs = s
+                    .api::<PersistentVolumeClaim>()
+                    .list(&ListParams::default().labels(&kvc::pod_selector("kv")))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let sizes: Vec<(Option<String>, Option<String>)> = pvcs
+                    .items
+                    .iter()
+                    .map(|p| {
+                        let req = p
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.resources.as_ref())
+                            .and_then(|r| r.requests.as_ref())
+                            .and_then(|r| r.get("storage"))
+                            .map(|q| q.0.clone());
+                        let cap = p
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.capacity.as_ref())
+                            .and_then(|c| c.get("storage"))
+                            .map(|q| q.0.clone());
+                        (req, cap)
+                    })
+                    .collect();
+                let two = Some("2Gi".to_owned());
+                if sizes.len() != 3 || sizes.iter().any(|(r, c)| *r != two || *c != two) {
+                    return Err(format!("PVC (request, capacity): {sizes:?}"));
+                }
+                let sts = s
+                    .api::<StatefulSet>()
+                    .get_opt("kv")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let size = sts.as_ref().and_then(statefulset_volume_size);
+                let same = sts.as_ref().map(|s| s.metadata.uid.clone()) == Some(sts_uid.clone());
+                if size.as_deref() == Some("2Gi") && !same {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "StatefulSet template size {size:?} (same object as before: {same})"
+                    ))
+                }
+            },
+        )
+        .await?;
+        s.record(
+            "MEASURED storage 1Gi -> 2Gi: PVCs and StatefulSet template",
+            t.elapsed(),
+        );
+        converged_with_same_ids(s, &c).await?;
+        let uids_after = pod_revisions(s, "kv").await?;
+        let restarted: Vec<&String> = uids_after
+            .iter()
+            .filter(|(pod, (uid, _, _))| uids_before.get(*pod).is_none_or(|(u, _, _)| u != uid))
+            .map(|(pod, _)| pod)
+            .collect();
+        anyhow::ensure!(
+            restarted.is_empty(),
+            "a volume expansion restarted {restarted:?}"
+        );
+        let (_, st) = kvc::status(s, "kv").await.map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            st.observed_generation == generation && !st.is_true("Degraded"),
+            "after the expansion: {}",
+            st.describe()
+        );
+
+        // A shrink is refused with a reason; the StatefulSet keeps 2Gi and the
+        // rest of the spec is still reconciled (status for the new generation).
+        let generation = kvc::apply(s, &manifest).await?.metadata.generation;
+        s.wait(
+            "Degraded=True/StorageChangeNotApplied for 2Gi -> 1Gi",
             CHANGE,
             async || {
                 let (_, st) = kvc::status(s, "kv").await?;
@@ -328,6 +424,9 @@ async fn apply_example_then_write_and_read_1000_keys() -> anyhow::Result<()> {
                     Some(c)
                         if c.status == "True"
                             && c.reason.as_deref() == Some("StorageChangeNotApplied")
+                            && c.message
+                                .as_deref()
+                                .is_some_and(|m| m.contains("cannot shrink"))
                             && st.observed_generation == generation =>
                     {
                         Ok(())
@@ -341,21 +440,30 @@ async fn apply_example_then_write_and_read_1000_keys() -> anyhow::Result<()> {
         )
         .await?;
         let sts = s.api::<StatefulSet>().get("kv").await?;
-        let size = sts
-            .spec
-            .and_then(|s| s.volume_claim_templates)
-            .and_then(|t| t.into_iter().next())
-            .and_then(|c| c.spec)
-            .and_then(|c| c.resources)
-            .and_then(|r| r.requests)
-            .and_then(|r| r.get("storage").map(|q| q.0.clone()));
+        let size = statefulset_volume_size(&sts);
         anyhow::ensure!(
-            size.as_deref() == Some("1Gi"),
+            size.as_deref() == Some("2Gi"),
             "StatefulSet volume template size {size:?}"
         );
         Ok(())
     })
     .await
+}
+
+fn statefulset_volume_size(sts: &StatefulSet) -> Option<String> {
+    sts.spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .first()?
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .map(|q| q.0.clone())
 }
 
 /// Deleting a follower pod: it comes back with the same node id and its
@@ -411,13 +519,7 @@ async fn deleted_follower_comes_back_with_same_id_and_data() -> anyhow::Result<(
             "follower pod deleted -> serving again with the same id",
             t0.elapsed(),
         );
-        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
-        anyhow::ensure!(
-            c2.ids == c.ids,
-            "node ids changed: {:?} -> {:?}",
-            c.ids,
-            c2.ids
-        );
+        converged_with_same_ids(s, &c).await?;
         s.record(
             "follower pod deleted -> cluster healthy again",
             t0.elapsed(),
@@ -463,8 +565,7 @@ async fn deleted_leader_under_writes_loses_no_acknowledged_write() -> anyhow::Re
         })
         .await?;
         // Keep writing while the old leader's pod comes back and rejoins.
-        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
-        anyhow::ensure!(c2.ids == c.ids, "node ids changed: {:?} -> {:?}", c.ids, c2.ids);
+        converged_with_same_ids(s, &c).await?;
         let report = stream.stop().await?;
         s.log(format_args!(
             "write stream: {} acknowledged ({} before the deletion, {} after), {} failed attempts (last: {:?})",
@@ -479,6 +580,224 @@ async fn deleted_leader_under_writes_loses_no_acknowledged_write() -> anyhow::Re
         check_keys(s, "kv", &report.acked).await?;
         // The old leader's node has every acknowledged write too.
         wait_pod_has(s, &c.leader_pod, &report.acked).await
+    })
+    .await
+}
+
+/// The second kvnode image of the process kubelet (tests/kubelet/images.json):
+/// a copy of the kvnode binary, so an upgraded pod runs another executable.
+const NEXT_IMAGE: &str = "raftkv/kvnode-next:0.1.0";
+
+/// Each pod's uid and its StatefulSet template revision (label
+/// `controller-revision-hash`), by pod name.
+async fn pod_revisions(
+    s: &Scenario,
+    name: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, (String, Option<String>, Option<String>)>> {
+    let pods = s
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&kvc::pod_selector(name)))
+        .await?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter_map(|p| {
+            let image = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone());
+            let revision = p.labels().get("controller-revision-hash").cloned();
+            Some((p.metadata.name?, (p.metadata.uid?, revision, image)))
+        })
+        .collect())
+}
+
+/// The notes of the operator's Normal events about KvCluster `kv` whose
+/// reason is a rollout step, oldest first.
+async fn operator_steps(s: &Scenario) -> anyhow::Result<Vec<String>> {
+    let mut events: Vec<k8s_openapi::api::core::v1::Event> = s
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("KvCluster")
+                && matches!(
+                    e.reason.as_deref(),
+                    Some("ReplacePod" | "TransferLeadership")
+                )
+        })
+        .collect();
+    events.sort_by_key(|e| {
+        e.event_time
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
+    });
+    Ok(events.into_iter().filter_map(|e| e.message).collect())
+}
+
+/// `spec.image` changes while 2 writers write through the client Service:
+/// the operator replaces one pod at a time, the leader's pod last (after
+/// handing leadership over), each comes back as the same node on the new
+/// revision, and no acknowledged write is lost. The longest time without
+/// an acknowledged write is measured and printed, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_of_a_new_image_replaces_one_pod_at_a_time_leader_last_under_writes()
+-> anyhow::Result<()> {
+    Scenario::run("rollout", async |s| {
+        let manifest = kvc::example()?;
+        let c = kvc::create(s, &manifest, FORM).await?;
+        let pods = kvc::pod_names("kv", 3);
+        let before = write_keys(s, "kv", "before", 200).await?;
+        let old = pod_revisions(s, "kv").await?;
+        let sts = s.api::<StatefulSet>().get("kv").await?;
+        let strategy = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.type_.clone());
+        anyhow::ensure!(
+            strategy.as_deref() == Some("OnDelete"),
+            "StatefulSet updateStrategy {strategy:?}, want OnDelete"
+        );
+        // A StatefulSet made by an older operator (RollingUpdate, with the
+        // partition the API server defaults) is switched back to OnDelete
+        // without a pod restart.
+        let uids_before = pod_revisions(s, "kv").await?;
+        let rolling = json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}}});
+        s.api::<StatefulSet>()
+            .patch("kv", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&rolling))
+            .await?;
+        s.wait("the operator to switch the StatefulSet back to OnDelete", CHANGE, async || {
+            let sts = s.api::<StatefulSet>().get("kv").await.map_err(|e| e.to_string())?;
+            let strategy = sts.spec.and_then(|s| s.update_strategy);
+            match strategy.as_ref().and_then(|u| u.type_.as_deref()) {
+                Some("OnDelete") if strategy.as_ref().is_some_and(|u| u.rolling_update.is_none()) => Ok(()),
+                _ => Err(format!("updateStrategy {strategy:?}")),
+            }
+        })
+        .await?;
+        let uids_after = pod_revisions(s, "kv").await?;
+        anyhow::ensure!(
+            uids_before.iter().all(|(p, (uid, _, _))| uids_after.get(p).is_some_and(|(u, _, _)| u == uid)),
+            "switching the update strategy restarted pods: {uids_before:?} -> {uids_after:?}"
+        );
+        let old_revision = sts.status.and_then(|s| s.update_revision);
+        anyhow::ensure!(
+            old.values()
+                .all(|(_, r, _)| r.is_some() && *r == old_revision),
+            "pods before the rollout: {old:?}, StatefulSet revision {old_revision:?}"
+        );
+        let (leader_pod, _) = kvc::node_leader(&s.kv, &pods)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no leader before the rollout"))?;
+        s.log(format_args!("leader before the rollout: {leader_pod}"));
+
+        let stream = WriteStream::start(&s.kv, &Target::service("kv"), "stream", 2);
+        s.wait(
+            "the write stream to get going (50 acknowledged writes)",
+            WRITE_WITHIN,
+            async || {
+                let n = stream.acked_count();
+                if n >= 50 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} acknowledged"))
+                }
+            },
+        )
+        .await?;
+        let uids = old
+            .iter()
+            .map(|(p, (uid, _, _))| (p.clone(), uid.clone()))
+            .collect();
+        let monitor = ReplacementMonitor::start(s, "kv", uids);
+        let mut next = manifest.clone();
+        next["spec"]["image"] = json!(NEXT_IMAGE);
+        let t0 = Instant::now();
+        kvc::apply(s, &next).await?;
+        s.log(format_args!("image -> {NEXT_IMAGE}"));
+        s.wait(
+            "every pod replaced and on the StatefulSet's update revision",
+            CHANGE,
+            async || {
+                let (_, st) = kvc::status(s, "kv").await?;
+                let now = pod_revisions(s, "kv").await.map_err(|e| e.to_string())?;
+                let rollout = st.rollout.clone().ok_or("no status.rollout")?;
+                let on_new = now.values().filter(|(_, r, image)| {
+                    r.as_deref() == Some(rollout.update_revision.as_str())
+                        && image.as_deref() == Some(NEXT_IMAGE)
+                });
+                if Some(&rollout.update_revision) != old_revision.as_ref()
+                    && on_new.count() == 3
+                    && rollout.updated == 3
+                    && rollout.total == 3
+                    && rollout.waiting_for.is_none()
+                {
+                    Ok(())
+                } else {
+                    Err(format!("rollout {rollout:?}; {}", st.describe()))
+                }
+            },
+        )
+        .await?;
+        let c2 = converged_with_same_ids(s, &c).await?;
+        s.record(
+            "MEASURED image change -> all 3 pods replaced, phase Running",
+            t0.elapsed(),
+        );
+        let replaced = monitor.stop().await?;
+        let report = stream.stop().await?;
+        s.log(format_args!("replacement order: {replaced:?}"));
+        s.log(format_args!(
+            "write stream: {} acknowledged, {} failed attempts (last: {:?})",
+            report.acked.len(),
+            report.failed_attempts,
+            report.last_error
+        ));
+        s.record(
+            "MEASURED longest write outage during the rollout",
+            report.longest_pause(),
+        );
+
+        let order: Vec<&str> = replaced.iter().map(|r| r.pod.as_str()).collect();
+        anyhow::ensure!(
+            order.len() == 3 && order.last() == Some(&leader_pod.as_str()),
+            "pods went away in the order {order:?}; the leader {leader_pod} must be last"
+        );
+        // The operator's own account: it handed leadership away from the
+        // leader's pod before deleting it, and deleted each pod once.
+        let steps = operator_steps(s).await?;
+        s.log(format_args!("operator steps: {steps:?}"));
+        let deletes: Vec<&String> = steps.iter().filter(|m| m.starts_with("delete pod")).collect();
+        let transfer = steps.iter().position(|m| {
+            m.starts_with(&format!("transfer leadership from {leader_pod} "))
+        });
+        let leader_delete = steps
+            .iter()
+            .position(|m| m.starts_with(&format!("delete pod {leader_pod} ")));
+        anyhow::ensure!(
+            deletes.len() == 3
+                && transfer.zip(leader_delete).is_some_and(|(t, d)| t < d)
+                && leader_delete == steps.iter().rposition(|m| m.starts_with("delete pod")),
+            "want one delete per pod, the leader's last and after a transfer away from it: {steps:?}"
+        );
+        let now = pod_revisions(s, "kv").await?;
+        for (pod, (uid, _, _)) in &now {
+            anyhow::ensure!(
+                old.get(pod).is_some_and(|(old_uid, _, _)| old_uid != uid),
+                "{pod} was not replaced"
+            );
+        }
+        let all: Vec<String> = before.iter().chain(&report.acked).cloned().collect();
+        check_keys(s, "kv", &all).await?;
+        for pod in c2.ids.keys() {
+            wait_pod_has(s, pod, &all).await?;
+        }
+        Ok(())
     })
     .await
 }
@@ -1175,8 +1494,7 @@ async fn certificate_renewal_under_writes_fails_no_request() -> anyhow::Result<(
             report.last_error
         );
         check_keys(s, "kv", &report.acked).await?;
-        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
-        anyhow::ensure!(c2.ids == c.ids, "node ids changed: {:?} -> {:?}", c.ids, c2.ids);
+        converged_with_same_ids(s, &c).await?;
         for pod in &pods {
             let restarts: i32 = s
                 .api::<Pod>()

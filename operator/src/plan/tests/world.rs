@@ -13,6 +13,12 @@ pub(super) struct SimPod {
     pub(super) id: NodeId,
     /// Process serves HTTP.
     pub(super) up: bool,
+    /// The StatefulSet template revision it was created from.
+    pub(super) revision: String,
+    /// How many times this pod was created (its uid changes each time).
+    pub(super) incarnation: u32,
+    /// Reconcile rounds until a recreated pod serves again.
+    pub(super) starting: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -45,6 +51,13 @@ pub(super) struct World {
     pub(super) auth_enabled: bool,
     /// Secret `kv-root`'s password.
     pub(super) root_password: Option<Password>,
+    /// The StatefulSet's update revision: a hash of the pod template the
+    /// planner last applied. Pods made before the first apply get it then.
+    pub(super) template: Option<String>,
+    /// Rounds a pod deleted by a rollout takes to serve again.
+    pub(super) restart_ticks: u32,
+    /// Pods deleted by `ReplacePod`, in order, with the role they had.
+    pub(super) replaced: Vec<(String, Role)>,
 }
 
 impl World {
@@ -61,6 +74,9 @@ impl World {
             now: 0,
             auth_enabled: true,
             root_password: Some(Password::new("sim-root-password".into())),
+            template: None,
+            restart_ticks: 0,
+            replaced: Vec::new(),
         }
     }
 
@@ -94,7 +110,17 @@ impl World {
                 *generation += 1;
                 id(ordinal, *generation)
             });
-            self.pods.insert(ordinal, SimPod { id, up: true });
+            let revision = self.template.clone().unwrap_or_default();
+            self.pods.insert(
+                ordinal,
+                SimPod {
+                    id,
+                    up: true,
+                    revision,
+                    incarnation: 1,
+                    starting: 0,
+                },
+            );
         }
     }
 
@@ -179,7 +205,9 @@ impl World {
             .map(|(&ordinal, pod)| {
                 let name = pod_name(ordinal);
                 let joined = self.raft.as_ref().filter(|r| r.joined.contains(&pod.id));
-                let node = if !pod.up {
+                let node = if pod.starting > 0 {
+                    NodeView::NoAddress
+                } else if !pod.up {
                     NodeView::Unreachable {
                         endpoint: endpoint(ordinal),
                         error: "connection refused".into(),
@@ -204,9 +232,11 @@ impl World {
                 let member = joined
                     .is_some_and(|r| r.voters.contains(&pod.id) || r.learners.contains(&pod.id));
                 ObservedPod {
+                    uid: format!("{name}/{}", pod.incarnation),
+                    revision: Some(pod.revision.clone()),
                     name,
                     ordinal,
-                    ready: pod.up && member,
+                    ready: pod.up && pod.starting == 0 && member,
                     terminating: false,
                     node,
                 }
@@ -214,6 +244,18 @@ impl World {
             .collect();
         Observed {
             statefulset_replicas: self.statefulset,
+            statefulset_revisions: self
+                .template
+                .clone()
+                .filter(|_| self.statefulset.is_some())
+                .map(|update| Revisions {
+                    update,
+                    current: None,
+                    fresh: true,
+                }),
+            statefulset_update_strategy: self.statefulset.map(|_| "OnDelete".into()),
+            statefulset_deleting: false,
+            expandable_classes: BTreeMap::new(),
             statefulset_storage: None,
             statefulset_tls: None,
             tls: ObservedTls::default(),
@@ -225,6 +267,9 @@ impl World {
                 .map(|&ordinal| ObservedPvc {
                     name: names::pvc("kv", ordinal),
                     ordinal,
+                    requested: None,
+                    capacity: None,
+                    storage_class: None,
                 })
                 .collect(),
         }
@@ -242,11 +287,58 @@ impl World {
     }
 
     pub(super) fn healthy(&self, id: NodeId) -> bool {
-        self.pods.values().any(|p| p.id == id && p.up)
+        self.pods
+            .values()
+            .any(|p| p.id == id && p.up && p.starting == 0)
+    }
+
+    /// One reconcile interval passes: recreated pods start.
+    pub(super) fn tick(&mut self) {
+        for pod in self.pods.values_mut() {
+            pod.starting = pod.starting.saturating_sub(1);
+        }
+    }
+
+    /// A pod replaced by the rollout: recreated from the current
+    /// template on the same volume, so with the same node id.
+    fn replace_pod(&mut self, step: &Step, pod: &str, uid: &str) {
+        let ordinal = names::pod_ordinal("kv", pod).expect("ordinal");
+        let sim = self.pods.get(&ordinal).expect("pod exists");
+        assert_eq!(
+            format!("{pod}/{}", sim.incarnation),
+            uid,
+            "{step}: stale uid"
+        );
+        let node = sim.id;
+        if let Some(raft) = &self.raft {
+            assert!(
+                node != raft.leader || raft.voters.len() == 1,
+                "{step}: deleted the leader of a multi-voter cluster"
+            );
+            let others_healthy = raft
+                .voters
+                .iter()
+                .filter(|v| **v != node)
+                .all(|v| self.healthy(*v));
+            assert!(others_healthy, "{step}: another voter is down");
+            let role = self.member_status(raft, node).role;
+            self.replaced.push((pod.to_owned(), role));
+        }
+        let template = self.template.clone().expect("a template was applied");
+        let restart = self.restart_ticks;
+        let sim = self.pods.get_mut(&ordinal).expect("pod exists");
+        sim.revision = template;
+        sim.incarnation += 1;
+        sim.up = true;
+        sim.starting = restart;
     }
 
     /// Executes a step the way kvnode would, asserting raft safety rules.
     pub(super) fn execute(&mut self, step: &Step) {
+        if let Step::ReplacePod { pod, uid, .. } = step {
+            self.replace_pod(step, pod, uid);
+            return;
+        }
         if !matches!(step, Step::Initialize { .. }) {
             let via = match step {
                 Step::AddLearner { leader, .. }
@@ -255,7 +347,7 @@ impl World {
                 | Step::Demote { leader, .. }
                 | Step::Remove { leader, .. }
                 | Step::EnableAuth { leader, .. } => leader.clone(),
-                Step::Initialize { .. } => unreachable!(),
+                Step::Initialize { .. } | Step::ReplacePod { .. } => unreachable!(),
             };
             assert_eq!(via, self.leader_endpoint(), "{step}: sent to a non-leader");
         }
@@ -318,6 +410,7 @@ impl World {
                 raft.voters.retain(|v| v != id);
                 raft.learners.retain(|v| v != id);
             }
+            Step::ReplacePod { .. } => unreachable!("handled above"),
             Step::EnableAuth { password, .. } => {
                 assert!(self.raft.is_some(), "auth turned on before initialization");
                 assert_eq!(
@@ -347,13 +440,16 @@ impl World {
         if plan.create_root_secret && self.root_password.is_none() {
             self.root_password = Some(Password::new(format!("generated at {}", self.now)));
         }
-        if let Some(objects) = &plan.objects {
-            let replicas = objects
-                .statefulset
-                .spec
-                .as_ref()
-                .and_then(|s| s.replicas)
-                .expect("replicas set");
+        if let Some(sts) = plan.objects.as_ref().and_then(|o| o.statefulset.as_ref()) {
+            let spec = sts.spec.as_ref().expect("spec");
+            let replicas = spec.replicas.expect("replicas set");
+            let template = template_hash(&spec.template);
+            if self.template.is_none() {
+                for pod in self.pods.values_mut() {
+                    pod.revision.clone_from(&template);
+                }
+            }
+            self.template = Some(template);
             if let Some(raft) = &self.raft {
                 let kept = u32::try_from(replicas).expect("non-negative");
                 for (ordinal, pod) in &self.pods {
@@ -390,6 +486,16 @@ impl World {
         voters.sort();
         voters.into_iter().map(|(_, n)| n).collect()
     }
+}
+
+/// Stands in for the StatefulSet controller's revision hash.
+fn template_hash(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    serde_json::to_string(template)
+        .expect("template serializes")
+        .hash(&mut hasher);
+    format!("{:010x}", hasher.finish() % 0xff_ffff_ffff)
 }
 
 pub(super) fn uninitialized(id: NodeId, name: &str) -> ClusterStatus {
