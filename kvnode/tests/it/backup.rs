@@ -331,3 +331,41 @@ async fn force_new_cluster_brings_back_the_survivor_of_a_lost_majority() {
     .await;
     fresh.assert_holds("k", 300).await;
 }
+
+/// One stream per node: a second is refused at once (503, retryable), and
+/// a client that goes away mid-stream frees the slot (the dump stops rather
+/// than holding a RocksDB snapshot and a thread for nobody).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_snapshot_stream_at_a_time_and_a_departed_client_frees_it() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let client = c.client();
+    let big = vec![b'x'; 64 << 10];
+    for i in 0..400 {
+        client
+            .put(&format!("big-{i:03}"), big.clone())
+            .await
+            .expect("put");
+    }
+    let url = format!("{}/v1/snapshot", c.nodes[0].client_url());
+    let http = reqwest::Client::new();
+    let mut first = http.get(&url).send().await.expect("first");
+    assert_eq!(first.status(), 200);
+    // Read a little, then stall: 25 MiB cannot fit in the node's queue
+    // (2 MiB) and loopback socket buffers (a few MiB each way), so the dump
+    // is still running.
+    first.chunk().await.expect("chunk").expect("some bytes");
+    let second = http.get(&url).send().await.expect("second");
+    assert_eq!(second.status(), 503);
+    let body: serde_json::Value = second.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    drop(first);
+    let n = wait_for(Duration::from_secs(20), "the slot freed", || async {
+        let r = http.get(&url).send().await.ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        Some(r.bytes().await.expect("whole snapshot").len())
+    })
+    .await;
+    assert!(n > 400 * (64 << 10), "a whole snapshot: {n} bytes");
+}
