@@ -122,6 +122,24 @@ pub struct TransferLeaderRequest {
     pub to: NodeId,
 }
 
+/// Body of `POST /v1/cluster/force-new-cluster`: the id of the cluster
+/// being given up, as the caller's confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForceNewClusterRequest {
+    pub cluster_id: String,
+}
+
+/// Answer of `POST /v1/cluster/force-new-cluster`: the node exits now and
+/// becomes the only voter when it next starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForceNewClusterResponse {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub restarting: bool,
+    pub message: String,
+}
+
 /// Response of the membership admin calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipResponse {

@@ -609,6 +609,27 @@ impl Client {
         .await
     }
 
+    /// Disaster recovery on the node of the first endpoint (see docs/api.md):
+    /// it exits and, restarted, is the only voter of `cluster_id`. Never
+    /// tried on another endpoint: it is that node's data that survives.
+    pub async fn force_new_cluster(
+        &self,
+        cluster_id: &str,
+    ) -> Result<kvapi::ForceNewClusterResponse, ClientError> {
+        let req = kvapi::ForceNewClusterRequest {
+            cluster_id: cluster_id.to_owned(),
+        };
+        let first = self.pinned(0);
+        first
+            .call_json(
+                Method::POST,
+                "/v1/cluster/force-new-cluster",
+                &[],
+                json_body(&req),
+            )
+            .await
+    }
+
     /// `/healthz` of the first endpoint that answers.
     pub async fn health(&self) -> Result<(), ClientError> {
         self.call_public("/healthz").await.map(|_| ())

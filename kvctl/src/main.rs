@@ -48,6 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Promote(a) => cluster::promote(&ctx, a).await,
         Cmd::Remove(a) => cluster::remove(&ctx, a).await,
         Cmd::TransferLeader(a) => cluster::transfer_leader(&ctx, a).await,
+        Cmd::ForceNewCluster(a) => cluster::force_new_cluster(&ctx, a).await,
         Cmd::Health => misc::health(&ctx).await,
         Cmd::Version => misc::version(&ctx).await,
         Cmd::Bench(a) => misc::bench(&ctx, a).await,

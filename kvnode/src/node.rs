@@ -97,6 +97,9 @@ pub struct Node {
     /// before it has applied at least that far.
     startup_commit: Option<u64>,
     draining: tokio_util::sync::CancellationToken,
+    /// Cancelled when the node must exit to finish something at its next
+    /// start (force-new-cluster): the server shuts down as on SIGTERM.
+    exit_requested: tokio_util::sync::CancellationToken,
     /// Lease deadlines, kept while this node leads (see `lease::clock`).
     pub lease_clock: LeaseClock,
     pub instruments: NodeInstruments,
@@ -222,6 +225,7 @@ impl Node {
             info,
             startup_commit,
             draining: tokio_util::sync::CancellationToken::new(),
+            exit_requested: tokio_util::sync::CancellationToken::new(),
             lease_clock: LeaseClock::default(),
             instruments,
         }))
@@ -277,6 +281,60 @@ impl Node {
 
     pub fn set_draining(&self) {
         self.draining.cancel();
+    }
+
+    /// Resolves when the node has asked to be stopped (see `force_new_cluster`).
+    pub fn exit_requested(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.exit_requested.cancelled()
+    }
+
+    /// Disaster recovery from a running node (Kubernetes cannot run the
+    /// offline tool in a pod whose node holds the data dir): checks that
+    /// `cluster_id` is this node's and that no quorum answers, leaves the
+    /// marker `offline::pending_force_new_cluster` acts on at the next
+    /// start, and asks the server to exit (its supervisor restarts it).
+    pub async fn force_new_cluster(&self, cluster_id: &str) -> Result<String, NodeError> {
+        let mine = self.identity.cluster_id();
+        if mine.as_deref() != Some(cluster_id) {
+            return Err(NodeError::Conflict(format!(
+                "cluster_id {cluster_id:?} is not this node's cluster ({})",
+                mine.as_deref().unwrap_or("none yet")
+            )));
+        }
+        // A read index confirmed by a quorum means the cluster works: then
+        // this would split it in two.
+        let quorum = tokio::time::timeout(
+            Duration::from_millis(self.config.election_timeout_ms * 2),
+            self.read_barrier(),
+        )
+        .await;
+        if matches!(quorum, Ok(Ok(()))) {
+            return Err(NodeError::Conflict(
+                "a quorum of the cluster answers (a read index was confirmed): \
+                 force-new-cluster is only for a majority lost for good"
+                    .into(),
+            ));
+        }
+        let marker = self
+            .config
+            .data_dir
+            .join(crate::offline::FORCE_NEW_CLUSTER_MARKER);
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&marker)?;
+            std::io::Write::write_all(&mut f, cluster_id.as_bytes())?;
+            f.sync_all()
+        };
+        write().map_err(|e| NodeError::Internal(format!("writing {}: {e}", marker.display())))?;
+        tracing::warn!(
+            node_id = self.id(),
+            cluster_id,
+            "force-new-cluster requested: exiting; the recovery runs at the next start"
+        );
+        self.exit_requested.cancel();
+        Ok(format!(
+            "node {} exits now; when restarted it is the only voter of cluster {cluster_id}",
+            self.id()
+        ))
     }
 
     /// Resolves once shutdown has begun (long-lived streams end then).

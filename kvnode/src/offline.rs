@@ -12,6 +12,24 @@ use crate::raft::identity::{Identity, IdentityError, new_cluster_id};
 use crate::raft::types::MemberInfo;
 use crate::store::{self, Db, StoreError, backup};
 
+/// Left in the data dir by `POST /v1/cluster/force-new-cluster`: the node
+/// runs `force_new_cluster` when it next starts (it cannot while it runs:
+/// RocksDB is open and raft is using the log it rewrites).
+pub const FORCE_NEW_CLUSTER_MARKER: &str = "FORCE-NEW-CLUSTER";
+
+/// At start: the recovery an admin asked for before the last exit, if any.
+/// Returns what it did. The marker goes only after the rewrite is durable,
+/// so a crash in between repeats it (each run founds a newer term).
+pub fn pending_force_new_cluster(config: &Config) -> Result<Option<String>, OfflineError> {
+    let marker = config.data_dir.join(FORCE_NEW_CLUSTER_MARKER);
+    if !marker.exists() {
+        return Ok(None);
+    }
+    let done = force_new_cluster(config)?;
+    std::fs::remove_file(&marker)?;
+    Ok(Some(done))
+}
+
 /// Left in the data dir while `restore` works: a node refuses to start on
 /// it, and `restore` may start over.
 pub const RESTORE_MARKER: &str = "RESTORE-INCOMPLETE";

@@ -84,6 +84,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let peer_material = peer_tls.as_ref().map(|(m, _)| m.clone());
     let forward_tls = forwarding_tls(&config)?;
+    if let Some(done) = crate::offline::pending_force_new_cluster(&config)? {
+        tracing::warn!(result = %done, "force-new-cluster done");
+    }
     let node = Node::start(config, peer_material).await?;
     let app = App::new(
         node.clone(),
@@ -119,7 +122,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("dev mode: initialized a one-node cluster");
     }
 
-    wait_for_signal().await?;
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        _ = node.exit_requested() => {}
+    }
     tracing::info!("shutdown requested");
     let graceful = async {
         node.set_draining();

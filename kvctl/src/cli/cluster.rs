@@ -316,6 +316,17 @@ pub async fn remove(ctx: &Ctx, a: IdArg) -> anyhow::Result<()> {
     })
 }
 
+#[derive(Args, Debug)]
+pub struct ForceNewClusterArgs {
+    /// The id of the cluster given up (`kvctl status`), as confirmation.
+    pub cluster_id: String,
+}
+
+pub async fn force_new_cluster(ctx: &Ctx, a: ForceNewClusterArgs) -> anyhow::Result<()> {
+    let resp = ctx.client.force_new_cluster(&a.cluster_id).await?;
+    ctx.out.emit(&resp, || resp.message.clone())
+}
+
 pub async fn transfer_leader(ctx: &Ctx, a: IdArg) -> anyhow::Result<()> {
     let id = a.id;
     let resp = ctx.client.transfer_leader(id).await?;

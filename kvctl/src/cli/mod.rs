@@ -124,6 +124,8 @@ pub enum Cmd {
     Remove(cluster::IdArg),
     /// Hand leadership to a voter.
     TransferLeader(cluster::IdArg),
+    /// Disaster recovery: the first endpoint's node keeps its data and becomes the only voter (it restarts).
+    ForceNewCluster(cluster::ForceNewClusterArgs),
     /// Liveness and readiness of every endpoint.
     Health,
     /// kvctl's version and the version of every endpoint's node.

@@ -4,7 +4,10 @@
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kvapi::{AddLearnerRequest, InitRequest, SetVotersRequest, TransferLeaderRequest};
+use kvapi::{
+    AddLearnerRequest, ForceNewClusterRequest, ForceNewClusterResponse, InitRequest,
+    SetVotersRequest, TransferLeaderRequest,
+};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -48,6 +51,22 @@ pub async fn init(State(app): State<App>, req: Request) -> Response {
             parse(&body, "init request")?
         };
         Ok(app.node.init(req).await?)
+    })
+    .await
+}
+
+/// Runs on the node it is sent to, never forwarded: it is that node's data
+/// that survives.
+pub async fn force_new_cluster(State(app): State<App>, req: Request) -> Response {
+    admin(app, req, |app, _, body| async move {
+        let r: ForceNewClusterRequest = parse(&body, "force-new-cluster request")?;
+        let message = app.node.force_new_cluster(&r.cluster_id).await?;
+        Ok(ForceNewClusterResponse {
+            node_id: app.node.id(),
+            cluster_id: r.cluster_id,
+            restarting: true,
+            message,
+        })
     })
     .await
 }

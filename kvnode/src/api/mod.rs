@@ -122,6 +122,10 @@ pub fn client_router(app: App) -> Router {
         .route("/v1/snapshot", get(snapshot::snapshot))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/init", post(cluster::init))
+        .route(
+            "/v1/cluster/force-new-cluster",
+            post(cluster::force_new_cluster),
+        )
         .route("/v1/cluster/learners", post(cluster::add_learner))
         .route("/v1/cluster/voters", put(cluster::set_voters))
         .route(

@@ -41,6 +41,22 @@ fn kvnode_tool(n: &NodeProc, args: &[&str]) -> Output {
     n.command(None).args(args).output().expect("run kvnode")
 }
 
+/// Starts `n` (a restored or recovered data dir) and checks it serves as
+/// the only voter of its cluster; returns its client and status.
+async fn start_as_only_voter(n: &mut NodeProc) -> (Client, kvclient::ClusterStatus) {
+    n.start(None).await;
+    let client = n.client();
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{} ready", n.name),
+        || async { matches!(client.ready().await, Ok(Ok(()))).then_some(()) },
+    )
+    .await;
+    let st = client.status().await.expect("status");
+    assert_eq!(st.membership.voter_ids(), vec![n.id]);
+    (client, st)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -161,14 +177,7 @@ async fn a_snapshot_saved_under_writes_restores_into_a_new_cluster() {
         )),
         "{said}"
     );
-    r1.start(None).await;
-    let restored = r1.client();
-    wait_for(Duration::from_secs(20), "restored node ready", || async {
-        matches!(restored.ready().await, Ok(Ok(()))).then_some(())
-    })
-    .await;
-    let st = restored.status().await.expect("status");
-    assert_eq!(st.membership.voter_ids(), vec![r1.id]);
+    let (restored, st) = start_as_only_voter(&mut r1).await;
     assert_ne!(st.cluster_id, source_cluster);
     assert_eq!(all_keys(&restored).await, expected);
     for (k, rev) in expected
@@ -300,14 +309,7 @@ async fn force_new_cluster_brings_back_the_survivor_of_a_lost_majority() {
     let out = kvnode_tool(&c.nodes[survivor], &["force-new-cluster"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let n = &mut c.nodes[survivor];
-    n.start(None).await;
-    let client = n.client();
-    wait_for(Duration::from_secs(20), "survivor ready", || async {
-        matches!(client.ready().await, Ok(Ok(()))).then_some(())
-    })
-    .await;
-    let now = client.status().await.expect("status");
-    assert_eq!(now.membership.voter_ids(), vec![n.id]);
+    let (client, now) = start_as_only_voter(n).await;
     assert_eq!(now.cluster_id, st.cluster_id, "same cluster, fewer members");
     n.assert_holds("k", 300).await;
     let rev = client.put("after", "recovery").await.expect("put");
@@ -368,4 +370,40 @@ async fn one_snapshot_stream_at_a_time_and_a_departed_client_frees_it() {
     })
     .await;
     assert!(n > 400 * (64 << 10), "a whole snapshot: {n} bytes");
+}
+
+/// The same recovery through the API, as the operator (or an admin in
+/// Kubernetes, where the node holds its data dir) does it: refused while a
+/// quorum answers or for another cluster id; on the survivor of a lost
+/// majority, the node exits and comes back as the only voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_new_cluster_through_the_api_restarts_the_survivor_alone() {
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let last = put_keys(&c.client(), "k", 200).await;
+    let leader = c.leader().await;
+    let survivor = (leader + 1) % 3;
+    let cluster_id = c.status(survivor).await.cluster_id.expect("cluster id");
+    let ep = c.nodes[survivor].client_url();
+    let err = kvctl::fails(&ep, &["force-new-cluster", &cluster_id]);
+    assert!(err.contains("a quorum of the cluster answers"), "{err}");
+    let err = kvctl::fails(&ep, &["force-new-cluster", "not-this-one"]);
+    assert!(err.contains("is not this node's cluster"), "{err}");
+
+    c.wait_applied(survivor, last).await;
+    for i in 0..3 {
+        if i != survivor {
+            c.nodes[i].kill9();
+        }
+    }
+    let out = kvctl::ok(&ep, &["force-new-cluster", &cluster_id]);
+    assert!(out.contains("exits now"), "{out}");
+    let n = &mut c.nodes[survivor];
+    let st = n.wait_exit(Duration::from_secs(30)).await;
+    assert!(st.success(), "exit status {st:?}");
+    // Its supervisor (the kubelet) restarts it; here, the test.
+    let (client, now) = start_as_only_voter(n).await;
+    assert_eq!(now.cluster_id.as_deref(), Some(cluster_id.as_str()));
+    n.assert_holds("k", 200).await;
+    assert!(client.put("after", "x").await.expect("put") > last);
+    assert!(!n.data_dir.join("FORCE-NEW-CLUSTER").exists());
 }
