@@ -459,6 +459,14 @@ pub async fn execute_step(
         Step::EnableAuth {
             leader, password, ..
         } => auth::enable_root(&node(leader)?, password).await,
+        Step::ForceNewCluster {
+            endpoint,
+            cluster_id,
+            ..
+        } => node(endpoint)?
+            .force_new_cluster(cluster_id)
+            .await
+            .map(drop),
         // Not a node call: the controller deletes the pod (`delete_pod`)
         // and never sends this step here; nothing to send to a node.
         Step::ReplacePod { .. } => Ok(()),
