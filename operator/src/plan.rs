@@ -191,14 +191,10 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
             decision.step = None;
             decision.hold = Some((Reason::QuorumLost, message));
         }
-        Some(Recovery::Run {
-            step,
-            record,
-            message,
-        }) => {
-            decision.step = Some(step);
-            decision.hold = Some((Reason::QuorumLost, message));
-            recovered = Some(record);
+        Some(Recovery::Run(run)) => {
+            decision.step = Some(run.step);
+            decision.hold = Some((Reason::QuorumLost, run.message));
+            recovered = Some(run.record);
         }
         Some(Recovery::Refused(message)) => {
             decision.trouble = Some((Reason::RecoveryRefused, message));

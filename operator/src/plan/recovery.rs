@@ -26,14 +26,18 @@ use crate::names::{FORCE_NEW_CLUSTER_ANNOTATION, quorum};
 pub(super) enum Recovery {
     /// Quorum lost and no request: hold, and say how to recover.
     Detected(String),
-    /// Quorum lost and asked to recover: the step, and what to record.
-    Run {
-        step: Step,
-        record: RecoveryStatus,
-        message: String,
-    },
+    /// Quorum lost and asked to recover.
+    Run(Box<Run>),
     /// Asked to recover while the quorum is fine.
     Refused(String),
+}
+
+/// The step, what to record, and the Degraded message.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Run {
+    pub(super) step: Step,
+    pub(super) record: RecoveryStatus,
+    pub(super) message: String,
 }
 
 struct Survivor<'a> {
@@ -119,7 +123,7 @@ pub(super) fn recovery(view: &View, input: &PlanInput) -> Option<Recovery> {
             survivor.pod, survivor.id
         )));
     };
-    Some(Recovery::Run {
+    Some(Recovery::Run(Box::new(Run {
         step: Step::ForceNewCluster {
             endpoint: survivor.endpoint.to_owned(),
             pod: survivor.pod.to_owned(),
@@ -138,5 +142,5 @@ pub(super) fn recovery(view: &View, input: &PlanInput) -> Option<Recovery> {
             "{lost}; recovering from {} as asked ({request})",
             survivor.pod
         ),
-    })
+    })))
 }
