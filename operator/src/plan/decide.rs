@@ -223,10 +223,14 @@ pub(super) fn decide_membership(
         if view.contains(status.id) {
             continue;
         }
-        if status.cluster_id.is_some() {
+        if status.cluster_id.is_some()
+            && (status.cluster_id.as_deref() != view.cluster_id
+                || input.previous.recovery.is_some())
+        {
             // Reported as trouble. Another cluster's node would mix two
-            // clusters; a former member of this one (left over by a
-            // disaster recovery) holds a log the cluster has moved past.
+            // clusters. After a disaster recovery, a former member may have
+            // applied writes the survivor never had: its state cannot be
+            // rolled back to join, it must come back empty.
             continue;
         }
         return Decision::step(Step::AddLearner {
@@ -314,7 +318,7 @@ pub(super) fn trouble(view: &View, input: &PlanInput) -> Option<(Reason, String)
         .observed
         .pods
         .iter()
-        .filter(|p| !p.terminating)
+        .filter(|p| !p.terminating && input.previous.recovery.is_some())
         .filter_map(|p| Some((p, p.status()?)))
         .filter(|(_, s)| s.cluster_id.as_deref() == view.cluster_id && !view.contains(s.id))
         .map(|(p, s)| format!("{} (id {})", p.name, s.id))
@@ -323,8 +327,8 @@ pub(super) fn trouble(view: &View, input: &PlanInput) -> Option<(Reason, String)
         return Some((
             Reason::StaleMember,
             format!(
-                "{} hold data of this cluster but are not members (left over by a disaster \
-                 recovery?); they are not added: delete their PVC and pod so they come back empty",
+                "{} hold data of this cluster from before the disaster recovery and are not \
+                 members; they are not added: delete their PVC and pod so they come back empty",
                 stale.join(", ")
             ),
         ));
