@@ -459,6 +459,14 @@ pub async fn execute_step(
         Step::EnableAuth {
             leader, password, ..
         } => auth::enable_root(&node(leader)?, password).await,
+        Step::ForceNewCluster {
+            endpoint,
+            cluster_id,
+            ..
+        } => node(endpoint)?
+            .force_new_cluster(cluster_id)
+            .await
+            .map(drop),
         // Not a node call: the controller deletes the pod (`delete_pod`)
         // and never sends this step here; nothing to send to a node.
         Step::ReplacePod { .. } => Ok(()),
@@ -538,6 +546,13 @@ mod tests {
                 }),
             )
             .route(
+                "/v1/cluster/force-new-cluster",
+                post(|State(c): State<Calls>, body: String| async move {
+                    c.lock().expect("lock").push(format!("force {body}"));
+                    r#"{"node_id":12,"cluster_id":"c1","restarting":true,"message":"exits"}"#
+                }),
+            )
+            .route(
                 "/v1/auth/status",
                 get(|State(c): State<Calls>| async move {
                     let enabled = c.lock().expect("lock").iter().any(|l| l == "enable");
@@ -603,7 +618,7 @@ mod tests {
             .await
             .expect("promote");
         let remove = Step::Remove {
-            leader,
+            leader: leader.clone(),
             pod: "kv-2".into(),
             id: 12,
             why: Removal::ScaleDown,
@@ -611,6 +626,18 @@ mod tests {
         execute_step(&remove, &plain, timeout)
             .await
             .expect("a member already gone counts as removed");
+        // Sent to the survivor itself (here the same fake node), never
+        // forwarded: its data is what survives.
+        let force = Step::ForceNewCluster {
+            endpoint: leader,
+            pod: "kv-2".into(),
+            id: 12,
+            cluster_id: "c1".into(),
+            applied_index: Some(7),
+        };
+        execute_step(&force, &plain, timeout)
+            .await
+            .expect("force-new-cluster");
         let calls = calls.lock().expect("lock").clone();
         assert_eq!(
             calls,
@@ -618,6 +645,7 @@ mod tests {
                 r#"learners {"id":11,"name":"kv-1","peer_url":"http://kv-1.kv-peer:7380","client_url":"http://kv-1.kv-peer:7379"}"#,
                 r#"voters {"voters":[10,11]}"#,
                 "remove 12",
+                r#"force {"cluster_id":"c1"}"#,
             ]
         );
     }

@@ -200,6 +200,10 @@ async fn reconcile_cluster(
     let plan = plan::plan(
         &PlanInput {
             owner: &owner,
+            recovery_request: kvc
+                .annotations()
+                .get(names::FORCE_NEW_CLUSTER_ANNOTATION)
+                .map(String::as_str),
             spec: &kvc.spec,
             generation: kvc.metadata.generation,
             previous: &previous,
@@ -422,14 +426,15 @@ pub async fn run(
     }
 }
 
-/// Changes that need a reconcile: the spec (generation), finalizers and
-/// the start of deletion.
+/// Changes that need a reconcile: the spec (generation), finalizers, the
+/// start of deletion and a disaster recovery request (an annotation).
 fn spec_or_lifecycle(kvc: &KvCluster) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     (
         kvc.metadata.generation,
         kvc.finalizers(),
         kvc.metadata.deletion_timestamp.is_some(),
+        kvc.annotations().get(names::FORCE_NEW_CLUSTER_ANNOTATION),
     )
         .hash(&mut hasher);
     Some(hasher.finish())

@@ -443,6 +443,10 @@ pub struct KvClusterStatus {
     /// until the StatefulSet reports its revisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// The last disaster recovery the operator ran on request (annotation
+    /// `raftkv.io/force-new-cluster`); a request is run once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryStatus>,
     /// `Available`, `Progressing` and `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -474,6 +478,25 @@ pub struct RolloutStatus {
     pub waiting_for: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Time>,
+}
+
+/// A disaster recovery the operator ran: the survivor it made the only
+/// voter of the cluster (`POST /v1/cluster/force-new-cluster`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryStatus {
+    /// The value of the annotation `raftkv.io/force-new-cluster` that asked
+    /// for it; another value asks again.
+    pub request: String,
+    /// The survivor's pod.
+    pub survivor: String,
+    /// The survivor's node id, kept by the recovered cluster.
+    pub node_id: String,
+    /// The survivor's applied log index when it was chosen: writes applied
+    /// by no survivor beyond it are lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_index: Option<i64>,
+    pub at: Time,
 }
 
 /// The regular expression Kubernetes itself publishes for quantities.

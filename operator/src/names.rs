@@ -12,6 +12,9 @@ pub const DATA_DIR: &str = "/var/lib/raftkv";
 /// Name of the volume claim template; PVCs are `data-<cluster>-<ordinal>`.
 pub const DATA_VOLUME: &str = "data";
 pub const CONTAINER_NAME: &str = "kvnode";
+/// KvCluster annotation asking for a disaster recovery; its value names
+/// the request (any value not yet in `status.recovery.request`).
+pub const FORCE_NEW_CLUSTER_ANNOTATION: &str = "raftkv.io/force-new-cluster";
 /// Where the Secret with the node certificates is mounted (read-only).
 pub const TLS_DIR: &str = "/etc/raftkv/tls";
 pub const TLS_VOLUME: &str = "tls";

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod certs;
 mod decide;
 mod objects;
+mod recovery;
 mod rollout;
 mod sizing;
 mod status;
@@ -42,6 +43,7 @@ use crate::reason::Reason;
 use certs::{CertInput, CertPlan};
 use decide::{Decision, caught_up_since, decide_membership, decide_uninitialized, trouble};
 use objects::desired;
+use recovery::{Recovery, recovery};
 use rollout::{Action, rollout};
 use sizing::{current_replicas, pods_for_members, pvcs_to_delete, statefulset_replicas};
 use status::{notices, status};
@@ -79,6 +81,8 @@ pub struct PlanInput<'a> {
     pub owner: &'a Owner,
     pub spec: &'a KvClusterSpec,
     pub generation: Option<i64>,
+    /// The value of the annotation `raftkv.io/force-new-cluster`.
+    pub recovery_request: Option<&'a str>,
     /// The status written by the previous reconcile (default when none).
     pub previous: &'a KvClusterStatus,
     pub observed: &'a Observed,
@@ -180,6 +184,22 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
     }
     // What is applied this round: nothing while paused or invalid.
     let applying = valid.filter(|_| !input.spec.paused);
+    let mut recovered = None;
+    match applying.and_then(|_| recovery(&view, input)) {
+        None => {}
+        Some(Recovery::Detected(message)) => {
+            decision.step = None;
+            decision.hold = Some((Reason::QuorumLost, message));
+        }
+        Some(Recovery::Run(run)) => {
+            decision.step = Some(run.step);
+            decision.hold = Some((Reason::QuorumLost, run.message));
+            recovered = Some(run.record);
+        }
+        Some(Recovery::Refused(message)) => {
+            decision.trouble = Some((Reason::RecoveryRefused, message));
+        }
+    }
     let auth = auth::plan_auth(
         input.spec,
         input.observed,
@@ -277,6 +297,7 @@ pub fn plan(input: &PlanInput, config: &PlanConfig) -> Plan {
     );
     status.auth = auth.state;
     status.rollout = rollout.status;
+    status.recovery = recovered.or_else(|| input.previous.recovery.clone());
     let converged = status.phase == Some(Phase::Running) && decision.step.is_none();
     let requeue_after = decision
         .requeue

@@ -46,6 +46,7 @@ reasons! {
     NoTransferTarget,
     WouldLoseQuorum,
     RolloutStuck,
+    QuorumLost,
     // Degraded: trouble that holds nothing
     Healthy,
     ForeignNode,
@@ -56,6 +57,8 @@ reasons! {
     AuthUnsupported,
     AuthNotApplied,
     AuthChangeNotApplied,
+    RecoveryRefused,
+    StaleMember,
     // Events: one per membership step
     InitializeCluster,
     AddLearner,
@@ -66,6 +69,7 @@ reasons! {
     RemoveLostMember,
     EnableAuth,
     ReplacePod,
+    ForceNewCluster,
     // Events: other
     MembershipStepFailed,
     DeletedVolume,

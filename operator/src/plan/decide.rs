@@ -223,8 +223,14 @@ pub(super) fn decide_membership(
         if view.contains(status.id) {
             continue;
         }
-        if status.cluster_id.is_some() && status.cluster_id.as_deref() != view.cluster_id {
-            // Reported as trouble; adding it would mix two clusters.
+        if status.cluster_id.is_some()
+            && (status.cluster_id.as_deref() != view.cluster_id
+                || input.previous.recovery.is_some())
+        {
+            // Reported as trouble. Another cluster's node would mix two
+            // clusters. After a disaster recovery, a former member may have
+            // applied writes the survivor never had: its state cannot be
+            // rolled back to join, it must come back empty.
             continue;
         }
         return Decision::step(Step::AddLearner {
@@ -305,6 +311,25 @@ pub(super) fn trouble(view: &View, input: &PlanInput) -> Option<(Reason, String)
             format!(
                 "{} hold data of another raft cluster; they are not added (check their volumes)",
                 foreign.join(", ")
+            ),
+        ));
+    }
+    let stale: Vec<String> = input
+        .observed
+        .pods
+        .iter()
+        .filter(|p| !p.terminating && input.previous.recovery.is_some())
+        .filter_map(|p| Some((p, p.status()?)))
+        .filter(|(_, s)| s.cluster_id.as_deref() == view.cluster_id && !view.contains(s.id))
+        .map(|(p, s)| format!("{} (id {})", p.name, s.id))
+        .collect();
+    if !stale.is_empty() && view.leader.is_some() {
+        return Some((
+            Reason::StaleMember,
+            format!(
+                "{} hold data of this cluster from before the disaster recovery and are not \
+                 members; they are not added: delete their PVC and pod so they come back empty",
+                stale.join(", ")
             ),
         ));
     }

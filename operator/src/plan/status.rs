@@ -211,6 +211,7 @@ pub(super) fn status(
         members,
         auth: None,
         rollout: None,
+        recovery: None,
         conditions,
         observed_generation: input.generation,
     }

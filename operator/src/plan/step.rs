@@ -54,6 +54,16 @@ pub enum Step {
         pod: String,
         password: Password,
     },
+    /// Disaster recovery: the survivor becomes the only voter of
+    /// `cluster_id`, keeping its data (it exits and restarts to do so).
+    /// The node refuses while a quorum answers.
+    ForceNewCluster {
+        endpoint: String,
+        pod: String,
+        id: NodeId,
+        cluster_id: String,
+        applied_index: Option<u64>,
+    },
     /// Delete a pod of an outdated template revision; the StatefulSet
     /// (updateStrategy OnDelete) creates it again from the current one,
     /// on the same volume, so it comes back as the same node. Only the pod
@@ -84,7 +94,8 @@ impl Step {
             | Step::Demote { pod, .. }
             | Step::Remove { pod, .. }
             | Step::EnableAuth { pod, .. }
-            | Step::ReplacePod { pod, .. } => pod,
+            | Step::ReplacePod { pod, .. }
+            | Step::ForceNewCluster { pod, .. } => pod,
             Step::TransferLeadership { from_pod, .. } => from_pod,
         }
     }
@@ -99,6 +110,7 @@ impl Step {
             Step::Demote { .. } => Reason::DemoteVoter,
             Step::EnableAuth { .. } => Reason::EnableAuth,
             Step::ReplacePod { .. } => Reason::ReplacePod,
+            Step::ForceNewCluster { .. } => Reason::ForceNewCluster,
             Step::Remove {
                 why: Removal::ScaleDown,
                 ..
@@ -132,6 +144,18 @@ impl fmt::Display for Step {
             Step::EnableAuth { pod, .. } => {
                 write!(f, "create the user root and turn auth on via {pod}")
             }
+            Step::ForceNewCluster {
+                pod,
+                id,
+                cluster_id,
+                applied_index,
+                ..
+            } => write!(
+                f,
+                "force {pod} (id {id}, applied index {}) to be the only voter of cluster \
+                 {cluster_id}; writes it had not applied are lost",
+                applied_index.map_or("unknown".to_owned(), |a| a.to_string())
+            ),
             Step::ReplacePod {
                 pod,
                 revision,

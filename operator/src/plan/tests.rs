@@ -21,6 +21,8 @@ use crate::reason::Reason;
 
 /// Operator-managed auth, on the same simulated cluster.
 mod auth;
+/// Disaster recovery (quorum lost), on the same simulated cluster.
+mod recovery;
 /// Rolling upgrades and volume expansion, on the same simulated cluster.
 mod rollout;
 mod world;
@@ -78,6 +80,7 @@ fn run_plan_observing(
     edit(&mut observed);
     plan(
         &PlanInput {
+            recovery_request: world.recovery_request.as_deref(),
             owner: &owner,
             spec: &kvc.spec,
             generation: kvc.metadata.generation,
@@ -117,6 +120,7 @@ fn summary(step: Option<&Step>) -> String {
         }) => format!("remove-lost {pod}#{id}"),
         Some(Step::EnableAuth { pod, .. }) => format!("enable-auth {pod}"),
         Some(Step::ReplacePod { pod, .. }) => format!("replace {pod}"),
+        Some(Step::ForceNewCluster { pod, id, .. }) => format!("force-new-cluster {pod}#{id}"),
     }
 }
 
@@ -455,9 +459,11 @@ fn held_changes_report_degraded_with_a_reason_and_one_warning() {
     world.down(1);
     world.down(2);
     let plan = run_plan(&world, &json!({"replicas": 3}), &KvClusterStatus::default());
+    // A leader without a healthy quorum: reported as a lost quorum (the
+    // operator still only acts when asked, see tests/recovery.rs).
     assert_eq!(
         condition_reason(&plan.status, "Degraded"),
-        "True/QuorumUnhealthy"
+        "True/QuorumLost"
     );
     assert_eq!(
         condition_reason(&plan.status, "Available"),
@@ -465,7 +471,7 @@ fn held_changes_report_degraded_with_a_reason_and_one_warning() {
     );
     assert_eq!(
         plan.notices.iter().map(|n| n.reason).collect::<Vec<_>>(),
-        [Reason::QuorumUnhealthy]
+        [Reason::QuorumLost]
     );
     // The next reconcile, still held, does not repeat the warning.
     let again = run_plan(&world, &json!({"replicas": 3}), &plan.status);
@@ -545,6 +551,7 @@ fn foreign_node_is_never_added() {
     let owner = Owner::of(&kvc).expect("identity");
     let plan = plan(
         &PlanInput {
+            recovery_request: None,
             owner: &owner,
             spec: &kvc.spec,
             generation: Some(1),
@@ -569,6 +576,7 @@ fn missing_pdb_api_skips_the_budget_with_one_warning() {
     let owner = Owner::of(&kvc).expect("identity");
     let observed = world.observe();
     let input = |previous| PlanInput {
+        recovery_request: None,
         owner: &owner,
         spec: &kvc.spec,
         generation: Some(4),
@@ -801,6 +809,7 @@ fn storage_change_is_reported_and_not_applied() {
         storage_class_name: None,
     });
     let input = |previous, observed| PlanInput {
+        recovery_request: None,
         owner: &owner,
         spec: &kvc.spec,
         generation: Some(2),
@@ -871,6 +880,7 @@ fn storage_change_is_reported_and_not_applied() {
     let kvc_same = fixtures::kvc(json!({"replicas": 3, "storage": {"size": "1024Mi"}}));
     let same = plan(
         &PlanInput {
+            recovery_request: None,
             spec: &kvc_same.spec,
             ..input(&none, &observed)
         },

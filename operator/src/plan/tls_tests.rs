@@ -22,6 +22,7 @@ fn run(spec: serde_json::Value, observed: &Observed, previous: &KvClusterStatus)
     let owner = Owner::of(&kvc).expect("identity");
     plan(
         &PlanInput {
+            recovery_request: None,
             owner: &owner,
             spec: &kvc.spec,
             generation: kvc.metadata.generation,
@@ -182,6 +183,7 @@ fn certificates_cover_the_pod_the_statefulset_grows_to() {
     };
     let none = KvClusterStatus::default();
     let input = PlanInput {
+        recovery_request: None,
         owner: &owner,
         spec: &kvc.spec,
         generation: None,
@@ -202,6 +204,7 @@ fn certificates_cover_the_pod_the_statefulset_grows_to() {
         ..Observed::default()
     };
     let input = PlanInput {
+        recovery_request: None,
         spec: &shrinking,
         observed: &observed,
         ..input

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Resource as _, ResourceExt};
-use kvclient::{Consistency, ErrorCode, Role};
+use kvclient::{Consistency, ErrorCode, NodeId, Role};
 use raftkv_e2e::kv::{self, WriteStream};
 use raftkv_e2e::kvc;
 use raftkv_e2e::monitor::{MembershipMonitor, ReplacementMonitor};
@@ -914,6 +914,71 @@ async fn scale_to_5_and_back_to_3() -> anyhow::Result<()> {
     .await
 }
 
+/// Waits until `victim`, whose PVC and pod were deleted, serves again on a
+/// new PVC as a new node (not `old_id`), and returns its id. Kubernetes <
+/// 1.27: when the StatefulSet recreated the pod while the old PVC was still
+/// terminating, it made no new PVC and the pod waits forever; deleting it
+/// again (what a person does) gets a new PVC. See docs/testing.md.
+async fn back_on_new_volume(
+    s: &Scenario,
+    victim: &str,
+    old_id: NodeId,
+    old_pvc_uid: &str,
+    deleted_uids: &mut Vec<String>,
+) -> anyhow::Result<NodeId> {
+    let pvc = format!("data-{victim}");
+    let pvcs = s.api::<PersistentVolumeClaim>();
+    let mut stuck_since: Option<Instant> = None;
+    s.wait(
+        &format!("{victim} back on a new volume as a new node"),
+        CHANGE,
+        async || {
+            let pod = s
+                .api::<Pod>()
+                .get_opt(victim)
+                .await
+                .map_err(|e| e.to_string())?;
+            let claim = pvcs.get_opt(&pvc).await.map_err(|e| e.to_string())?;
+            let new_claim = claim
+                .as_ref()
+                .is_some_and(|c| c.metadata.uid.as_deref() != Some(old_pvc_uid));
+            let Some(pod) = pod else {
+                return Err("no pod".into());
+            };
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if deleted_uids.contains(&uid) {
+                return Err("the old pod is still terminating".into());
+            }
+            let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+            if pending && !new_claim {
+                let since = *stuck_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(10) {
+                    s.log(format_args!(
+                        "{victim} is Pending without a new PVC {pvc}: deleting the pod once more"
+                    ));
+                    s.api::<Pod>()
+                        .delete(victim, &DeleteParams::default())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    deleted_uids.push(uid);
+                    stuck_since = None;
+                }
+                return Err(format!("{victim} Pending, PVC {pvc} not recreated yet"));
+            }
+            stuck_since = None;
+            let st =
+                s.kv.status(&Target::pod(victim))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            if st.id == old_id {
+                return Err(format!("{victim} still reports the old id {old_id}"));
+            }
+            Ok(st.id)
+        },
+    )
+    .await
+}
+
 /// A pod loses its volume (pod and PVC deleted): the pod comes back as a new,
 /// empty node; the operator removes the stale member and adds the new node,
 /// which catches up. Writes go on throughout and none is lost.
@@ -934,49 +999,31 @@ async fn lost_volume_member_is_replaced_and_catches_up() -> anyhow::Result<()> {
         let stream = WriteStream::start(&s.kv, &Target::service("kv"), "lost-stream", 1);
 
         pvcs.delete(&pvc, &DeleteParams::default()).await?;
-        s.log(format_args!("deleted PVC {pvc} (stays Terminating while {victim} uses it)"));
+        s.log(format_args!(
+            "deleted PVC {pvc} (stays Terminating while {victim} uses it)"
+        ));
         let t0 = Instant::now();
         let mut deleted_uids = vec![delete_pod(s, &victim).await?];
-        let mut stuck_since: Option<Instant> = None;
-        let new_id = s
-            .wait(&format!("{victim} back on a new volume as a new node"), CHANGE, async || {
-                let pod = s.api::<Pod>().get_opt(&victim).await.map_err(|e| e.to_string())?;
-                let claim = pvcs.get_opt(&pvc).await.map_err(|e| e.to_string())?;
-                let new_claim = claim.as_ref().is_some_and(|c| c.metadata.uid.as_deref() != Some(old_pvc_uid.as_str()));
-                let Some(pod) = pod else { return Err("no pod".into()) };
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                if deleted_uids.contains(&uid) {
-                    return Err("the old pod is still terminating".into());
-                }
-                // Kubernetes < 1.27: when the StatefulSet recreated the pod
-                // while the old PVC was still terminating, it made no new PVC
-                // and the pod waits forever; deleting it again (what a person
-                // does) gets a new PVC. See docs/testing.md.
-                let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
-                if pending && !new_claim {
-                    let since = *stuck_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(10) {
-                        s.log(format_args!("{victim} is Pending without a new PVC {pvc}: deleting the pod once more"));
-                        s.api::<Pod>().delete(&victim, &DeleteParams::default()).await.map_err(|e| e.to_string())?;
-                        deleted_uids.push(uid);
-                        stuck_since = None;
-                    }
-                    return Err(format!("{victim} Pending, PVC {pvc} not recreated yet"));
-                }
-                stuck_since = None;
-                let st = s.kv.status(&Target::pod(&victim)).await.map_err(|e| e.to_string())?;
-                if st.id == old_id {
-                    return Err(format!("{victim} still reports the old id {old_id}"));
-                }
-                Ok(st.id)
-            })
-            .await?;
+        let new_id =
+            back_on_new_volume(s, &victim, old_id, &old_pvc_uid, &mut deleted_uids).await?;
         s.record("volume lost -> pod serving as a new node", t0.elapsed());
-        s.log(format_args!("{victim}: node {old_id} replaced by node {new_id}"));
+        s.log(format_args!(
+            "{victim}: node {old_id} replaced by node {new_id}"
+        ));
         let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
-        s.record("volume lost -> replaced member is a healthy voter", t0.elapsed());
-        anyhow::ensure!(c2.ids[&victim] == new_id, "{victim} is member {} in the end, want {new_id}", c2.ids[&victim]);
-        anyhow::ensure!(!c2.ids.values().any(|id| *id == old_id), "the stale id {old_id} is still a member");
+        s.record(
+            "volume lost -> replaced member is a healthy voter",
+            t0.elapsed(),
+        );
+        anyhow::ensure!(
+            c2.ids[&victim] == new_id,
+            "{victim} is member {} in the end, want {new_id}",
+            c2.ids[&victim]
+        );
+        anyhow::ensure!(
+            !c2.ids.values().any(|id| *id == old_id),
+            "the stale id {old_id} is still a member"
+        );
         for (pod, id) in &c.ids {
             if *pod != victim {
                 anyhow::ensure!(c2.ids[pod] == *id, "{pod} changed id");
@@ -997,6 +1044,106 @@ async fn lost_volume_member_is_replaced_and_catches_up() -> anyhow::Result<()> {
         ));
         check_keys(s, "kv", &keys).await?;
         check_keys(s, "kv", &report.acked).await
+    })
+    .await
+}
+
+/// Two of three volumes are lost at once (PVCs and pods deleted): the
+/// quorum is gone for good. The operator reports it (`QuorumLost`, naming
+/// the survivor) and does nothing until the KvCluster is annotated
+/// `raftkv.io/force-new-cluster`; then the survivor becomes the only voter,
+/// keeps its node id and data, and the two new nodes join it. Every write
+/// acknowledged before the loss is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_lost_recovers_from_the_survivor_when_annotated() -> anyhow::Result<()> {
+    Scenario::run("disaster-recovery", async |s| {
+        let c = kvc::create(s, &kvc::example()?, FORM).await?;
+        let keys = write_keys(s, "kv", "dr", 300).await?;
+        for pod in c.ids.keys() {
+            wait_pod_has(s, pod, &keys).await?;
+        }
+        // The leader and one follower go: the survivor is a follower that
+        // sees no leader.
+        let survivor = c
+            .followers()
+            .into_iter()
+            .min()
+            .ok_or_else(|| anyhow::anyhow!("no follower"))?;
+        let survivor_id = c.ids[&survivor];
+        let victims: Vec<String> = c.ids.keys().filter(|p| **p != survivor).cloned().collect();
+        let pvcs = s.api::<PersistentVolumeClaim>();
+        let mut old = Vec::new();
+        for victim in &victims {
+            let pvc = format!("data-{victim}");
+            let uid = pvcs.get(&pvc).await?.metadata.uid.unwrap_or_default();
+            pvcs.delete(&pvc, &DeleteParams::default()).await?;
+            old.push((victim, uid));
+        }
+        let t0 = Instant::now();
+        let mut deleted_uids = Vec::new();
+        for victim in &victims {
+            deleted_uids.push(delete_pod(s, victim).await?);
+        }
+        for (victim, pvc_uid) in &old {
+            back_on_new_volume(s, victim, c.ids[*victim], pvc_uid, &mut deleted_uids).await?;
+        }
+        let message = s
+            .wait(
+                "Degraded=True/QuorumLost naming the survivor",
+                CHANGE,
+                async || {
+                    let (_, st) = kvc::status(s, "kv").await?;
+                    match st.condition("Degraded") {
+                        Some(c)
+                            if c.status == "True" && c.reason.as_deref() == Some("QuorumLost") =>
+                        {
+                            let message = c.message.clone().unwrap_or_default();
+                            if message.contains(&format!("from {survivor} (node {survivor_id}")) {
+                                Ok(message)
+                            } else {
+                                Err(format!(
+                                    "QuorumLost without the survivor {survivor}: {message}"
+                                ))
+                            }
+                        }
+                        _ => Err(st.describe()),
+                    }
+                },
+            )
+            .await?;
+        s.record("volumes lost -> QuorumLost reported", t0.elapsed());
+        s.log(format_args!("Degraded: {message}"));
+
+        let t1 = Instant::now();
+        let annotate =
+            json!({"metadata": {"annotations": {"raftkv.io/force-new-cluster": "e2e-1"}}});
+        kvc::api(s)
+            .patch(
+                "kv",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&annotate),
+            )
+            .await?;
+        let c2 = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
+        let recovery_took = t1.elapsed();
+        s.record("annotated -> 3 healthy voters", recovery_took);
+        s.log(format_args!(
+            "recovery took {:.1}s",
+            recovery_took.as_secs_f64()
+        ));
+        anyhow::ensure!(
+            c2.ids[&survivor] == survivor_id,
+            "{survivor} is member {} after the recovery, want {survivor_id}",
+            c2.ids[&survivor]
+        );
+        let (object, _) = kvc::status(s, "kv").await.map_err(|e| anyhow::anyhow!(e))?;
+        let recovery = &object.data["status"]["recovery"];
+        let node_id = survivor_id.to_string();
+        anyhow::ensure!(
+            recovery["request"] == "e2e-1" && recovery["nodeId"] == node_id.as_str(),
+            "status.recovery: {recovery}"
+        );
+        check_keys(s, "kv", &keys).await
     })
     .await
 }

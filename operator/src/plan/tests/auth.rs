@@ -157,6 +157,7 @@ fn a_cluster_kept_on_plaintext_does_not_get_auth() {
     };
     let plan = plan(
         &PlanInput {
+            recovery_request: None,
             owner: &owner,
             spec: &kvc.spec,
             generation: kvc.metadata.generation,
@@ -189,6 +190,7 @@ fn nodes_without_the_auth_api_are_reported() {
     let owner = Owner::of(&kvc).expect("identity");
     let plan = plan(
         &PlanInput {
+            recovery_request: None,
             owner: &owner,
             spec: &kvc.spec,
             generation: kvc.metadata.generation,

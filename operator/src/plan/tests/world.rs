@@ -58,6 +58,8 @@ pub(super) struct World {
     pub(super) restart_ticks: u32,
     /// Pods deleted by `ReplacePod`, in order, with the role they had.
     pub(super) replaced: Vec<(String, Role)>,
+    /// The KvCluster's `raftkv.io/force-new-cluster` annotation.
+    pub(super) recovery_request: Option<String>,
 }
 
 impl World {
@@ -77,6 +79,7 @@ impl World {
             template: None,
             restart_ticks: 0,
             replaced: Vec::new(),
+            recovery_request: None,
         }
     }
 
@@ -142,6 +145,19 @@ impl World {
                 .find(|v| alive.contains(v))
                 .expect("a voter survives");
             raft.term += 1;
+        }
+    }
+
+    /// The volumes of `ordinals` are lost at once: their pods restart as
+    /// new nodes, and nobody is elected (a surviving leader, if any, keeps
+    /// calling itself leader without a quorum).
+    pub(super) fn lose_volumes(&mut self, ordinals: &[u32]) {
+        for ordinal in ordinals {
+            self.volumes.remove(ordinal);
+            self.pods.remove(ordinal);
+        }
+        if let Some(replicas) = self.statefulset {
+            self.set_statefulset(replicas);
         }
     }
 
@@ -333,10 +349,48 @@ impl World {
         sim.starting = restart;
     }
 
+    /// kvnode's force-new-cluster: refused while a quorum answers; else
+    /// the node restarts as the only voter, keeping its id and data.
+    fn force_new_cluster(&mut self, step: &Step) {
+        let Step::ForceNewCluster {
+            endpoint: ep,
+            pod,
+            id,
+            cluster_id,
+            ..
+        } = step
+        else {
+            unreachable!()
+        };
+        let ordinal = names::pod_ordinal("kv", pod).expect("ordinal");
+        assert_eq!(*ep, endpoint(ordinal), "{step}: sent to another pod");
+        let restart = self.restart_ticks.max(1);
+        let voters = self.raft.as_ref().expect("initialized").voters.clone();
+        let healthy = voters.iter().filter(|v| self.healthy(**v)).count();
+        assert!(
+            healthy < quorum(voters.len()),
+            "{step}: refused, a quorum answers"
+        );
+        let raft = self.raft.as_mut().expect("initialized");
+        assert_eq!(*cluster_id, raft.cluster_id);
+        assert!(raft.voters.contains(id), "{step}: not a voter");
+        raft.voters = vec![*id];
+        raft.learners.clear();
+        raft.leader = *id;
+        raft.term += 1;
+        let sim = self.pods.get_mut(&ordinal).expect("pod exists");
+        assert_eq!(sim.id, *id);
+        sim.starting = restart;
+    }
+
     /// Executes a step the way kvnode would, asserting raft safety rules.
     pub(super) fn execute(&mut self, step: &Step) {
         if let Step::ReplacePod { pod, uid, .. } = step {
             self.replace_pod(step, pod, uid);
+            return;
+        }
+        if let Step::ForceNewCluster { .. } = step {
+            self.force_new_cluster(step);
             return;
         }
         if !matches!(step, Step::Initialize { .. }) {
@@ -347,7 +401,9 @@ impl World {
                 | Step::Demote { leader, .. }
                 | Step::Remove { leader, .. }
                 | Step::EnableAuth { leader, .. } => leader.clone(),
-                Step::Initialize { .. } | Step::ReplacePod { .. } => unreachable!(),
+                Step::Initialize { .. }
+                | Step::ReplacePod { .. }
+                | Step::ForceNewCluster { .. } => unreachable!(),
             };
             assert_eq!(via, self.leader_endpoint(), "{step}: sent to a non-leader");
         }
@@ -410,7 +466,9 @@ impl World {
                 raft.voters.retain(|v| v != id);
                 raft.learners.retain(|v| v != id);
             }
-            Step::ReplacePod { .. } => unreachable!("handled above"),
+            Step::ReplacePod { .. } | Step::ForceNewCluster { .. } => {
+                unreachable!("handled above")
+            }
             Step::EnableAuth { password, .. } => {
                 assert!(self.raft.is_some(), "auth turned on before initialization");
                 assert_eq!(
