@@ -69,6 +69,12 @@ pub enum Error {
         #[source]
         source: kvclient::ClientError,
     },
+    #[error("reading KvCluster {name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -82,6 +88,7 @@ impl Error {
             Error::Apply(_) => "apply",
             Error::Certificates(_) => "certificates",
             Error::Step { .. } => "membership_step",
+            Error::Read { .. } => "read",
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
@@ -196,6 +203,23 @@ async fn reconcile_cluster(
         ctx.settings.node_timeout,
     )
     .await?;
+    // The status is the operator's memory (a disaster recovery run once per
+    // request, the auth state), and the reflector's copy can lag the
+    // operator's own last status write: a reconcile woken by a pod event
+    // right after a write would plan from, and then write back, the older
+    // status. One read from the API server per round rules that out.
+    let current = api
+        .get_opt(&owner.name)
+        .await
+        .map_err(|source| Error::Read {
+            name: owner.name.clone(),
+            source,
+        })?;
+    let Some(kvc) = current.as_ref().filter(|c| c.uid() == kvc.uid()) else {
+        // Deleted (or replaced by a new object of that name) meanwhile: the
+        // watch brings the change.
+        return Ok(Action::await_change());
+    };
     let previous = kvc.status.clone().unwrap_or_default();
     let plan = plan::plan(
         &PlanInput {

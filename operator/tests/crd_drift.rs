@@ -7,7 +7,11 @@ use std::path::Path;
 
 #[test]
 fn committed_crd_matches_the_types() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/kvclusters.raftkv.io.yaml");
+    // The runner's CARGO_MANIFEST_DIR: the compile-time one is stale when a
+    // target directory is shared by clones at different paths.
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = Path::new(&dir).join("../crds/kvclusters.raftkv.io.yaml");
     let committed = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let generated = raftkv_operator::crd::crd_yaml().expect("CRD renders");

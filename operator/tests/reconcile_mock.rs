@@ -187,6 +187,22 @@ async fn new_cluster_is_created_and_its_status_written() {
             not_found("kv-root"),
         )
         .await;
+        // The cluster itself, read fresh: the status planned from must be
+        // the operator's last write, not the watch cache's copy (which the
+        // reconcile was handed without a status). What only the API
+        // server's copy holds must survive the status write below.
+        let mut fresh = stored.clone();
+        fresh["status"] = json!({"recovery": {
+            "request": "r1", "survivor": "kv-1", "nodeId": "7",
+            "at": "2026-12-07T10:00:00Z"}});
+        expect(
+            h,
+            Method::GET,
+            "/apis/raftkv.io/v1alpha1/namespaces/db/kvclusters/kv",
+            StatusCode::OK,
+            fresh,
+        )
+        .await;
 
         // Certificates before anything that starts a pod: CA, node
         // certificates (pod 0's among them), the operator's client.
@@ -359,6 +375,10 @@ async fn new_cluster_is_created_and_its_status_written() {
         assert_eq!(status["apiVersion"], "raftkv.io/v1alpha1");
         assert_eq!(status["kind"], "KvCluster");
         let status = &status["status"];
+        assert_eq!(
+            status["recovery"]["request"], "r1",
+            "planned from the fresh copy: {status}"
+        );
         assert_eq!(status["phase"], "Pending");
         assert_eq!(status["observedGeneration"], 1);
         assert_eq!(

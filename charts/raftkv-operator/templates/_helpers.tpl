@@ -60,8 +60,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 Everything the reconciler touches, with only the verbs the code sends, and
 nothing more. The same rules go into a ClusterRole (all namespaces) or a Role
 (one namespace): see rbac.yaml.
-- kvclusters: list/watch them, add/remove the finalizer (a JSON patch); never
-  create or delete them.
+- kvclusters: list/watch them, get the one being reconciled (its status is
+  the operator's memory and the watch cache can lag the operator's own last
+  status write), add/remove the finalizer (a JSON patch); never create or
+  delete them.
 - kvclusters/status: written with server-side apply (patch).
 - kvclusters/finalizers: needed to set blockOwnerDeletion on owner references
   where the OwnerReferencesPermissionEnforcement admission plugin is on.
@@ -90,7 +92,7 @@ No wildcards.
 {{- define "raftkv-operator.rules" -}}
 - apiGroups: ["raftkv.io"]
   resources: ["kvclusters"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["raftkv.io"]
   resources: ["kvclusters/status"]
   verbs: ["patch"]

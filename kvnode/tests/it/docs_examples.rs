@@ -20,7 +20,7 @@ fn blocks<'a>(doc: &'a str, info: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documented_transactions_are_accepted() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md");
+    let path = crate::common::manifest_dir().join("../docs/api.md");
     let doc = std::fs::read_to_string(path).expect("read docs/api.md");
     let examples = blocks(&doc, "json txn");
     assert!(

@@ -37,7 +37,11 @@ pub fn api(s: &Scenario) -> Api<DynamicObject> {
 
 /// `examples/kvcluster.yaml` as JSON: the manifest the README tells users to apply.
 pub fn example() -> anyhow::Result<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/kvcluster.yaml");
+    // The runner's CARGO_MANIFEST_DIR, not the compile-time one: a target
+    // directory shared by clones at different paths keeps the first path.
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = &format!("{dir}/../../examples/kvcluster.yaml");
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
     let manifest: Value =
         serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("parsing {path}: {e}"))?;

@@ -21,7 +21,7 @@ pub fn kvctl_bin() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
         build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(super::manifest_dir())
             .args(["build", "--workspace", "--all-targets", "--target-dir"])
             .arg(target_dir)
             .stdin(Stdio::null());

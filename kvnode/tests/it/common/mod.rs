@@ -639,6 +639,14 @@ where
     }
 }
 
+/// kvnode's source directory, as the test runner (cargo, nextest) gives it
+/// at run time: the compile-time value is stale when one target directory
+/// serves clones at different paths and the binary was built by another.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 pub fn is_voter(st: &ClusterStatus, id: u64) -> bool {
     st.membership.voters.iter().any(|m| m.id == id)
 }
