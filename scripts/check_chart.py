@@ -106,7 +106,7 @@ def load_docs(path):
 # apply creates the object); operator/src/apply.rs and observe.rs are the users.
 APPLY = ["create", "patch"]
 OPERATOR_RULES = {
-    ("raftkv.io", "kvclusters"): ["list", "watch", "patch"],
+    ("raftkv.io", "kvclusters"): ["get", "list", "watch", "patch"],
     ("raftkv.io", "kvclusters/status"): ["patch"],
     ("raftkv.io", "kvclusters/finalizers"): ["update"],
     ("apps", "statefulsets"): ["get", "list", "watch", "delete"] + APPLY,
