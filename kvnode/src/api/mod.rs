@@ -81,6 +81,9 @@ impl App {
             // the leader is closing.
             .pool_idle_timeout(Duration::from_millis(node.config.header_timeout_ms / 2))
             .tcp_nodelay(true)
+            // Node-to-node traffic leaves from the peer address, as the raft
+            // connections do: one address per node for firewalls to match.
+            .local_address(node.identity.peer_bind_ip())
             .build()?;
         let inflight = Arc::new(tokio::sync::Semaphore::new(
             node.config.max_concurrent_requests,

@@ -2,6 +2,7 @@
 //! dir and ports, driven through the real HTTP API with kvclient.
 #![allow(dead_code)] // helpers kept for tests that come and go
 
+pub mod fabric;
 pub mod kvctl;
 pub mod link;
 
@@ -204,8 +205,14 @@ pub struct NodeProc {
     /// The id the node reports (learned from its status after start).
     pub id: u64,
     pub name: String,
+    /// The loopback address both listeners bind (127.0.0.1 unless the
+    /// node is a host of a [`fabric::Fabric`]).
+    pub ip: std::net::Ipv4Addr,
     pub client_port: u16,
     pub peer_port: u16,
+    /// Ports (client, peer) on `ip` the node advertises instead of its
+    /// own: a fabric's proxies in front of it.
+    pub advertise: Option<(u16, u16)>,
     pub data_dir: PathBuf,
     log: PathBuf,
     opts: Opts,
@@ -220,7 +227,7 @@ pub struct NodeProc {
 /// taken over. Ports stay below the kernel's ephemeral range (32768+), or
 /// a restarted node could find its port taken by some client's outgoing
 /// connection.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let dir = std::env::temp_dir().join("raftkv-test-ports");
     std::fs::create_dir_all(&dir).expect("port claims dir");
@@ -258,8 +265,10 @@ impl NodeProc {
         NodeProc {
             id: 0,
             name: name.to_owned(),
+            ip: std::net::Ipv4Addr::LOCALHOST,
             client_port: free_port(),
             peer_port: free_port(),
+            advertise: None,
             data_dir: root.join(name),
             log: root.join(format!("{name}.log")),
             opts,
@@ -275,19 +284,24 @@ impl NodeProc {
         }
     }
 
+    /// The node's own client listener (what the tests' clients use).
     pub fn client_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
+        format!("{}://{}:{}", self.scheme(), self.ip, self.client_port)
     }
 
+    /// The peer URL other nodes use: the advertised one.
     pub fn peer_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
+        let port = self.advertise.map_or(self.peer_port, |a| a.1);
+        format!("{}://{}:{port}", self.scheme(), self.ip)
     }
 
+    /// What the membership records: the advertised URLs.
     pub fn info(&self) -> MemberInfo {
+        let client = self.advertise.map_or(self.client_port, |a| a.0);
         MemberInfo {
             name: self.name.clone(),
             peer_url: self.peer_url(),
-            client_url: self.client_url(),
+            client_url: format!("{}://{}:{client}", self.scheme(), self.ip),
         }
     }
 
@@ -329,9 +343,9 @@ impl NodeProc {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--client-addr")
-            .arg(format!("127.0.0.1:{}", self.client_port))
+            .arg(format!("{}:{}", self.ip, self.client_port))
             .arg("--peer-addr")
-            .arg(format!("127.0.0.1:{}", self.peer_port))
+            .arg(format!("{}:{}", self.ip, self.peer_port))
             .arg("--heartbeat-interval-ms")
             .arg(self.opts.heartbeat_ms.to_string())
             .arg("--election-timeout-ms")
@@ -342,6 +356,13 @@ impl NodeProc {
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         if let Some(id) = id {
             cmd.arg("--id").arg(id.to_string());
+        }
+        if self.advertise.is_some() {
+            let info = self.info();
+            cmd.arg("--advertise-client-url")
+                .arg(info.client_url)
+                .arg("--advertise-peer-url")
+                .arg(info.peer_url);
         }
         if let Some(pki) = &self.opts.tls {
             let cert = pki.dir.join(format!("{}.crt", self.name));
@@ -404,6 +425,18 @@ impl NodeProc {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a paused process keeps its
+    /// sockets and wakes up believing what it believed before.
+    pub fn pause(&self, stop: bool) {
+        let pid = self.pid().to_string();
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {signal} {pid}");
     }
 
     pub fn kill9(&mut self) {
@@ -513,6 +546,35 @@ impl Cluster {
         for i in 1..=n {
             let mut node = NodeProc::new(dir.path(), &format!("n{i}"), opts.clone());
             node.start(Some(i as u64)).await;
+            nodes.push(node);
+        }
+        let mut members = BTreeMap::new();
+        for n in &nodes {
+            members.insert(n.id.to_string(), n.info());
+        }
+        nodes[0]
+            .client()
+            .init(&InitRequest { members })
+            .await
+            .expect("init");
+        let c = Cluster { nodes, dir, opts };
+        c.wait_all_ready().await;
+        c
+    }
+
+    /// `n` nodes with ids 1..=n, each its own host of `fabric` (its own
+    /// loopback address, reached by the others only through the fabric's
+    /// proxies), initialized through node 1, all ready.
+    pub async fn start_on(fabric: &mut fabric::Fabric, n: usize, opts: Opts) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("raftkv-test-")
+            .tempdir()
+            .expect("tempdir");
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let mut node = NodeProc::new(dir.path(), &format!("n{}", i + 1), opts.clone());
+            fabric.host(i, &mut node).await;
+            node.start(Some(i as u64 + 1)).await;
             nodes.push(node);
         }
         let mut members = BTreeMap::new();
