@@ -155,7 +155,21 @@ async fn read(client: &Client, key: &str, consistency: Consistency) -> Option<(V
     }
 }
 
-async fn cas(client: &Client, key: &str, expect: u64, new: u64) -> Ret {
+/// The connection to the node could not be made (a killed node refuses
+/// it): the request went nowhere, so nothing was written.
+fn never_sent(e: &kvclient::ClientError) -> bool {
+    match e {
+        kvclient::ClientError::Transport { source, .. } => {
+            // reqwest does not always flag a refused connect as one; the
+            // io error in its chain says it.
+            source.is_connect() || format!("{source:?}").contains("ConnectionRefused")
+        }
+        _ => false,
+    }
+}
+
+/// `None`: the request was never sent.
+async fn cas(client: &Client, key: &str, expect: u64, new: u64) -> Option<Ret> {
     let txn = TxnRequest {
         compare: vec![Compare {
             key: key.to_owned(),
@@ -172,13 +186,14 @@ async fn cas(client: &Client, key: &str, expect: u64, new: u64) -> Ret {
         }],
         failure: vec![],
     };
-    match client.txn(&txn).await {
+    Some(match client.txn(&txn).await {
         Ok(r) if r.succeeded => Ret::CasOk,
         Ok(_) => Ret::CasFailed,
+        Err(e) if never_sent(&e) => return None,
         // Timeouts, dropped connections and errors after the request may
         // have reached a leader: the write may or may not have happened.
         Err(_) => Ret::Unknown,
-    }
+    })
 }
 
 /// One client: until `until`, random operations on random keys through
@@ -244,6 +259,7 @@ async fn client_loop(
                         seen[k] = Some(value);
                         Ret::Written
                     }
+                    Err(e) if never_sent(&e) => continue,
                     Err(_) => Ret::Unknown,
                 };
                 (Call::Write(value), ret)
@@ -251,7 +267,9 @@ async fn client_loop(
                 let Some(expect) = seen[k] else {
                     continue;
                 };
-                let ret = cas(client, &name, expect, value).await;
+                let Some(ret) = cas(client, &name, expect, value).await else {
+                    continue;
+                };
                 if ret == Ret::CasOk {
                     seen[k] = Some(value);
                 }
