@@ -58,6 +58,20 @@ async fn forward(app: &App, leader: Option<Member>, parts: &Parts, body: Bytes) 
     }
     let resp = match req.send().await {
         Ok(r) => r,
+        // No connection to the leader: nothing reached it, so the answer
+        // is a definite "not applied" (`no_leader`, retry), not the
+        // "may or may not have been applied" of `unavailable` below.
+        Err(e) if e.is_connect() => {
+            return ApiError::new(
+                ErrorCode::NoLeader,
+                format!(
+                    "leader {} cannot be reached ({e}); nothing was sent; retry shortly",
+                    leader.id
+                ),
+            )
+            .with_leader(Some(leader))
+            .into_response();
+        }
         Err(e) => {
             return ApiError::unavailable(format!(
                 "forwarding to leader {} failed: {e}",

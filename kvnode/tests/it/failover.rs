@@ -88,3 +88,54 @@ async fn verify(c: &Cluster, acked: &BTreeMap<String, String>) {
         assert_eq!(String::from_utf8_lossy(&got.value), *v, "key {k}");
     }
 }
+
+/// Right after the leader dies, a follower still names it; a write sent
+/// there cannot reach it. Once the follower's connections to the dead
+/// leader are refused, the answer says so definitely (`no_leader`,
+/// "nothing was sent"), not "may or may not have been applied", and
+/// indeed nothing is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_cannot_reach_a_dead_leader_is_a_definite_no_leader() {
+    let opts = Opts {
+        // Long enough that no election ends the window in which the
+        // follower still names the dead leader.
+        election_ms: 3000,
+        ..Opts::default()
+    };
+    let mut c = Cluster::start(3, opts).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let client = c.nodes[follower].client();
+    client
+        .put("warm", "up")
+        .await
+        .expect("write through the follower");
+    c.nodes[leader].kill9();
+
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let definite = loop {
+        assert!(
+            start.elapsed() < Duration::from_millis(2000),
+            "no no_leader answer within 2 s; answers: {seen:?}"
+        );
+        let key = format!("after-{}", seen.len());
+        match client.put(&key, "x").await {
+            Err(e) if e.code() == Some(kvapi::ErrorCode::NoLeader) => break (key, e.to_string()),
+            // The first attempts may meet pooled connections the kill
+            // reset: those are rightly ambiguous.
+            Err(e) if e.code() == Some(kvapi::ErrorCode::Unavailable) => seen.push(e.to_string()),
+            other => panic!("unexpected answer while the follower names a dead leader: {other:?}"),
+        }
+    };
+    assert!(definite.1.contains("nothing was sent"), "{}", definite.1);
+
+    // A new leader takes over; the refused write never happened.
+    c.nodes[leader].start(None).await;
+    let all = c.client();
+    let got = all
+        .get_with(&definite.0, Consistency::Linearizable)
+        .await
+        .expect("read after failover");
+    assert!(got.is_none(), "{} was applied: {got:?}", definite.0);
+}

@@ -210,8 +210,11 @@ async fn follower_writes_reach_the_leader_on_the_peer_port() {
         .transfer_leader(3)
         .await
         .expect_err("relayed over HTTP to a closed port");
+    // Refused at connect: nothing reached the leader, so the answer is
+    // the definite `no_leader`, not "may or may not have been applied".
+    assert_eq!(err.code(), Some(kvapi::ErrorCode::NoLeader), "{err}");
     assert!(
-        err.to_string().contains("forwarding to leader 1 failed"),
+        err.to_string().contains("leader 1 cannot be reached"),
         "{err}"
     );
     // Writes through the follower succeed all the same, and are the leader's.

@@ -30,6 +30,11 @@ type Links = BTreeSet<(usize, usize)>;
 
 pub struct Fabric {
     cut: Arc<watch::Sender<Links>>,
+    /// Hosts whose node is down: their proxies stop listening, so callers
+    /// get a refused connection as they would from the dead node itself
+    /// (a proxy that accepted and then closed would look like a lost
+    /// answer instead).
+    down: Arc<watch::Sender<BTreeSet<usize>>>,
     hosts: usize,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -52,6 +57,7 @@ impl Default for Fabric {
     fn default() -> Self {
         Fabric {
             cut: Arc::new(watch::channel(Links::new()).0),
+            down: Arc::new(watch::channel(BTreeSet::new()).0),
             hosts: 0,
             tasks: Vec::new(),
         }
@@ -71,12 +77,40 @@ impl Fabric {
 
     async fn proxy(&mut self, to: usize, target: u16) -> u16 {
         let port = free_port();
-        let listener = TcpListener::bind((ip(to), port))
-            .await
-            .expect("bind fabric proxy");
+        let mut listener = Some(
+            TcpListener::bind((ip(to), port))
+                .await
+                .expect("bind fabric proxy"),
+        );
         let cut = self.cut.clone();
+        let mut down = self.down.subscribe();
         self.tasks.push(tokio::spawn(async move {
-            while let Ok((inbound, from)) = listener.accept().await {
+            loop {
+                let Some(l) = &listener else {
+                    // Down: wait for the node to be up, then listen again
+                    // (the port may linger for a moment).
+                    let _ = down.wait_for(|d| !d.contains(&to)).await;
+                    while listener.is_none() {
+                        match TcpListener::bind((ip(to), port)).await {
+                            Ok(l) => listener = Some(l),
+                            Err(_) => {
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                            }
+                        }
+                    }
+                    continue;
+                };
+                let accepted = tokio::select! {
+                    accepted = l.accept() => Some(accepted),
+                    _ = down.wait_for(|d| d.contains(&to)) => None,
+                };
+                let Some(accepted) = accepted else {
+                    listener = None;
+                    continue;
+                };
+                let Ok((inbound, from)) = accepted else {
+                    continue;
+                };
                 let link = host_of(from.ip()).map(|from| (from, to));
                 let mut rx = cut.subscribe();
                 tokio::spawn(async move {
@@ -98,6 +132,18 @@ impl Fabric {
             }
         }));
         port
+    }
+
+    /// `host`'s node is down (`true`: killed) or up again: its proxies
+    /// stop and start listening.
+    pub fn set_down(&self, host: usize, is_down: bool) {
+        self.down.send_modify(|d| {
+            if is_down {
+                d.insert(host);
+            } else {
+                d.remove(&host);
+            }
+        });
     }
 
     fn set(&self, links: Links) {

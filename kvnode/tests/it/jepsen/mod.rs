@@ -155,16 +155,15 @@ async fn read(client: &Client, key: &str, consistency: Consistency) -> Option<(V
     }
 }
 
-/// The connection to the node could not be made (a killed node refuses
-/// it): the request went nowhere, so nothing was written.
+/// The request reached no leader, so nothing was written: the connection
+/// to the node could not be made (a killed node refuses it), or the node
+/// said so.
 fn never_sent(e: &kvclient::ClientError) -> bool {
     match e {
-        kvclient::ClientError::Transport { source, .. } => {
-            // reqwest does not always flag a refused connect as one; the
-            // io error in its chain says it.
-            source.is_connect() || format!("{source:?}").contains("ConnectionRefused")
-        }
-        _ => false,
+        kvclient::ClientError::Transport { source, .. } => source.is_connect(),
+        // A node answers `no_leader` only when it proposed nothing: no
+        // leader known, or the leader's client port refused the relay.
+        _ => e.code() == Some(kvapi::ErrorCode::NoLeader),
     }
 }
 
@@ -570,8 +569,10 @@ async fn inject(
             }
             Nemesis::Kills => {
                 cluster.nodes[target].kill9();
+                fabric.set_down(target, true);
                 rec.event(format!("killed n{}", target + 1));
                 sleep_until(end).await;
+                fabric.set_down(target, false);
                 cluster.nodes[target].start(None).await;
                 rec.restarted(target);
                 rec.event(format!("restarted n{}", target + 1));
