@@ -538,34 +538,17 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes with ids 1..=n, initialized through node 1, all ready.
     pub async fn start(n: usize, opts: Opts) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("raftkv-test-")
-            .tempdir()
-            .expect("tempdir");
-        let mut nodes = Vec::new();
-        for i in 1..=n {
-            let mut node = NodeProc::new(dir.path(), &format!("n{i}"), opts.clone());
-            node.start(Some(i as u64)).await;
-            nodes.push(node);
-        }
-        let mut members = BTreeMap::new();
-        for n in &nodes {
-            members.insert(n.id.to_string(), n.info());
-        }
-        nodes[0]
-            .client()
-            .init(&InitRequest { members })
-            .await
-            .expect("init");
-        let c = Cluster { nodes, dir, opts };
-        c.wait_all_ready().await;
-        c
+        Cluster::start_hosts(None, n, opts).await
     }
 
     /// `n` nodes with ids 1..=n, each its own host of `fabric` (its own
     /// loopback address, reached by the others only through the fabric's
     /// proxies), initialized through node 1, all ready.
     pub async fn start_on(fabric: &mut fabric::Fabric, n: usize, opts: Opts) -> Cluster {
+        Cluster::start_hosts(Some(fabric), n, opts).await
+    }
+
+    async fn start_hosts(mut fabric: Option<&mut fabric::Fabric>, n: usize, opts: Opts) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("raftkv-test-")
             .tempdir()
@@ -573,7 +556,9 @@ impl Cluster {
         let mut nodes = Vec::new();
         for i in 0..n {
             let mut node = NodeProc::new(dir.path(), &format!("n{}", i + 1), opts.clone());
-            fabric.host(i, &mut node).await;
+            if let Some(f) = fabric.as_deref_mut() {
+                f.host(i, &mut node).await;
+            }
             node.start(Some(i as u64 + 1)).await;
             nodes.push(node);
         }
