@@ -140,6 +140,23 @@ pub struct ForceNewClusterResponse {
     pub message: String,
 }
 
+/// Answer of `POST /v1/cluster/restore` (202): the snapshot was received
+/// and checked; the node exits now and, restarted, is the only voter of a
+/// new cluster holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreResponse {
+    /// The restored node keeps its id.
+    pub node_id: NodeId,
+    /// The store revision the snapshot was taken at (revisions go on from it).
+    pub revision: u64,
+    /// Keys in the snapshot.
+    pub keys: u64,
+    /// Size of the snapshot received.
+    pub bytes: u64,
+    pub restarting: bool,
+    pub message: String,
+}
+
 /// Response of the membership admin calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipResponse {

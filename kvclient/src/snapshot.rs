@@ -13,7 +13,7 @@ use reqwest::Method;
 
 pub use kvapi::snapshot::{DecodeError, Decoder, Header, Trailer};
 
-use crate::client::{Client, ClientError, open_stream};
+use crate::client::{Client, ClientError, error_answer, open_stream};
 use crate::watch::STREAM_TIMEOUT;
 
 /// How long the stream may stay silent before it counts as cut: the node
@@ -112,5 +112,55 @@ impl Client {
             }
         }
         Err(last)
+    }
+
+    /// `POST /v1/cluster/restore` on the first endpoint only (never another:
+    /// it is that node that becomes the new cluster): makes a node that was
+    /// never initialized the only voter of a new cluster holding `snapshot`,
+    /// a snapshot as `GET /v1/snapshot` streams it. `snapshot` may be a
+    /// stream (`reqwest::Body::wrap_stream`, e.g. an object store download):
+    /// it is sent as it comes and not kept, so the call is never retried,
+    /// not even after a 401 (authenticate first, with `authenticate`). The
+    /// node answers once it has the whole snapshot, checked, on disk, then
+    /// exits; its supervisor restarts it, and it serves the restored data
+    /// after that (see docs/api.md). A file: pass the `tokio::fs::File`.
+    pub async fn restore(
+        &self,
+        snapshot: impl Into<reqwest::Body>,
+    ) -> Result<kvapi::RestoreResponse, ClientError> {
+        let token = self.token(None).await?;
+        let endpoint = self
+            .endpoints()
+            .first()
+            .cloned()
+            .ok_or(ClientError::NoEndpoints)?;
+        let transport = |source| ClientError::Transport {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let resp = self
+            .request(
+                &endpoint,
+                Method::POST,
+                "/v1/cluster/restore",
+                &[],
+                token.header(),
+            )
+            .timeout(STREAM_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, kvapi::snapshot::CONTENT_TYPE)
+            .body(snapshot.into())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(error_answer(&endpoint, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+            endpoint: endpoint.clone(),
+            status: status.as_u16(),
+            body: format!("undecodable JSON: {e}"),
+        })
     }
 }

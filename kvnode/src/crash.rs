@@ -9,7 +9,9 @@
 //! Points: `log-append-unsynced` (entries written to the WAL, not yet
 //! synced), `sm-apply-before-write` (a batch of applied entries computed,
 //! not written), `snapshot-install-after-marker`, `snapshot-install-after-delete`,
-//! `snapshot-install-after-ingest` (the steps of `store::sm::install`).
+//! `snapshot-install-after-ingest` (the steps of `store::sm::install`),
+//! `restore-seeded-before-pending-removed` (a restore received through the
+//! API applied at start, its file not yet removed).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +25,7 @@ pub const POINTS: &[&str] = &[
     "snapshot-install-after-marker",
     "snapshot-install-after-delete",
     "snapshot-install-after-ingest",
+    "restore-seeded-before-pending-removed",
 ];
 
 struct Point {

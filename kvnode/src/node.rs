@@ -39,6 +39,9 @@ pub enum NodeError {
     Conflict(String),
     #[error("cluster not initialized: POST /v1/cluster/init (kvctl init) first")]
     NotInitialized,
+    /// The node already has (or had) a cluster: a restore would overwrite it.
+    #[error("{0}")]
+    AlreadyInitialized(String),
     #[error("no leader")]
     NoLeader,
     /// Try again, maybe at `leader`.
@@ -84,6 +87,12 @@ impl From<store::StoreError> for Reject {
 
 pub type Outcome<T> = Result<T, Reject>;
 
+/// A restore in progress (see `Node::begin_restore`).
+#[derive(Debug)]
+pub struct RestoreGuard {
+    _gate: tokio::sync::OwnedRwLockWriteGuard<()>,
+}
+
 pub struct Node {
     pub raft: Raft,
     network: Network,
@@ -100,6 +109,12 @@ pub struct Node {
     /// Cancelled when the node must exit to finish something at its next
     /// start (force-new-cluster): the server shuts down as on SIGTERM.
     exit_requested: tokio_util::sync::CancellationToken,
+    /// Held for reading by `init`, for writing by a restore (`begin_restore`)
+    /// from its first byte until the node exits: neither runs while the
+    /// other does, and two restores never interleave.
+    restore_gate: Arc<tokio::sync::RwLock<()>>,
+    /// The gate of a restore that succeeded, kept until the process exits.
+    restore_done: std::sync::Mutex<Option<RestoreGuard>>,
     /// Lease deadlines, kept while this node leads (see `lease::clock`).
     pub lease_clock: LeaseClock,
     pub instruments: NodeInstruments,
@@ -226,6 +241,8 @@ impl Node {
             startup_commit,
             draining: tokio_util::sync::CancellationToken::new(),
             exit_requested: tokio_util::sync::CancellationToken::new(),
+            restore_gate: Arc::default(),
+            restore_done: std::sync::Mutex::default(),
             lease_clock: LeaseClock::default(),
             instruments,
         }))
@@ -335,6 +352,76 @@ impl Node {
             "node {} exits now; when restarted it is the only voter of cluster {cluster_id}",
             self.id()
         ))
+    }
+
+    /// Why this node cannot be restored into, if it cannot: only a node
+    /// that was never part of a cluster can (no membership, no cluster id
+    /// adopted from a leader that added it, no vote, no log, nothing
+    /// applied). The same as what `offline::pending_restore` checks on disk.
+    pub fn restore_refusal(&self) -> Option<NodeError> {
+        let refused = |why: String| {
+            Some(NodeError::AlreadyInitialized(format!(
+                "{why}: a restore only makes a node that was never initialized the first member \
+                 of a new cluster, and never overwrites one"
+            )))
+        };
+        if self.is_initialized() {
+            let voters: Vec<NodeId> = self.status().membership.voter_ids();
+            return refused(format!(
+                "node {} is already initialized (voters {voters:?})",
+                self.id()
+            ));
+        }
+        if let Some(c) = self.identity.cluster_id() {
+            return refused(format!(
+                "node {} already belongs to cluster {c} (a member added it)",
+                self.id()
+            ));
+        }
+        let holds_state = self.with_metrics(|m| {
+            m.current_term > 0
+                || m.last_log_index.is_some()
+                || m.last_applied.is_some()
+                || m.snapshot.is_some()
+        });
+        if holds_state {
+            return refused(format!("node {} already holds raft state", self.id()));
+        }
+        None
+    }
+
+    /// Starts a restore: refused (409) on a node that cannot be restored
+    /// into, and (503) while an init or another restore runs. The guard
+    /// keeps inits and other restores out until it is dropped, or for good
+    /// once `finish_restore` has it.
+    pub fn begin_restore(&self) -> Result<RestoreGuard, NodeError> {
+        if let Some(e) = self.restore_refusal() {
+            return Err(e);
+        }
+        if self.draining() {
+            return Err(NodeError::unavailable("the node is shutting down"));
+        }
+        let guard = self.restore_gate.clone().try_write_owned().map_err(|_| {
+            NodeError::unavailable(
+                "another restore or an init is running on this node; a second restore is not \
+                 interleaved with it",
+            )
+        })?;
+        // Checked again under the gate: an init may have finished meanwhile.
+        if let Some(e) = self.restore_refusal() {
+            return Err(e);
+        }
+        Ok(RestoreGuard { _gate: guard })
+    }
+
+    /// A restore whose snapshot is in place (`offline::RESTORE_PENDING`):
+    /// keeps inits and restores out until the process exits, and asks the
+    /// server to exit so that the next start applies it.
+    pub fn finish_restore(&self, guard: RestoreGuard) {
+        if let Ok(mut done) = self.restore_done.lock() {
+            *done = Some(guard);
+        }
+        self.exit_requested.cancel();
     }
 
     /// Resolves once shutdown has begun (long-lived streams end then).
@@ -606,6 +693,13 @@ impl Node {
     }
 
     pub async fn init(&self, req: InitRequest) -> Outcome<MembershipResponse> {
+        let Ok(_gate) = self.restore_gate.try_read() else {
+            return Err(NodeError::unavailable(
+                "a restore is running on this node (POST /v1/cluster/restore), or has finished \
+                 and the node is restarting to apply it",
+            )
+            .into());
+        };
         let mut members = BTreeMap::new();
         for (id, info) in req.members {
             let id: u64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {

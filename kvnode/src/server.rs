@@ -84,6 +84,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let peer_material = peer_tls.as_ref().map(|(m, _)| m.clone());
     let forward_tls = forwarding_tls(&config)?;
+    if let Some(done) = crate::offline::pending_restore(&config)? {
+        tracing::info!(result = %done, "restore received through the API done");
+    }
     if let Some(done) = crate::offline::pending_force_new_cluster(&config)? {
         tracing::warn!(result = %done, "force-new-cluster done");
     }

@@ -72,6 +72,7 @@ impl From<NodeError> for ApiError {
             NodeError::NotFound(_) => ApiError::not_found(message),
             NodeError::Conflict(_) => ApiError::new(ErrorCode::PreconditionFailed, message),
             NodeError::NotInitialized => ApiError::new(ErrorCode::NotInitialized, message),
+            NodeError::AlreadyInitialized(_) => ApiError::new(ErrorCode::AlreadyExists, message),
             NodeError::NoLeader => ApiError::new(ErrorCode::NoLeader, message),
             NodeError::Unavailable { leader, .. } => {
                 ApiError::unavailable(message).with_leader(leader)

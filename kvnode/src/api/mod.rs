@@ -11,6 +11,7 @@ pub mod health;
 pub mod kv;
 pub mod lease;
 pub mod peer;
+pub mod restore;
 pub mod snapshot;
 pub mod watch;
 
@@ -129,6 +130,7 @@ pub fn client_router(app: App) -> Router {
             "/v1/cluster/force-new-cluster",
             post(cluster::force_new_cluster),
         )
+        .route("/v1/cluster/restore", post(restore::restore))
         .route("/v1/cluster/learners", post(cluster::add_learner))
         .route("/v1/cluster/voters", put(cluster::set_voters))
         .route(
@@ -181,10 +183,14 @@ async fn fallback(method: Method) -> ApiError {
     ApiError::not_found(format!("no route for this path and method ({method})"))
 }
 
+/// The route whose body has no size limit: a whole snapshot, streamed to
+/// disk (see `restore`).
+const UNLIMITED_BODY: &str = "/v1/cluster/restore";
+
 /// Limits that apply before a handler runs: a declared body over the
-/// largest any route accepts is 413 before a byte of it is read, and past
-/// --max-concurrent-requests a request is 503 at once (probes and metrics
-/// excepted: they must answer under load).
+/// largest any route accepts is 413 before a byte of it is read (a restore
+/// excepted), and past --max-concurrent-requests a request is 503 at once
+/// (probes and metrics excepted: they must answer under load).
 async fn admit(State(app): State<App>, req: Request, next: Next) -> Response {
     let declared = req
         .headers()
@@ -192,7 +198,8 @@ async fn admit(State(app): State<App>, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let limit = app.body_limit();
-    if declared.is_some_and(|n| n > limit as u64) {
+    let unlimited = req.method() == Method::POST && req.uri().path() == UNLIMITED_BODY;
+    if !unlimited && declared.is_some_and(|n| n > limit as u64) {
         return ApiError::new(
             kvapi::ErrorCode::TooLarge,
             format!("request body larger than {limit} bytes"),

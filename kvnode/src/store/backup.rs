@@ -93,13 +93,62 @@ fn commit_founding(
     Ok(())
 }
 
-/// Installs snapshot file `snapshot` (copied, the file is left as it is)
-/// into the empty database `db` as the state of a new cluster whose only
-/// voter is `id`. The whole file is checked (trailer and checksum) before
-/// anything is recorded; on an error the caller discards the data dir.
+/// What a whole snapshot file says about itself, read and checked (record
+/// count and checksum) without recording anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub revision: Option<u64>,
+    pub keys: u64,
+}
+
+/// Reads snapshot file `snapshot` to its end and checks it: the offline
+/// steps refuse a bad file before they change anything in a data dir.
+pub fn check_snapshot(snapshot: &Path) -> io::Result<Checked> {
+    let s = super::snapshot::read_all(&std::fs::File::open(snapshot)?, |_, _| {})?;
+    Ok(Checked {
+        revision: s.store_revision,
+        keys: s.records,
+    })
+}
+
+/// Whether `db` was never part of a cluster: at most this node's identity,
+/// no cluster id (one is adopted from the first raft RPC of a cluster that
+/// added this node), no vote of any term, no log, nothing applied, no keys.
+/// What a node that started and was never initialized leaves.
+pub fn never_initialized(db: &Db) -> Result<bool, StoreError> {
+    if db.cluster_id()?.is_some() || log::last_index(db)?.is_some() {
+        return Ok(false);
+    }
+    if log::stored_vote(db)?.is_some_and(|v| v.leader_id().term() > 0 || v.is_committed()) {
+        return Ok(false);
+    }
+    let view = db.db().snapshot();
+    let head = sm::read_head(db, &view)?;
+    if head.applied.is_some() || head.membership.membership().voter_ids().next().is_some() {
+        return Ok(false);
+    }
+    let mut keys = view.iterator_cf(db.cf(super::CF_DATA)?, rocksdb::IteratorMode::Start);
+    Ok(keys.next().is_none())
+}
+
+/// How `seed_from_snapshot` takes the file in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// Copied: the caller's file stays its own (`kvnode restore`).
+    Copy,
+    /// Hard-linked (copied if that fails): a file of the data dir that the
+    /// caller removes afterwards, so the disk holds it once, not twice.
+    Link,
+}
+
+/// Installs snapshot file `snapshot` (left where it is) into the empty
+/// database `db` as the state of a new cluster whose only voter is `id`.
+/// The whole file is checked (trailer and checksum) before anything is
+/// recorded; on an error the caller discards the data dir.
 pub fn seed_from_snapshot(
     db: &Db,
     snapshot: &Path,
+    incoming: Incoming,
     id: NodeId,
     info: MemberInfo,
 ) -> io::Result<Seeded> {
@@ -107,7 +156,13 @@ pub fn seed_from_snapshot(
     // store revision is the snapshot's, so revisions clients saw go on.
     let (at, membership) = founding(id, info, 1, 1);
     let copy = db.snapshot_dir().join("restore-incoming.tmp");
-    std::fs::copy(snapshot, &copy)?;
+    match std::fs::remove_file(&copy) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    if incoming == Incoming::Copy || std::fs::hard_link(snapshot, &copy).is_err() {
+        std::fs::copy(snapshot, &copy)?;
+    }
     let meta = SnapshotMeta {
         last_log_id: Some(at),
         last_membership: membership.clone(),
@@ -196,7 +251,7 @@ mod tests {
 
         let dst_dir = tempfile::tempdir().expect("tempdir");
         let dst = Db::open(dst_dir.path()).expect("open");
-        let seeded = seed_from_snapshot(&dst, &file, 7, info("n7")).expect("seed");
+        let seeded = seed_from_snapshot(&dst, &file, Incoming::Copy, 7, info("n7")).expect("seed");
         assert_eq!(seeded.keys, 50);
         assert_eq!(seeded.at.index, 1);
         assert_eq!(
@@ -228,7 +283,8 @@ mod tests {
         std::fs::write(&file, &out).expect("write");
         let dst_dir = tempfile::tempdir().expect("tempdir");
         let dst = Db::open(dst_dir.path()).expect("open");
-        let err = seed_from_snapshot(&dst, &file, 7, info("n7")).expect_err("corrupt");
+        let err =
+            seed_from_snapshot(&dst, &file, Incoming::Copy, 7, info("n7")).expect_err("corrupt");
         assert!(err.to_string().contains("checksum"), "{err}");
         assert_eq!(dst.get("a").expect("get"), None);
     }

@@ -21,6 +21,7 @@ mod membership;
 mod metrics;
 mod recipes;
 mod replication;
+mod restore_api;
 mod revisions;
 mod shutdown;
 mod snapshot;

@@ -276,6 +276,12 @@ impl NodeProc {
         }
     }
 
+    /// Changes how the harness talks to the node (credentials, say: a node
+    /// restored from a snapshot has the snapshot's users and auth state).
+    pub fn set_opts(&mut self, opts: Opts) {
+        self.opts = opts;
+    }
+
     fn scheme(&self) -> &'static str {
         if self.opts.tls.is_some() {
             "https"
