@@ -25,7 +25,9 @@ use kvapi::snapshot::Decoder;
 use tokio::sync::mpsc;
 
 use super::App;
+use super::authz::denied;
 use super::error::ApiError;
+use crate::listener::ClientCertName;
 use crate::offline::{self, RESTORE_PENDING, RESTORE_UPLOAD};
 
 /// How long the body may stay silent before the upload counts as cut.
@@ -50,6 +52,24 @@ struct Received {
 
 async fn receive(app: App, req: Request) -> Result<RestoreResponse, ApiError> {
     let node = app.node.clone();
+    // A restore chooses the new cluster's data and its users, and a node
+    // that was never initialized has no users to check a token against.
+    // Where the client port verifies certificates, only a certificate
+    // naming root may choose (the operator's does); elsewhere the client
+    // port must be guarded as for `init` (network policy, loopback).
+    if node.config.trusted_ca_file.is_some() {
+        let cn = req
+            .extensions()
+            .get::<ClientCertName>()
+            .and_then(|c| c.0.as_deref());
+        if cn != Some(kvapi::ROOT) {
+            drain(&mut req.into_body().into_data_stream()).await;
+            return Err(denied(
+                "a restore needs a client certificate naming root on a node that verifies \
+                 client certificates (--trusted-ca-file)",
+            ));
+        }
+    }
     let guard = match node.begin_restore() {
         Ok(g) => g,
         Err(e) => {

@@ -471,3 +471,49 @@ async fn restore_through_the_api_is_redone_after_a_crash_at_start() {
     assert!(!pending.exists());
     assert!(!b.data_dir.join("RESTORE-INCOMPLETE").exists());
 }
+
+/// On a node that verifies client certificates, a restore chooses the new
+/// cluster's users: without a certificate naming root it is refused (403)
+/// and the node stays empty; the operator's certificate (CN root) is let in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_on_a_tls_node_needs_a_client_certificate_naming_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = std::sync::Arc::new(crate::common::Pki::new(dir.path().join("pki")));
+    let opts = Opts {
+        tls: Some(pki.clone()),
+        ..Opts::default()
+    };
+    let snap = synthetic(50);
+    let mut b = NodeProc::new(dir.path(), "b", opts);
+    b.start(None).await;
+    assert_untouched_fresh(&b).await;
+    let url = b.client_url();
+    for who in [None, Some("alice")] {
+        if let Some(user) = who {
+            pki.issue_client(user);
+        }
+        let http = crate::common::Pki::http(&pki, who.map(|u| (pki.as_ref(), u)));
+        let client = Client::with_http(&[&url], http).expect("client");
+        let (status, code, message) = refusal(client.restore(snap.clone()).await);
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "permission_denied"),
+            "{who:?}: {message}"
+        );
+        assert!(
+            message.contains("client certificate naming root"),
+            "{message}"
+        );
+        assert_untouched_fresh(&b).await;
+    }
+    pki.issue_client("root");
+    let http = crate::common::Pki::http(&pki, Some((pki.as_ref(), "root")));
+    let resp = Client::with_http(&[&url], http)
+        .expect("client")
+        .restore(snap)
+        .await
+        .expect("root's certificate may restore");
+    assert_eq!(resp.keys, 50);
+    let restored = restart_ready(&mut b).await;
+    assert_eq!(restored.status().await.expect("status").role, Role::Leader);
+}
