@@ -42,6 +42,8 @@ CHART="$ROOT/charts/raftkv-operator"
 CRD_NAME="kvclusters.raftkv.io.yaml"
 CRD_SRC="$ROOT/crds/$CRD_NAME"
 CRD_COPY="$CHART/crds/$CRD_NAME"
+# Every CRD the chart installs; the first is the KvCluster's.
+CRD_NAMES=("$CRD_NAME" "kvbackups.raftkv.io.yaml")
 EXAMPLE="$ROOT/examples/kvcluster.yaml"
 CACHE="${RAFTKV_CACHE:-$HOME/.cache/raftkv}"
 K8S_VERSIONS="${RAFTKV_K8S_VERSIONS:-1.20 1.33 1.37}"
@@ -57,10 +59,12 @@ RELEASE="raftkv-operator"
 RELEASE_NS="raftkv-system"
 
 if [[ "${1:-}" == "--sync-crd" ]]; then
-  [[ -f "$CRD_SRC" ]] || { echo "no $CRD_SRC: generate it with 'raftkv-operator crd > crds/$CRD_NAME'" >&2; exit 1; }
-  mkdir -p "$(dirname "$CRD_COPY")"
-  cp "$CRD_SRC" "$CRD_COPY"
-  echo "copied crds/$CRD_NAME to charts/raftkv-operator/crds/"
+  mkdir -p "$CHART/crds"
+  for name in "${CRD_NAMES[@]}"; do
+    [[ -f "$ROOT/crds/$name" ]] || { echo "no crds/$name: generate it with 'raftkv-operator crd ${name%%.*} > crds/$name'" >&2; exit 1; }
+    cp "$ROOT/crds/$name" "$CHART/crds/$name"
+    echo "copied crds/$name to charts/raftkv-operator/crds/"
+  done
   exit 0
 elif [[ $# -gt 0 ]]; then
   sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -157,9 +161,20 @@ elif [[ "${RAFTKV_ALLOW_MISSING_CRD:-0}" == "1" ]]; then
 else
   fail "crds/$CRD_NAME does not exist (generate it: raftkv-operator crd > crds/$CRD_NAME)"
 fi
-extra="$(find "$CHART/crds" -type f ! -name "$CRD_NAME" 2> /dev/null || true)"
+for name in "${CRD_NAMES[@]:1}"; do
+  if [[ ! -f "$ROOT/crds/$name" ]]; then
+    fail "crds/$name does not exist (generate it: raftkv-operator crd ${name%%.*} > crds/$name)"
+  elif cmp -s "$ROOT/crds/$name" "$CHART/crds/$name"; then
+    pass "charts/raftkv-operator/crds/$name equals crds/$name"
+  else
+    fail "charts/raftkv-operator/crds/$name differs from crds/$name (or is missing): run scripts/check-chart.sh --sync-crd"
+  fi
+done
+not_ours=()
+for name in "${CRD_NAMES[@]}"; do not_ours+=(! -name "$name"); done
+extra="$(find "$CHART/crds" -type f "${not_ours[@]}" 2> /dev/null || true)"
 if [[ -z "$extra" ]]; then
-  pass "the chart's crds/ holds nothing but $CRD_NAME"
+  pass "the chart's crds/ holds nothing but ${CRD_NAMES[*]}"
 else
   fail "unexpected files in the chart's crds/: $extra"
 fi

@@ -109,6 +109,8 @@ OPERATOR_RULES = {
     ("raftkv.io", "kvclusters"): ["get", "list", "watch", "patch"],
     ("raftkv.io", "kvclusters/status"): ["patch"],
     ("raftkv.io", "kvclusters/finalizers"): ["update"],
+    ("raftkv.io", "kvbackups"): ["get", "list", "watch", "create", "patch", "delete"],
+    ("raftkv.io", "kvbackups/status"): ["patch"],
     ("apps", "statefulsets"): ["get", "list", "watch", "delete"] + APPLY,
     ("", "services"): ["list", "watch"] + APPLY,
     ("", "pods"): ["list", "watch", "delete"],
@@ -467,8 +469,23 @@ for case in cfg["cases"]:
 # ---- The CRD, as Helm installs it
 crd = None
 if cfg["have_crd"]:
-    check(len(crd_docs) == 1, "helm template --include-crds renders the CRD once (got %d)" % len(crd_docs))
-    crd = crd_docs[0] if crd_docs else None
+    by_name = {}
+    for d in crd_docs:
+        by_name.setdefault(d.get("metadata", {}).get("name"), []).append(d)
+    check(sorted(by_name) == ["kvbackups.raftkv.io", "kvclusters.raftkv.io"]
+          and all(len(v) == 1 for v in by_name.values()),
+          "helm template --include-crds renders the KvCluster and KvBackup CRDs once each (got %s)"
+          % {k: len(v) for k, v in by_name.items()})
+    crd = (by_name.get("kvclusters.raftkv.io") or [None])[0]
+    backup_crd = (by_name.get("kvbackups.raftkv.io") or [None])[0]
+    if backup_crd:
+        for s in schemas:
+            check(not s.object_errors(backup_crd), "KvBackup CRD valid against Kubernetes %s (strict)" % s.version,
+                  s.object_errors(backup_crd))
+        bnames = backup_crd.get("spec", {}).get("names", {})
+        check((bnames.get("kind"), bnames.get("plural"), bnames.get("shortNames")) == ("KvBackup", "kvbackups", ["kvb"])
+              and backup_crd["spec"].get("scope") == "Namespaced",
+              "KvBackup CRD: namespaced, kind KvBackup, plural kvbackups, short name kvb", [bnames])
 if crd:
     for s in schemas:
         errs = s.object_errors(crd)

@@ -83,3 +83,21 @@ if [ "${1:-}" = test ]; then
     cargo install --locked --quiet cargo-nextest
   fi
 fi
+
+if [ "${1:-}" = test ]; then
+  # The backup tests write to a real S3-compatible server on loopback: moto's
+  # server, from PyPI, in a venv under the cache keyed by its version.
+  # $RAFTKV_CACHE/moto points at it; tests run $RAFTKV_CACHE/moto/bin/python -m moto.server.
+  cache="${RAFTKV_CACHE:-$HOME/.cache/raftkv}"
+  moto_version=5.2.6
+  venv="$cache/moto-venv-$moto_version"
+  # .installed is written last: a venv left half-made by a killed run is redone.
+  if [ ! -f "$venv/.installed" ]; then
+    say "installing moto[server] $moto_version from PyPI into $venv: the backup tests' S3 server (about a minute)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version"
+    touch "$venv/.installed"
+  fi
+  ln -sfn "moto-venv-$moto_version" "$cache/moto"
+fi

@@ -470,6 +470,9 @@ pub async fn execute_step(
         // Not a node call: the controller deletes the pod (`delete_pod`)
         // and never sends this step here; nothing to send to a node.
         Step::ReplacePod { .. } => Ok(()),
+        // Not a node call alone: the controller streams the backup
+        // (`backup::controller::restore_into`).
+        Step::RestoreFromBackup { .. } => Ok(()),
     }
 }
 

@@ -26,8 +26,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Print the KvCluster CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (crds/NAME.raftkv.io.yaml).
+    Crd {
+        #[arg(value_enum, default_value = "kvclusters")]
+        name: CrdName,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CrdName {
+    Kvclusters,
+    Kvbackups,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

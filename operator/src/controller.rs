@@ -21,6 +21,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
 use crate::apply::{self, ApplyError};
+use crate::backup::{self, BackupError, KvBackup};
 use crate::build::Owner;
 use crate::certs;
 use crate::crd::{KvCluster, RetentionPolicy};
@@ -32,6 +33,8 @@ use crate::reason::Reason;
 
 /// How soon a failed reconcile is retried.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// How soon a failed restore from a backup is tried again.
+const RESTORE_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -75,6 +78,10 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("restoring from a backup: {0}")]
+    Restore(#[source] BackupError),
+    #[error("scheduled backups: {0}")]
+    Schedule(#[source] BackupError),
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -89,6 +96,8 @@ impl Error {
             Error::Certificates(_) => "certificates",
             Error::Step { .. } => "membership_step",
             Error::Read { .. } => "read",
+            Error::Restore(_) => "restore",
+            Error::Schedule(_) => "schedule",
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
@@ -307,11 +316,34 @@ async fn reconcile_cluster(
         None => Ok(()),
         Some(step) => {
             info!(cluster = %owner.name, namespace = %owner.namespace, step = %step, "step");
+            // What the event says when the step's own text is not enough.
+            let mut step_note = None;
             let result = match step {
                 Step::ReplacePod { pod, uid, .. } => {
                     apply::delete_pod(&ctx.client, &owner.namespace, pod, uid)
                         .await
                         .map_err(Error::from)
+                }
+                Step::RestoreFromBackup { pod, endpoint } => {
+                    let from = kvc.spec.bootstrap.from_backup.clone().unwrap_or_default();
+                    match backup::controller::restore_into(
+                        ctx,
+                        kvc,
+                        &from,
+                        pod,
+                        endpoint,
+                        &connector,
+                        observed.root_password.as_ref(),
+                    )
+                    .await
+                    {
+                        Ok(note) => {
+                            info!(cluster = %owner.name, namespace = %owner.namespace, %note, "restored");
+                            step_note = Some(note);
+                            Ok(())
+                        }
+                        Err(source) => Err(Error::Restore(source)),
+                    }
                 }
                 _ => apply::execute_step(step, &connector, ctx.settings.step_timeout)
                     .await
@@ -325,13 +357,16 @@ async fn reconcile_cluster(
             let pod = Related::Pod(step.pod());
             match &result {
                 Ok(()) => {
-                    ctx.publish(kvc, false, step.reason(), step.to_string(), pod)
-                        .await;
+                    let note = step_note.unwrap_or_else(|| step.to_string());
+                    ctx.publish(kvc, false, step.reason(), note, pod).await;
                 }
                 Err(e) => {
                     let note = format!("{step}: {e}");
-                    ctx.publish(kvc, true, Reason::MembershipStepFailed, note, pod)
-                        .await;
+                    let reason = match step {
+                        Step::RestoreFromBackup { .. } => Reason::RestoreFailed,
+                        _ => Reason::MembershipStepFailed,
+                    };
+                    ctx.publish(kvc, true, reason, note, pod).await;
                 }
             }
             result
@@ -349,13 +384,31 @@ async fn reconcile_cluster(
         )
         .await;
     }
+    if let Err(Error::Restore(e)) = &step_result {
+        // The object will not change by itself: a corrupt or missing backup
+        // is not fetched again every few seconds.
+        warn!(cluster = %owner.name, namespace = %owner.namespace, error = %e, "restore failed");
+        return Ok(Action::requeue(RESTORE_RETRY));
+    }
     step_result?;
+    // Scheduled backups run beside the plan: they need a serving cluster,
+    // not a converged one, and never change its members.
+    let backup_wake = if kvc.spec.paused {
+        None
+    } else {
+        backup::controller::schedule(ctx, kvc)
+            .await
+            .map_err(Error::Schedule)?
+    };
     // After a step, look again soon: the next one depends on its effect.
-    let requeue = if plan.step.is_some() {
+    let mut requeue = if plan.step.is_some() {
         plan.requeue_after.min(Duration::from_secs(1))
     } else {
         plan.requeue_after
     };
+    if let Some(wake) = backup_wake {
+        requeue = requeue.min(wake);
+    }
     Ok(Action::requeue(requeue))
 }
 
@@ -544,7 +597,22 @@ async fn run_controller(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
-    Controller::for_stream(triggers, store)
+    let backups = Controller::new(
+        scoped::<KvBackup>(&ctx.client, ctx.settings.namespace.as_deref()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(
+        backup::controller::reconcile,
+        backup::controller::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            warn!(error = %e, "backup controller event");
+        }
+    });
+    let clusters = Controller::for_stream(triggers, store)
         .owns(statefulsets, managed.clone())
         .owns(services, managed)
         // Pods belong to the StatefulSet, not to the KvCluster; their
@@ -564,8 +632,8 @@ async fn run_controller(
             if let Err(e) = result {
                 warn!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    futures::join!(clusters, backups);
     info!("controller stopped");
     Ok(())
 }

@@ -14,6 +14,8 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::backup::crd::{BackupSchedule, BootstrapSpec};
+
 /// The most voters a cluster may have. Larger raft groups only add
 /// replication cost; nine already tolerates four failures.
 pub const MAX_REPLICAS: i32 = 9;
@@ -95,6 +97,16 @@ pub struct KvClusterSpec {
     /// taken until this is false again. Status keeps being reported.
     #[serde(default)]
     pub paused: bool,
+    /// Scheduled backups into object storage (see KvBackup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSchedule>,
+    /// How the cluster's first node starts: empty, or from a backup.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub bootstrap: BootstrapSpec,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Who issues the kvnode certificates.
@@ -539,6 +551,11 @@ fn quantity_map_schema(generator: &mut schemars::SchemaGenerator) -> schemars::S
 /// The CRD as YAML, exactly what `crds/kvclusters.raftkv.io.yaml` holds.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&KvCluster::crd())
+}
+
+/// The KvBackup CRD, exactly what `crds/kvbackups.raftkv.io.yaml` holds.
+pub fn backup_crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&crate::backup::KvBackup::crd())
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 //! each node's own status, [`plan`] (pure) decides the objects, at most one
 //! membership step and the status, [`apply`] writes them. [`controller`]
 //! wires it to the watches; [`build`] holds the pure object builders and
-//! [`crd`] the custom resource types.
+//! [`crd`] the custom resource types. [`backup`] runs KvBackups, scheduled
+//! backups and restores through object storage.
 
 pub mod apply;
 pub mod auth;
+pub mod backup;
 pub mod build;
 pub mod certs;
 pub mod cli;

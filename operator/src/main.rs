@@ -2,15 +2,19 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use raftkv_operator::cli::{Cli, Command, LogFormat, RunArgs};
+use raftkv_operator::cli::{Cli, Command, CrdName, LogFormat, RunArgs};
 use raftkv_operator::{controller, crd, metrics};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", crd::crd_yaml().context("rendering the CRD")?);
+        Command::Crd { name } => {
+            let yaml = match name {
+                CrdName::Kvclusters => crd::crd_yaml(),
+                CrdName::Kvbackups => crd::backup_crd_yaml(),
+            };
+            print!("{}", yaml.context("rendering the CRD")?);
             Ok(())
         }
         Command::Run(args) => run(*args).await,

@@ -61,6 +61,7 @@ reasons! {
     StaleMember,
     // Events: one per membership step
     InitializeCluster,
+    RestoreFromBackup,
     AddLearner,
     PromoteVoter,
     TransferLeadership,
@@ -72,6 +73,7 @@ reasons! {
     ForceNewCluster,
     // Events: other
     MembershipStepFailed,
+    RestoreFailed,
     DeletedVolume,
     ExpandVolume,
     ReplaceStatefulSet,

@@ -65,6 +65,9 @@ nothing more. The same rules go into a ClusterRole (all namespaces) or a Role
   status write), add/remove the finalizer (a JSON patch); never create or
   delete them.
 - kvclusters/status: written with server-side apply (patch).
+- kvbackups: list/watch (the backup controller), get (a restore reads the
+  KvBackup it names), create (scheduled backups), patch (the finalizer of
+  deletionPolicy Delete), delete (retention); kvbackups/status: patch.
 - kvclusters/finalizers: needed to set blockOwnerDeletion on owner references
   where the OwnerReferencesPermissionEnforcement admission plugin is on.
 - statefulsets, services, poddisruptionbudgets, networkpolicies, secrets,
@@ -75,9 +78,10 @@ nothing more. The same rules go into a ClusterRole (all namespaces) or a Role
 - statefulsets: get (observe), list/watch (owned objects trigger reconciles),
   delete (with propagationPolicy Orphan, to replace the volume template on a
   volume expansion; the pods stay); services: list/watch only.
-- secrets: get the cluster's own CA, node and client certificate Secrets and
-  root's password Secret (NAME-root, created once) by name. No list and no
-  watch: those would read every Secret in scope.
+- secrets: get the cluster's own CA, node and client certificate Secrets,
+  root's password Secret (NAME-root, created once) and the S3 credentials
+  Secret a backup names, by name. No list and no watch: those would read
+  every Secret in scope.
 - pods: list/watch (node endpoints, readiness, template revisions), and
   delete: a rolling upgrade replaces one pod at a time (updateStrategy
   OnDelete).
@@ -95,6 +99,12 @@ No wildcards.
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["raftkv.io"]
   resources: ["kvclusters/status"]
+  verbs: ["patch"]
+- apiGroups: ["raftkv.io"]
+  resources: ["kvbackups"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["raftkv.io"]
+  resources: ["kvbackups/status"]
   verbs: ["patch"]
 - apiGroups: ["raftkv.io"]
   resources: ["kvclusters/finalizers"]

@@ -72,9 +72,11 @@ pub(super) fn decide_uninitialized(view: &View, input: &PlanInput) -> Decision {
     match pod0 {
         Some(pod) if !pod.terminating => match (&pod.node, pod.status()) {
             (crate::observe::NodeView::Serving { endpoint, .. }, Some(_)) => {
-                Decision::step(Step::Initialize {
-                    pod: pod.name.clone(),
-                    endpoint: endpoint.clone(),
+                let (pod, endpoint) = (pod.name.clone(), endpoint.clone());
+                Decision::step(if input.spec.bootstrap.from_backup.is_some() {
+                    Step::RestoreFromBackup { pod, endpoint }
+                } else {
+                    Step::Initialize { pod, endpoint }
                 })
             }
             _ => Decision::wait(

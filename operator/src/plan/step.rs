@@ -16,6 +16,9 @@ use crate::reason::Reason;
 pub enum Step {
     /// Make pod 0's node a one-node cluster.
     Initialize { pod: String, endpoint: String },
+    /// `spec.bootstrap.fromBackup`: node 0 starts the cluster from a backup
+    /// instead of empty (the controller streams the object into it).
+    RestoreFromBackup { pod: String, endpoint: String },
     AddLearner {
         leader: String,
         pod: String,
@@ -89,6 +92,7 @@ impl Step {
     pub fn pod(&self) -> &str {
         match self {
             Step::Initialize { pod, .. }
+            | Step::RestoreFromBackup { pod, .. }
             | Step::AddLearner { pod, .. }
             | Step::Promote { pod, .. }
             | Step::Demote { pod, .. }
@@ -104,6 +108,7 @@ impl Step {
     pub fn reason(&self) -> Reason {
         match self {
             Step::Initialize { .. } => Reason::InitializeCluster,
+            Step::RestoreFromBackup { .. } => Reason::RestoreFromBackup,
             Step::AddLearner { .. } => Reason::AddLearner,
             Step::Promote { .. } => Reason::PromoteVoter,
             Step::TransferLeadership { .. } => Reason::TransferLeadership,
@@ -127,6 +132,9 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::Initialize { pod, .. } => write!(f, "initialize the cluster on {pod}"),
+            Step::RestoreFromBackup { pod, .. } => {
+                write!(f, "start the cluster on {pod} from a backup")
+            }
             Step::AddLearner { pod, request, .. } => {
                 write!(f, "add {pod} (id {}) as learner", request.id)
             }

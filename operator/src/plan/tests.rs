@@ -98,6 +98,7 @@ fn summary(step: Option<&Step>) -> String {
     match step {
         None => "none".into(),
         Some(Step::Initialize { pod, .. }) => format!("init {pod}"),
+        Some(Step::RestoreFromBackup { pod, .. }) => format!("restore {pod}"),
         Some(Step::AddLearner { pod, request, .. }) => format!("add {pod}#{}", request.id),
         Some(Step::Promote { pod, .. }) => format!("promote {pod}"),
         Some(Step::TransferLeadership {
@@ -650,6 +651,39 @@ fn fresh_cluster_of_three_bootstraps_and_grows_one_voter_at_a_time() {
     );
     assert_eq!(world.voters_by_pod(), ["kv-0", "kv-1", "kv-2"]);
     assert_eq!(world.statefulset, Some(3));
+}
+
+#[test]
+fn a_cluster_from_a_backup_restores_node_0_then_grows_as_usual() {
+    let mut world = World::empty();
+    let spec = json!({"replicas": 3, "bootstrap": {"fromBackup": {"kvBackup": "nightly"}}});
+    let steps = converge(&mut world, &spec, None);
+    assert_eq!(
+        steps,
+        [
+            "restore kv-0",
+            "add kv-1#101",
+            "promote kv-1",
+            "add kv-2#102",
+            "promote kv-2"
+        ]
+    );
+    assert_eq!(world.voters_by_pod(), ["kv-0", "kv-1", "kv-2"]);
+    // Both or neither of s3 and key: anything else is an invalid spec.
+    let half = json!({"replicas": 3, "bootstrap": {"fromBackup": {"key": "a.snap"}}});
+    let plan = run_plan(&World::empty(), &half, &KvClusterStatus::default());
+    assert_eq!(
+        condition_reason(&plan.status, "Degraded"),
+        "True/InvalidSpec"
+    );
+    assert!(plan.step.is_none());
+    let bad_cron = json!({"replicas": 3, "backup": {"schedule": "0 25 * * *",
+        "destination": {"s3": {"bucket": "b", "credentialsSecret": "s"}}}});
+    let plan = run_plan(&World::empty(), &bad_cron, &KvClusterStatus::default());
+    assert_eq!(
+        condition_reason(&plan.status, "Degraded"),
+        "True/InvalidSpec"
+    );
 }
 
 #[test]

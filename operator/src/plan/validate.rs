@@ -48,5 +48,22 @@ pub(super) fn validate(spec: &KvClusterSpec) -> Result<Valid, String> {
     if let Some(why) = spec.pod.env.iter().find_map(|e| reserved_env(&e.name)) {
         return Err(format!("pod.env: {why}; remove it"));
     }
+    if let Some(backup) = &spec.backup
+        && let Err(e) = backup.schedule.parse::<crate::backup::schedule::Schedule>()
+    {
+        return Err(format!("backup.schedule {:?}: {e}", backup.schedule));
+    }
+    if let Some(from) = &spec.bootstrap.from_backup {
+        match (&from.kv_backup, &from.s3, &from.key) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            _ => {
+                return Err(
+                    "bootstrap.fromBackup needs either kvBackup (a KvBackup in this \
+                            namespace) or both s3 and key"
+                        .into(),
+                );
+            }
+        }
+    }
     Ok(Valid { replicas })
 }

@@ -8,6 +8,7 @@ pub mod kv;
 pub mod kvc;
 pub mod monitor;
 pub mod operator;
+pub mod s3;
 pub mod scenario;
 pub mod tls;
 

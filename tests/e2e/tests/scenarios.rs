@@ -1809,3 +1809,205 @@ async fn auth_is_on_and_refuses_strangers() -> anyhow::Result<()> {
     })
     .await
 }
+
+const BACKUP_BUCKET: &str = "raftkv-e2e";
+
+fn kvbackup_api(s: &Scenario) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "raftkv.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "raftkv.io/v1alpha1".into(),
+        kind: "KvBackup".into(),
+        plural: "kvbackups".into(),
+    };
+    Api::namespaced_with(s.client.clone(), &s.namespace, &resource)
+}
+
+/// Warning or Normal events of `reason` about KvCluster `name`.
+async fn kvc_events(s: &Scenario, name: &str, reason: &str) -> anyhow::Result<Vec<String>> {
+    Ok(s.api::<k8s_openapi::api::core::v1::Event>()
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("KvCluster")
+                && e.involved_object.name.as_deref() == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .filter_map(|e| e.message)
+        .collect())
+}
+
+/// Backups into a real S3-compatible server (moto, on the host's pod
+/// network address): a KvBackup streams the whole store into the bucket
+/// with its figures in status; a new KvCluster with
+/// `bootstrap.fromBackup` gets back every key of it (and nothing written
+/// after), its root password the one in its own Secret; a corrupt object
+/// is refused and leaves the new cluster empty; a `* * * * *` schedule with
+/// `keep: 1` creates backups every minute and retention deletes the older
+/// one together with its object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_to_s3_restore_into_a_new_cluster_and_keep_the_newest() -> anyhow::Result<()> {
+    Scenario::run("backup", async |s| {
+        let s3 = raftkv_e2e::s3::S3::start(&[BACKUP_BUCKET]).await?;
+        s.log(format_args!("S3 server (moto) at {}", s3.endpoint));
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {"name": "s3-creds"},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": raftkv_e2e::s3::ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": raftkv_e2e::s3::SECRET_KEY,
+            },
+        }))?;
+        s.api().create(&PostParams::default(), &secret).await?;
+        let s3_spec = json!({
+            "endpoint": s3.endpoint, "bucket": BACKUP_BUCKET, "prefix": "e2e/",
+            "credentialsSecret": "s3-creds",
+        });
+        let manifest = kvc::example_named(
+            "kv",
+            json!({"backup": {"schedule": "* * * * *", "keep": 1, "destination": {"s3": s3_spec}}}),
+        )?;
+        let source = kvc::create(s, &manifest, FORM).await?;
+        let keys = write_keys(s, "kv", "bk", 300).await?;
+
+        let t0 = Instant::now();
+        let backup: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "raftkv.io/v1alpha1", "kind": "KvBackup",
+            "metadata": {"name": "manual"},
+            "spec": {"clusterName": "kv", "destination": {"s3": s3_spec}},
+        }))?;
+        kvbackup_api(s).create(&PostParams::default(), &backup).await?;
+        let status = s
+            .wait("KvBackup manual Succeeded", CHANGE, async || {
+                let b = kvbackup_api(s).get("manual").await.map_err(|e| e.to_string())?;
+                let st = b.data["status"].clone();
+                match st["phase"].as_str() {
+                    Some("Succeeded") => Ok(st),
+                    Some("Failed") => Err(format!("failed: {st}")),
+                    _ => Err(st.to_string()),
+                }
+            })
+            .await?;
+        s.record("KvBackup created -> Succeeded", t0.elapsed());
+        s.log(format_args!("KvBackup manual: {status}"));
+        let key = format!("e2e/{}/kv/manual.snap", s.namespace);
+        anyhow::ensure!(
+            status["location"] == format!("s3://{BACKUP_BUCKET}/{key}").as_str(),
+            "location {}",
+            status["location"]
+        );
+        let (revision, size) = (
+            status["revision"].as_u64().unwrap_or(0),
+            status["sizeBytes"].as_u64().unwrap_or(0),
+        );
+        anyhow::ensure!(
+            revision >= 300 && status["keys"].as_u64() >= Some(300),
+            "status {status}"
+        );
+        anyhow::ensure!(
+            status["sha256"].as_str().is_some_and(|h| h.len() == 64),
+            "status {status}"
+        );
+        let object = s3.get(BACKUP_BUCKET, &key).await?;
+        anyhow::ensure!(
+            object.len() as u64 == size && size > 0,
+            "object of {} bytes, status says {size}",
+            object.len()
+        );
+        // Not in the backup: must not appear in the restored cluster.
+        write_keys(s, "kv", "after", 5).await?;
+
+        // A damaged object: refused, and the new cluster stays empty.
+        let mut damaged = object.clone();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 0x20;
+        s3.put(BACKUP_BUCKET, "e2e/damaged.snap", damaged).await?;
+        let bad = kvc::example_named(
+            "bad",
+            json!({"replicas": 1, "bootstrap": {"fromBackup": {"s3": s3_spec, "key": "e2e/damaged.snap"}}}),
+        )?;
+        kvc::apply(s, &bad).await?;
+        let refused = s
+            .wait("RestoreFailed event for KvCluster bad", FORM, async || {
+                let events = kvc_events(s, "bad", "RestoreFailed")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                events.into_iter().next().ok_or_else(|| "no event yet".to_owned())
+            })
+            .await?;
+        s.log(format_args!("bad: {refused}"));
+        anyhow::ensure!(refused.contains("checksum"), "RestoreFailed: {refused}");
+        let (bad_object, _) = kvc::status(s, "bad").await.map_err(|e| anyhow::anyhow!(e))?;
+        let bad_id = &bad_object.data["status"]["clusterId"];
+        anyhow::ensure!(bad_id.is_null(), "a refused restore initialized {bad_id}");
+        kvc::api(s).delete("bad", &DeleteParams::default()).await?;
+
+        let t1 = Instant::now();
+        let restored = kvc::example_named(
+            "restored",
+            json!({"bootstrap": {"fromBackup": {"kvBackup": "manual"}}}),
+        )?;
+        let c = kvc::create(s, &restored, FORM).await?;
+        s.record("KvCluster from a backup -> 3 healthy voters", t1.elapsed());
+        anyhow::ensure!(
+            c.cluster_id != source.cluster_id,
+            "restored cluster id {} is the source's",
+            c.cluster_id
+        );
+        // Through the Service as root with restored-root's password.
+        check_keys(s, "restored", &keys).await?;
+        for key in kv::keys("after", 5) {
+            let got = s
+                .kv
+                .get(&Target::service("restored"), &key, Consistency::Linearizable)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading {key}: {e:?}"))?;
+            anyhow::ensure!(got.is_none(), "{key}, written after the backup, was restored");
+        }
+        let steps = kvc_events(s, "restored", "RestoreFromBackup").await?;
+        s.log(format_args!("restored: {steps:?} (leader {})", c.leader_pod));
+
+        // The schedule: one backup a minute, the older deleted with its object.
+        let t2 = Instant::now();
+        let mut seen = BTreeSet::new();
+        let prefix = format!("e2e/{}/kv/", s.namespace);
+        let kept = s
+            .wait(
+                "two scheduled backups succeeded, the older one deleted with its object",
+                Duration::from_secs(400),
+                async || {
+                    let list = kvbackup_api(s)
+                        .list(&ListParams::default().labels("raftkv.io/cluster=kv,raftkv.io/scheduled=true"))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let succeeded: Vec<String> = list
+                        .items
+                        .iter()
+                        .filter(|b| b.data["status"]["phase"] == "Succeeded")
+                        .map(|b| b.name_any())
+                        .collect();
+                    seen.extend(succeeded.iter().cloned());
+                    let objects = s3.list(BACKUP_BUCKET, &prefix).await.map_err(|e| e.to_string())?;
+                    let want: Vec<String> = ["manual".to_owned()]
+                        .iter()
+                        .chain(&succeeded)
+                        .map(|n| format!("{prefix}{n}.snap"))
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    if seen.len() >= 2 && list.items.len() == 1 && succeeded.len() == 1 && objects == want {
+                        Ok(succeeded[0].clone())
+                    } else {
+                        Err(format!("seen {seen:?}, now {:?} succeeded {succeeded:?}, objects {objects:?}",
+                            list.items.iter().map(|b| b.name_any()).collect::<Vec<_>>()))
+                    }
+                },
+            )
+            .await?;
+        s.record("schedule: second backup and retention", t2.elapsed());
+        s.log(format_args!("retention kept {kept} of {seen:?}"));
+        Ok(())
+    })
+    .await
+}

@@ -393,7 +393,10 @@ impl World {
             self.force_new_cluster(step);
             return;
         }
-        if !matches!(step, Step::Initialize { .. }) {
+        if !matches!(
+            step,
+            Step::Initialize { .. } | Step::RestoreFromBackup { .. }
+        ) {
             let via = match step {
                 Step::AddLearner { leader, .. }
                 | Step::Promote { leader, .. }
@@ -402,6 +405,7 @@ impl World {
                 | Step::Remove { leader, .. }
                 | Step::EnableAuth { leader, .. } => leader.clone(),
                 Step::Initialize { .. }
+                | Step::RestoreFromBackup { .. }
                 | Step::ReplacePod { .. }
                 | Step::ForceNewCluster { .. } => unreachable!(),
             };
@@ -409,7 +413,9 @@ impl World {
         }
         let before = self.raft.as_ref().map(|r| r.voters.clone());
         match step {
-            Step::Initialize { pod, endpoint: ep } => {
+            // A restore makes node 0 the only voter, as an init does.
+            Step::Initialize { pod, endpoint: ep }
+            | Step::RestoreFromBackup { pod, endpoint: ep } => {
                 assert!(self.raft.is_none(), "initialized twice");
                 let ordinal = names::pod_ordinal("kv", pod).expect("ordinal");
                 assert_eq!(*ep, endpoint(ordinal));

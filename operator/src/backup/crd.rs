@@ -1,0 +1,190 @@
+//! The KvBackup custom resource (raftkv.io/v1alpha1) and the backup
+//! settings a KvCluster shares with it. `raftkv-operator crd kvbackups`
+//! prints `crds/kvbackups.raftkv.io.yaml` from these types.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One backup of a KvCluster: a snapshot of the whole store, streamed by
+/// the operator from a node into object storage.
+#[expect(
+    clippy::duplicated_attributes,
+    reason = "printcolumn(...) entries legitimately repeat `type_ = ...`"
+)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "raftkv.io",
+    version = "v1alpha1",
+    kind = "KvBackup",
+    plural = "kvbackups",
+    shortname = "kvb",
+    namespaced,
+    status = "KvBackupStatus",
+    doc = "One backup of a raftkv KvCluster into object storage",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterName"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Revision", type_ = "integer", json_path = ".status.revision"),
+    printcolumn(name = "Size", type_ = "integer", json_path = ".status.sizeBytes"),
+    printcolumn(name = "Location", type_ = "string", json_path = ".status.location"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KvBackupSpec {
+    /// The KvCluster to back up, in the same namespace.
+    #[schemars(length(min = 1))]
+    pub cluster_name: String,
+    /// Where the snapshot goes.
+    pub destination: BackupDestination,
+    /// What deleting this KvBackup does to the object it wrote: `Retain`
+    /// (the default for a KvBackup you create) keeps it; `Delete` removes
+    /// it too. Scheduled backups are created with `Delete`, which is how
+    /// retention frees the bucket.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Where backups are written.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupDestination {
+    /// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, ...).
+    pub s3: S3Destination,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Destination {
+    /// The S3 API endpoint, e.g. `https://minio.backup:9000`; AWS S3 of the
+    /// region when unset. `http://` is allowed (an in-cluster server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Prepended to the object names, e.g. `prod/kv/`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// A Secret in the KvBackup's namespace with `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`.
+    #[schemars(length(min = 1))]
+    pub credentials_secret: String,
+    /// Virtual-hosted-style requests (`BUCKET.endpoint`) instead of
+    /// path-style (`endpoint/BUCKET`), which most S3-compatible servers
+    /// expect and is the default.
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BackupPhase {
+    /// Waiting for the cluster to have a leader.
+    Pending,
+    Running,
+    /// The object is complete and its checksum was verified as it streamed.
+    Succeeded,
+    /// See `error`; a failed backup is not retried (create a new KvBackup).
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KvBackupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<BackupPhase>,
+    /// `s3://BUCKET/KEY` of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The store revision the snapshot holds every write up to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// SHA-256 of the whole object, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The pod whose node streamed the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// Attempts started; an operator restart during a run starts another.
+    #[serde(default)]
+    pub attempts: i32,
+    /// Why the backup failed, or why it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `spec.backup` of a KvCluster: scheduled backups.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSchedule {
+    /// Standard 5-field cron expression in UTC (as a CronJob's), or
+    /// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`. Each run
+    /// creates a KvBackup `NAME-YYYYMMDD-HHMMSS` owned by the KvCluster.
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+    /// How many succeeded scheduled backups to keep; older ones are
+    /// deleted with their objects. Failed ones beyond the newest 3 are
+    /// deleted too.
+    #[serde(default = "default_keep")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep: i32,
+    pub destination: BackupDestination,
+}
+
+fn default_keep() -> i32 {
+    7
+}
+
+/// `spec.bootstrap` of a KvCluster: how its first node starts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Start node 0 from a backup instead of an empty store; the operator
+    /// then grows the cluster as usual. Read once, when the cluster is
+    /// created: changing it later does nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+}
+
+/// A backup to restore: a succeeded KvBackup in the same namespace, or an
+/// object named directly (another namespace's or another Kubernetes
+/// cluster's backup). Exactly one of the two.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// Name of a KvBackup in this namespace whose phase is Succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_backup: Option<String>,
+    /// The bucket (and credentials) holding `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+    /// The object's key in the bucket (with the prefix), with `s3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
