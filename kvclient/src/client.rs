@@ -888,6 +888,7 @@ impl Client {
     ) -> Result<(reqwest::header::HeaderMap, Bytes), ClientError> {
         let mut last = ClientError::NoEndpoints;
         let mut delay = self.backoff;
+        let write = is_write(method, path);
         for attempt in 0..self.attempts {
             if attempt > 0 {
                 tokio::time::sleep(delay).await;
@@ -899,7 +900,7 @@ impl Client {
                     .await
                 {
                     Ok(ok) => return Ok(ok),
-                    Err(e) if e.retryable() => last = e,
+                    Err(e) if may_send_again(&e, write) => last = e,
                     Err(e) => return Err(e),
                 }
             }
@@ -1031,6 +1032,35 @@ fn user_role_path(name: &str, role: &str) -> String {
         user_path(name),
         utf8_percent_encode(role, KEY_SET)
     )
+}
+
+/// Requests that change data and are not idempotent: sent twice, a put
+/// bumps the revision again and a compare-and-swap that took effect fails.
+fn is_write(method: &Method, path: &str) -> bool {
+    *method != Method::GET
+        && (path.starts_with("/v1/kv") || path == "/v1/txn" || path == "/v1/leases")
+}
+
+/// Whether a failed attempt may be sent again, here or to another
+/// endpoint. A write is sent again only when the error proves it was not
+/// applied: `no_leader` and `not_initialized` (refused before proposing) or
+/// a connection that could not be opened. A write that failed with
+/// `unavailable` (leader changed mid-write) or whose answer was lost may
+/// have been applied: the caller decides (re-read, or `if_revision`).
+fn may_send_again(e: &ClientError, write: bool) -> bool {
+    if !e.retryable() {
+        return false;
+    }
+    if !write {
+        return true;
+    }
+    match e {
+        ClientError::Api { error, .. } => {
+            matches!(error.code, ErrorCode::NoLeader | ErrorCode::NotInitialized)
+        }
+        ClientError::Transport { source, .. } => source.is_connect(),
+        _ => false,
+    }
 }
 
 /// `/v1/auth/roles/<percent-encoded name>`
@@ -1203,6 +1233,62 @@ mod tests {
     fn unauthenticated(message: &str) -> (u16, String) {
         let body = serde_json::json!({"error": {"code": "unauthenticated", "message": message}});
         (401, body.to_string())
+    }
+
+    fn api_error(status: u16, code: &str) -> (u16, String) {
+        let body = serde_json::json!({"error": {"code": code, "message": code}});
+        (status, body.to_string())
+    }
+
+    /// A write that failed with `unavailable` may have been applied: it is
+    /// not sent again (a second put would bump the revision, a second CAS
+    /// would fail after the first took effect). `no_leader` proves nothing
+    /// was applied and is retried; reads retry both.
+    #[tokio::test]
+    async fn ambiguous_write_failures_are_not_sent_again() {
+        let (url, log) = mock(|_: &Seen| api_error(503, "unavailable")).await;
+        let c = Client::new(&[url.as_str(), url.as_str()])
+            .expect("url")
+            .with_attempts(2);
+        let err = c.put("k", "v").await.expect_err("unavailable");
+        assert_eq!(err.code(), Some(ErrorCode::Unavailable));
+        assert_eq!(
+            log.lock().expect("log").len(),
+            1,
+            "a put that may have been applied went out again"
+        );
+        let err = c
+            .put_if_revision("k", "v", 3)
+            .await
+            .expect_err("unavailable");
+        assert_eq!(err.code(), Some(ErrorCode::Unavailable));
+        assert_eq!(log.lock().expect("log").len(), 2);
+        c.get("k").await.expect_err("unavailable");
+        let reads = log.lock().expect("log").len() - 2;
+        assert!(
+            reads > 2,
+            "a read is retried on every endpoint: {reads} attempts"
+        );
+
+        let (url, log) = mock(|_: &Seen| api_error(503, "no_leader")).await;
+        let c = Client::new(&[url.as_str()]).expect("url").with_attempts(2);
+        c.put("k", "v").await.expect_err("no leader");
+        assert!(
+            log.lock().expect("log").len() > 1,
+            "no_leader proves nothing was applied: retried"
+        );
+    }
+
+    #[test]
+    fn only_data_changes_count_as_writes() {
+        assert!(is_write(&Method::PUT, "/v1/kv/a"));
+        assert!(is_write(&Method::DELETE, "/v1/kv"));
+        assert!(is_write(&Method::POST, "/v1/txn"));
+        assert!(is_write(&Method::POST, "/v1/leases"));
+        assert!(!is_write(&Method::GET, "/v1/kv/a"));
+        assert!(!is_write(&Method::POST, "/v1/leases/7/keepalive"));
+        assert!(!is_write(&Method::POST, "/v1/auth/authenticate"));
+        assert!(!is_write(&Method::PUT, "/v1/cluster/voters"));
     }
 
     fn is_authenticate(s: &Seen) -> bool {
