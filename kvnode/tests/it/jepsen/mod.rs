@@ -92,8 +92,8 @@ pub struct Recorder {
     ops: Mutex<Vec<(usize, Op)>>,
     serial: Mutex<Vec<SerialRead>>,
     timeline: Mutex<Vec<String>>,
-    /// Bumped when a node process is restarted: serializable reads are
-    /// compared within one process only.
+    /// Bumped when a node process is restarted (kept in the history: a
+    /// serializable read must not go backwards across a restart either).
     incarnations: Mutex<Vec<u64>>,
 }
 
@@ -444,17 +444,15 @@ pub async fn run(
 }
 
 /// A serializable read of a key that started after another of the same
-/// key on the same node process had finished, and saw an older version
-/// (keys are never deleted here, so a key's revision only grows).
+/// key on the same node had finished, and saw an older version (keys are
+/// never deleted here, so a key's revision only grows). Across restarts
+/// too: what a node served was applied, and applied state is durable.
 fn backwards(reads: &[SerialRead]) -> Option<String> {
-    let mut by_node: BTreeMap<(usize, u64, usize), Vec<&SerialRead>> = BTreeMap::new();
+    let mut by_node: BTreeMap<(usize, usize), Vec<&SerialRead>> = BTreeMap::new();
     for r in reads.iter().filter(|r| r.revision > 0) {
-        by_node
-            .entry((r.node, r.incarnation, r.key))
-            .or_default()
-            .push(r);
+        by_node.entry((r.node, r.key)).or_default().push(r);
     }
-    for ((node, _, k), mut rs) in by_node {
+    for ((node, k), mut rs) in by_node {
         rs.sort_by_key(|r| r.completed);
         let mut best: Option<&SerialRead> = None;
         let mut j = 0;
@@ -472,11 +470,14 @@ fn backwards(reads: &[SerialRead]) -> Option<String> {
                 && r.revision < b.revision
             {
                 return Some(format!(
-                    "serializable reads of {} went backwards on n{}: revision {} after {}",
+                    "serializable reads of {} went backwards on n{}: revision {} (process {}) \
+                     after {} (process {})",
                     key(k),
                     node + 1,
                     r.revision,
-                    b.revision
+                    r.incarnation,
+                    b.revision,
+                    b.incarnation
                 ));
             }
         }
