@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Soak: the fault-injection runs of kvnode/tests/it/faults.rs (partitions,
-# one-way cuts, pauses, kills, membership changes in partitions), each for
+# one-way cuts, pauses, kills, membership changes in partitions, 5-node
+# 2|3 splits: kind "five"), each for
 # SECS seconds instead of the suite's 20, one after the other. Every run
 # prints its seed, operations, indeterminate operations, serializable reads
 # and fault events; a violation fails with the history file and the fault
@@ -17,7 +18,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RAFTKV_CACHE:-$HOME/.cache/raftkv
 filter='test(/^faults::/)'
 [ -n "$ONLY" ] && filter="test(/^faults::${ONLY}/)"
 export RAFTKV_SOAK_SECS="$SECS"
-# --no-capture: one run at a time (each is a 3-node cluster and 5 clients),
+# --no-capture: one run at a time (each is a 3- or 5-node cluster and 5 clients),
 # its lines as they come, and no slow-test timeout.
 cargo nextest run --workspace --all-targets -E "$filter" --no-capture --no-fail-fast 2>&1 \
   | grep --line-buffered -E '^\[|PASS|FAIL|panicked|not linearizable|went backwards|Summary'

@@ -9,8 +9,12 @@ use crate::common::fabric::Fabric;
 use crate::jepsen::{self, Nemesis};
 
 async fn run(name: &str, nemesis: Nemesis) {
+    run_on(name, 3, nemesis).await;
+}
+
+async fn run_on(name: &str, nodes: usize, nemesis: Nemesis) {
     let mut fabric = Fabric::default();
-    let mut cluster = jepsen::cluster(&mut fabric).await;
+    let mut cluster = jepsen::cluster_of(&mut fabric, nodes).await;
     let length = jepsen::duration(Duration::from_secs(20));
     let summary = jepsen::run(name, &mut cluster, &mut fabric, length, nemesis).await;
     assert!(
@@ -48,4 +52,11 @@ async fn kills_keep_histories_linearizable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn membership_changes_in_partitions_keep_histories_linearizable() {
     run("membership", Nemesis::MembershipInPartition).await;
+}
+
+/// Five voters: two cut off from three (the leader among the two half of
+/// the time), so the minority holds more than one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_nodes_split_two_three_keep_histories_linearizable() {
+    run_on("partitions-5", 5, Nemesis::Partitions).await;
 }

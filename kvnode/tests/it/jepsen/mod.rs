@@ -309,8 +309,8 @@ pub struct Summary {
 /// The faults a run injects, over and over until the workload ends.
 #[derive(Clone, Copy, Debug)]
 pub enum Nemesis {
-    /// The leader alone on one side, or a random node (with 3 nodes every
-    /// majority/minority split is one node against two).
+    /// A minority as large as it gets (1 of 3, 2 of 5) cut off from the
+    /// rest, holding the leader half of the time.
     Partitions,
     /// One-way cuts: the leader cannot reach the others (they still reach
     /// it), or a random single directed link.
@@ -545,8 +545,21 @@ async fn inject(
         let end = (Instant::now() + rng.millis(1000, 3000)).min(until);
         match nemesis {
             Nemesis::Partitions => {
-                fabric.isolate(target);
-                rec.event(format!("isolated n{} ({})", target + 1, fabric.describe()));
+                // The largest minority: the target and n/2 - 1 others.
+                let mut side = vec![target];
+                while side.len() < n / 2 {
+                    let other = rng.below(n);
+                    if !side.contains(&other) {
+                        side.push(other);
+                    }
+                }
+                fabric.partition(&side);
+                let names: Vec<String> = side.iter().map(|h| format!("n{}", h + 1)).collect();
+                rec.event(format!(
+                    "minority {} cut off ({})",
+                    names.join(","),
+                    fabric.describe()
+                ));
                 sleep_until(end).await;
                 fabric.heal();
                 rec.event("healed");
@@ -658,7 +671,8 @@ pub async fn leader_guess(cluster: &Cluster) -> Option<usize> {
 }
 
 /// A 3-node cluster, each node its own host on `fabric`.
-pub async fn cluster(fabric: &mut Fabric) -> Cluster {
+/// A cluster of `n` voters on `fabric`, tuned as the fault runs need.
+pub async fn cluster_of(fabric: &mut Fabric, n: usize) -> Cluster {
     let opts = Opts {
         heartbeat_ms: crate::common::HEARTBEAT_MS,
         election_ms: crate::common::ELECTION_MS,
@@ -668,5 +682,5 @@ pub async fn cluster(fabric: &mut Fabric) -> Cluster {
         env: Vec::new(),
         credentials: None,
     };
-    Cluster::start_on(fabric, 3, opts).await
+    Cluster::start_on(fabric, n, opts).await
 }
