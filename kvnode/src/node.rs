@@ -519,8 +519,18 @@ impl Node {
                 Reject::Failed(NodeError::Conflict(c.to_string()))
             }
             RaftError::APIError(other) => Reject::Failed(NodeError::unavailable(other.to_string())),
-            RaftError::Fatal(f) => Reject::Failed(NodeError::unavailable(format!("raft: {f}"))),
+            RaftError::Fatal(f) => Reject::Failed(NodeError::unavailable(stopped(&f.to_string()))),
         }
+    }
+
+    /// Why raft on this node has stopped for good (a storage error: a full
+    /// disk, a failing device), if it has. Only a restart brings it back.
+    pub fn stopped(&self) -> Option<String> {
+        self.metrics()
+            .running_state
+            .as_ref()
+            .err()
+            .map(|f| stopped(&f.to_string()))
     }
 
     /// Blocks until a read of the local state machine is linearizable:
@@ -671,6 +681,9 @@ impl Node {
         let m = self.metrics();
         if self.draining() {
             return Err("shutting down".into());
+        }
+        if let Some(why) = self.stopped() {
+            return Err(why);
         }
         let mem = m.membership_config.membership();
         if mem.voter_ids().next().is_none() {
@@ -992,6 +1005,20 @@ pub fn wire_membership(m: &crate::raft::types::Membership) -> WireMembership {
 /// from campaigning in the same round trip.
 pub fn election_timeouts(ms: u64) -> (u64, u64) {
     (ms * 2 / 5, ms * 3 / 5)
+}
+
+/// What a client is told once raft has stopped on a storage error. The
+/// write that hit it may still be in the log (it is indeterminate); every
+/// acknowledged write is durable. A full disk says so in words.
+fn stopped(fatal: &str) -> String {
+    if fatal.contains("No space left on device") {
+        format!(
+            "the data dir's disk is full: this node stopped accepting writes (nothing acknowledged \
+             is lost); free space and restart the node ({fatal})"
+        )
+    } else {
+        format!("raft stopped on a storage error; restart the node ({fatal})")
+    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,13 @@ pub async fn version() -> Response {
     })
 }
 
-pub async fn healthz() -> Response {
-    json_response(&serde_json::json!({ "status": "ok" }))
+/// Live unless raft has stopped on a storage error (a full disk): then
+/// only a restart helps, which is what a failing liveness probe gets.
+pub async fn healthz(State(app): State<App>) -> Response {
+    match app.node.stopped() {
+        None => json_response(&serde_json::json!({ "status": "ok" })),
+        Some(why) => ApiError::unavailable(why).into_response(),
+    }
 }
 
 pub async fn readyz(State(app): State<App>) -> Response {

@@ -10,6 +10,7 @@ mod backup;
 mod bad_input;
 mod cli;
 mod crash_points;
+mod disk_full;
 mod docs_examples;
 mod failover;
 mod faults;
