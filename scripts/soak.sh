@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Soak: the fault-injection runs of kvnode/tests/it/faults.rs (partitions,
-# one-way cuts, pauses, kills, membership changes in partitions, 5-node
+# one-way cuts, pauses, kills, slow disks, membership changes in partitions, 5-node
 # 2|3 splits: kind "five"), each for
 # SECS seconds instead of the suite's 20, one after the other. Every run
 # prints its seed, operations, indeterminate operations, serializable reads

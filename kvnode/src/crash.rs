@@ -6,6 +6,8 @@
 //! destructor flushes anything, as with `kill -9`. A process crash keeps what
 //! reached the kernel; losing unsynced writes (power loss) is not simulated.
 //!
+//! Also the slow-disk failpoint [`slow_sync`] (`KVNODE_SLOW_SYNC_FILE`).
+//!
 //! Points: `log-append-unsynced` (entries written to the WAL, not yet
 //! synced), `sm-apply-before-write` (a batch of applied entries computed,
 //! not written), `snapshot-install-after-marker`, `snapshot-install-after-delete`,
@@ -100,6 +102,28 @@ pub fn announce() -> Result<(), String> {
         tracing::warn!(point = %p.name, pass = p.at, "crash point armed (KVNODE_CRASH_AT)");
     }
     Ok(())
+}
+
+/// The slow-disk failpoint: with `KVNODE_SLOW_SYNC_FILE=PATH` every raft
+/// log sync first sleeps as many milliseconds as PATH holds (a relative
+/// PATH is in the data dir; a missing or empty file: no delay). The file is
+/// read at each sync, so a test slows a running node's disk and heals it by
+/// writing the file. Without the variable this is one load.
+pub fn slow_sync(data_dir: &std::path::Path) {
+    static FILE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    let Some(file) = FILE
+        .get_or_init(|| std::env::var_os("KVNODE_SLOW_SYNC_FILE").map(Into::into))
+        .as_ref()
+    else {
+        return;
+    };
+    let ms = std::fs::read_to_string(data_dir.join(file))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ impl LogStore {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
                     let started = std::time::Instant::now();
+                    crate::crash::slow_sync(sync_db.dir());
                     let res = sync_db.sync();
                     sync_db
                         .timings()

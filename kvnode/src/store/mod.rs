@@ -421,6 +421,11 @@ impl Db {
         &self.timings
     }
 
+    /// The data dir this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn sync(&self) -> Result<()> {
         self.db().flush_wal(true)?;
         Ok(())

@@ -50,6 +50,11 @@ async fn kills_keep_histories_linearizable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_disks_keep_histories_linearizable() {
+    run("slow-disk", Nemesis::SlowDisk).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn membership_changes_in_partitions_keep_histories_linearizable() {
     run("membership", Nemesis::MembershipInPartition).await;
 }

@@ -322,7 +322,13 @@ pub enum Nemesis {
     /// A fourth node added (learner, then voter) and removed again, each
     /// change made while a random follower is cut off.
     MembershipInPartition,
+    /// The leader's or a random node's raft log syncs each take 100-1000 ms
+    /// (the `KVNODE_SLOW_SYNC_FILE` failpoint), then fast again.
+    SlowDisk,
 }
+
+/// The slow-disk failpoint file, in each node's data dir.
+const SLOW_SYNC_FILE: &str = "SLOW-SYNC-MS";
 
 /// Runs the workload for `length` while `nemesis` injects faults, then
 /// heals, waits for the cluster, reads every key back and checks. Panics
@@ -578,6 +584,15 @@ async fn inject(
                 fabric.heal();
                 rec.event("healed");
             }
+            Nemesis::SlowDisk => {
+                let ms = rng.millis(100, 1000).as_millis();
+                let file = cluster.nodes[target].data_dir.join(SLOW_SYNC_FILE);
+                std::fs::write(&file, ms.to_string()).expect("slow the disk");
+                rec.event(format!("n{} syncs take {ms} ms", target + 1));
+                sleep_until(end).await;
+                std::fs::write(&file, "0").expect("heal the disk");
+                rec.event(format!("n{} disk fast again", target + 1));
+            }
             Nemesis::Pauses => {
                 cluster.nodes[target].pause(true);
                 rec.event(format!("paused n{}", target + 1));
@@ -679,7 +694,8 @@ pub async fn cluster_of(fabric: &mut Fabric, n: usize) -> Cluster {
         snapshot_threshold: 500,
         tls: None,
         token: Arc::default(),
-        env: Vec::new(),
+        // Read at each log sync; only Nemesis::SlowDisk writes the file.
+        env: vec![("KVNODE_SLOW_SYNC_FILE".into(), SLOW_SYNC_FILE.into())],
         credentials: None,
     };
     Cluster::start_on(fabric, n, opts).await
