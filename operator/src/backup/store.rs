@@ -61,11 +61,21 @@ pub enum StoreError {
 }
 
 /// One bucket, with the prefix of a destination.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Bucket {
     store: Arc<AmazonS3>,
     bucket: String,
     prefix: String,
+}
+
+/// Names only: the client inside holds the credentials.
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an upload stored.
@@ -236,5 +246,35 @@ impl Bucket {
         }
         keys.sort();
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_names_no_secret() {
+        let dest = S3Destination {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            bucket: "b1".into(),
+            prefix: "p/".into(),
+            region: "us-east-1".into(),
+            credentials_secret: "s".into(),
+            virtual_hosted_style: false,
+        };
+        let creds = Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "very-secret-key".into(),
+            session_token: Some("session-secret".into()),
+        };
+        let bucket = Bucket::open(&dest, &creds).expect("bucket");
+        let text = format!("{bucket:?} {creds:?}");
+        assert!(!text.contains("very-secret-key"), "{text}");
+        assert!(!text.contains("session-secret"), "{text}");
+        assert!(
+            text.contains("b1") && text.contains("AKIDEXAMPLE"),
+            "{text}"
+        );
     }
 }
