@@ -526,11 +526,8 @@ impl Node {
     /// Why raft on this node has stopped for good (a storage error: a full
     /// disk, a failing device), if it has. Only a restart brings it back.
     pub fn stopped(&self) -> Option<String> {
-        self.metrics()
-            .running_state
-            .as_ref()
-            .err()
-            .map(|f| stopped(&f.to_string()))
+        self.with_metrics(|m| m.running_state.as_ref().err().map(|f| f.to_string()))
+            .map(|f| stopped(&f))
     }
 
     /// Blocks until a read of the local state machine is linearizable:
@@ -682,8 +679,8 @@ impl Node {
         if self.draining() {
             return Err("shutting down".into());
         }
-        if let Some(why) = self.stopped() {
-            return Err(why);
+        if let Err(f) = &m.running_state {
+            return Err(stopped(&f.to_string()));
         }
         let mem = m.membership_config.membership();
         if mem.voter_ids().next().is_none() {
