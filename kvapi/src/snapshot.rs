@@ -30,6 +30,14 @@ const MAGIC_V3: &[u8; 8] = b"RKVSNAP3";
 const MAGIC_V2: &[u8; 8] = b"RKVSNAP2";
 const MAGIC_V1: &[u8; 8] = b"RKVSNAP1";
 const END: u32 = u32::MAX;
+
+/// Whether `head` (a file's first 8 bytes) is the magic of any snapshot
+/// version this code reads: what may be deleted as a snapshot.
+pub fn is_magic(head: &[u8]) -> bool {
+    [MAGIC, MAGIC_V4, MAGIC_V3, MAGIC_V2, MAGIC_V1]
+        .iter()
+        .any(|m| head == m.as_slice())
+}
 const DIGEST_LEN: usize = 32;
 /// Larger than any key or value a node accepts (values are capped by
 /// `--max-value-bytes`, 1 MiB by default): a corrupt length fails here

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::Method;
 
-pub use kvapi::snapshot::{DecodeError, Decoder, Header, Trailer};
+pub use kvapi::snapshot::{DecodeError, Decoder, Header, Trailer, is_magic};
 
 use crate::client::{Client, ClientError, error_answer, open_stream};
 use crate::watch::STREAM_TIMEOUT;
