@@ -4,8 +4,8 @@
 # tests/kubelet/images.json) with a headless Service and volumeClaimTemplates:
 # pods Ready, PVCs Bound, DNS names between pods, a ServiceAccount token that
 # works against the API, data surviving a pod deletion, data gone after pod +
-# PVC deletion, kubectl logs, and cleanup. Prints each step with its duration;
-# exits non-zero on the first failure.
+# PVC deletion, kubectl logs, termination messages, and cleanup. Prints each
+# step with its duration; exits non-zero on the first failure.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -288,6 +288,29 @@ out=$("$HERE/local-k8s.sh" exec "$NS" features -- sh -c 'cat /scratch/init.txt /
 until_ok 30 sh -c "[ \"\$(kubectl -n $NS get pod once -o 'jsonpath={.status.phase}')\" = Failed ]" || fail "pod once not Failed"
 [ "$($K get pod once -o 'jsonpath={.status.containerStatuses[0].state.terminated.exitCode}')" = 4 ] || fail "pod once exit code"
 [ "$($K logs once | tail -1)" = bye ] || fail "logs of pod once"
+
+step "termination messages: /dev/termination-log, a custom path, FallbackToLogsOnError"
+$K apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: termmsg}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: file, image: busybox, command: [sh, -c, 'printf "{\"ok\":1}" > /dev/termination-log']}
+  - {name: custom, image: busybox, terminationMessagePath: /tmp/msg, command: [sh, -c, 'printf custom > /tmp/msg']}
+  - {name: invol, image: busybox, terminationMessagePath: /out/result, command: [sh, -c, 'printf in-volume > /out/result'],
+     volumeMounts: [{name: out, mountPath: /out}]}
+  - {name: logs, image: busybox, terminationMessagePolicy: FallbackToLogsOnError, command: [sh, -c, 'echo noise; echo "backup failed: disk full"; exit 3']}
+  volumes: [{name: out, emptyDir: {}}]
+YAML
+until_ok 30 sh -c "[ \"\$(kubectl -n $NS get pod termmsg -o 'jsonpath={.status.phase}')\" = Failed ]" || fail "pod termmsg not Failed"
+msg() { $K get pod termmsg -o "jsonpath={.status.containerStatuses[?(@.name==\"$1\")].state.terminated.message}"; }
+[ "$(msg file)" = '{"ok":1}' ] || fail "message of container file: $(msg file)"
+[ "$(msg custom)" = custom ] || fail "message of container custom: $(msg custom)"
+[ "$(msg invol)" = in-volume ] || fail "message of container invol: $(msg invol)"
+[ "$(msg logs)" = "$(printf 'noise\nbackup failed: disk full')" ] || fail "message of container logs: $(msg logs)"
+[ -z "$($K get pod once -o 'jsonpath={.status.containerStatuses[0].state.terminated.message}')" ] || fail "pod once (policy File) has a message"
 
 step "delete namespace $NS: pods stopped, PVs and their directories removed"
 PVS=$($K get pvc -o 'jsonpath={.items[*].spec.volumeName}')

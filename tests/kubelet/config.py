@@ -28,4 +28,11 @@ SYNC_PERIOD = 0.5
 # the pods within a scenario.
 VOLUME_SYNC_PERIOD = float(os.environ.get("RKV_VOLUME_SYNC", "3"))
 HEARTBEAT_PERIOD = 10
+# Termination messages, with the real kubelet's limits: the last 4 KiB of the
+# file at terminationMessagePath; for FallbackToLogsOnError the last 80 lines of
+# the log, at most their last 2 KiB.
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_MAX = 4096
+TERMINATION_LOG_LINES = 80
+TERMINATION_LOG_MAX = 2048
 CLUSTER_DOMAIN = "cluster.local"

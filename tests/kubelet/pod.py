@@ -22,6 +22,10 @@ from config import (
     PODS_DIR,
     PYTHON,
     RUNNER,
+    TERMINATION_LOG_LINES,
+    TERMINATION_LOG_MAX,
+    TERMINATION_MESSAGE_MAX,
+    TERMINATION_MESSAGE_PATH,
     VETH_PREFIX,
     VOLUME_SYNC_PERIOD,
 )
@@ -52,12 +56,13 @@ class Container:
         self.env = {}
         self.probe = {}             # kind -> {"next": t, "ok": n, "fail": n}
         self.log_path = None
+        self.log_offset = 0         # where the current run's output starts in the log file
         self.ever_started = False
 
     def record(self):
         return {"pid": self.pid, "pid_start": self.pid_start, "started_at": self.started_at,
                 "restart_count": self.restart_count, "env": self.env, "ever_started": self.ever_started,
-                "last_state": self.last_state, "terminated": self.terminated}
+                "last_state": self.last_state, "terminated": self.terminated, "log_offset": self.log_offset}
 
 
 class PodWorker(PodVolumes, PodProbes, threading.Thread):
@@ -101,6 +106,7 @@ class PodWorker(PodVolumes, PodProbes, threading.Thread):
                 c.ever_started = rec.get("ever_started", False)
                 c.last_state = rec.get("last_state")
                 c.env = rec.get("env", {})
+                c.log_offset = rec.get("log_offset", 0)
                 if rec.get("pid") and proc_starttime(rec["pid"]) == rec.get("pid_start"):
                     c.pid, c.pid_start, c.started_at = rec["pid"], rec["pid_start"], rec["started_at"]
                     c.running = True
@@ -223,6 +229,9 @@ class PodWorker(PodVolumes, PodProbes, threading.Thread):
         reason = "Completed" if code == 0 else "Error"
         if code == 127 or (msg and msg != "exec failed"):
             reason = "StartError" if code != 0 else reason
+        tmsg = self.termination_message(c, code, reason)
+        if tmsg:  # as the kubelet: the runtime's message, then what the container left
+            msg = "%s: %s" % (msg, tmsg) if msg else tmsg
         t = {"exitCode": code, "reason": reason, "startedAt": c.started_at or finished, "finishedAt": finished,
              "containerID": "process://%s" % c.pid}
         if msg:
@@ -231,6 +240,36 @@ class PodWorker(PodVolumes, PodProbes, threading.Thread):
         c.running = False
         c.waiting = None
         return t
+
+    def termination_log(self, c):
+        """The host file bind-mounted at the container's terminationMessagePath (emptied at every start)."""
+        return os.path.join(self.dir, c.name + ".termination-log")
+
+    def termination_message(self, c, code, reason):
+        """The container's termination message as the kubelet reads it: the last 4 KiB of the file at
+        terminationMessagePath; if that is empty, the policy FallbackToLogsOnError and the container failed
+        (but did run), the tail of this run's log."""
+        data = b""
+        if c.spec.get("terminationMessagePath", TERMINATION_MESSAGE_PATH):
+            try:
+                with open(self.termination_log(c), "rb") as f:
+                    f.seek(max(0, os.fstat(f.fileno()).st_size - TERMINATION_MESSAGE_MAX))
+                    data = f.read(TERMINATION_MESSAGE_MAX)
+            except OSError:
+                pass
+        if not data and c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError" and code != 0 and reason != "StartError":
+            data = self.log_tail(c)
+        return data.decode(errors="replace")
+
+    def log_tail(self, c):
+        """The last 80 lines of this run's log, at most their last 2 KiB (the last 2 KiB of the log suffice for that)."""
+        try:
+            with open(os.path.join(self.log_dir, c.name + ".log"), "rb") as f:
+                f.seek(max(c.log_offset, os.fstat(f.fileno()).st_size - TERMINATION_LOG_MAX))
+                data = f.read(TERMINATION_LOG_MAX)
+        except OSError:
+            return b""
+        return b"".join(data.splitlines(True)[-TERMINATION_LOG_LINES:])
 
     def on_exit(self, pod, c, policy):
         t = self.read_exit(c)
@@ -346,7 +385,7 @@ class PodWorker(PodVolumes, PodProbes, threading.Thread):
         env = self.build_env(pod, cspec, image)
         argv = self.build_argv(cspec, image, env)
         mounts = []
-        for vm in sorted(cspec.get("volumeMounts") or [], key=lambda m: m["mountPath"].count("/")):
+        for vm in cspec.get("volumeMounts") or []:
             src = self.mounts.get(vm["name"])
             if src is None:
                 raise Waiting("CreateContainerConfigError", "volumeMount %s: no such volume" % vm["name"])
@@ -356,6 +395,18 @@ class PodWorker(PodVolumes, PodProbes, threading.Thread):
                     os.makedirs(src, exist_ok=True)
             dst = os.path.normpath(vm["mountPath"])
             mounts.append({"src": src, "dst": dst, "ro": bool(vm.get("readOnly"))})
+        # The termination message file: a fresh empty one per run, world-writable as the kubelet makes it,
+        # mounted like a volume after the volumes (a path under a volume lands in it).
+        tpath = cspec.get("terminationMessagePath", TERMINATION_MESSAGE_PATH)
+        if tpath:
+            tlog, tdst = self.termination_log(c), os.path.normpath(os.path.join("/", tpath))
+            os.makedirs(self.dir, exist_ok=True)
+            with open(tlog, "w"):
+                pass
+            os.chmod(tlog, 0o666)
+            if tdst not in [m["dst"] for m in mounts]:
+                mounts.append({"src": tlog, "dst": tdst, "ro": False})
+        mounts.sort(key=lambda m: m["dst"].count("/"))  # parents first; stable: equal depths keep their order
         dsts = [m["dst"] for m in mounts]
 
         def under_volume(path):
@@ -382,6 +433,7 @@ class PodWorker(PodVolumes, PodProbes, threading.Thread):
         logf.write(("---- %s kubelet: starting container %s (restart %d): %s\n"
                     % (now_iso(), c.name, c.restart_count + (1 if c.ever_started else 0), " ".join(argv))).encode())
         logf.flush()
+        log_offset = logf.tell()
         try:
             c.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "--uts", "--", PYTHON, RUNNER, spec_file],
                                       stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
@@ -393,6 +445,7 @@ class PodWorker(PodVolumes, PodProbes, threading.Thread):
             if c.terminated:
                 c.last_state = c.terminated
         c.ever_started = True
+        c.log_offset = log_offset
         c.pid = c.proc.pid
         c.pid_start = proc_starttime(c.pid)
         c.started_at = now_iso()
