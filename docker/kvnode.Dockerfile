@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# raftkv/kvnode: the replicated key-value node.
+# raftkv/kvnode: the replicated key-value node, and kvctl (the operator's
+# backup Jobs run it from this image against a PVC).
 # Build from the repository root (the whole workspace is the build context):
 #   docker build -f docker/kvnode.Dockerfile -t raftkv/kvnode:0.1.0 .
 
@@ -16,8 +17,9 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p kvnode \
- && install -D -m 0755 target/release/kvnode /out/kvnode
+    cargo build --release --locked -p kvnode -p kvctl \
+ && install -D -m 0755 target/release/kvnode /out/kvnode \
+ && install -D -m 0755 target/release/kvctl /out/kvctl
 
 FROM debian:bookworm-slim
 # RocksDB is C++: the binary links libstdc++ dynamically.
@@ -28,9 +30,9 @@ RUN apt-get update \
  && useradd --system --uid 65532 --gid 65532 --home-dir /var/lib/raftkv --no-create-home \
       --shell /usr/sbin/nologin raftkv \
  && install -d -o 65532 -g 65532 -m 0750 /var/lib/raftkv
-COPY --from=build /out/kvnode /usr/local/bin/kvnode
+COPY --from=build /out/kvnode /out/kvctl /usr/local/bin/
 # Fails the build here, not at run time, if a shared library is missing.
-RUN kvnode --help > /dev/null
+RUN kvnode --help > /dev/null && kvctl --help > /dev/null
 LABEL org.opencontainers.image.title="raftkv kvnode" \
       org.opencontainers.image.description="raftkv replicated key-value node" \
       org.opencontainers.image.version="0.1.0" \

@@ -115,6 +115,7 @@ OPERATOR_RULES = {
     ("", "services"): ["list", "watch"] + APPLY,
     ("", "pods"): ["list", "watch", "delete"],
     ("", "persistentvolumeclaims"): ["list", "patch", "delete"],
+    ("batch", "jobs"): ["get", "create", "delete"],
     ("", "secrets"): ["get"] + APPLY,
     ("policy", "poddisruptionbudgets"): APPLY,
     ("networking.k8s.io", "networkpolicies"): APPLY + ["delete"],

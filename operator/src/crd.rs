@@ -240,7 +240,7 @@ fn default_replicas() -> i32 {
     3
 }
 
-fn default_image() -> String {
+pub(crate) fn default_image() -> String {
     format!("raftkv/kvnode:{}", env!("CARGO_PKG_VERSION"))
 }
 

@@ -7,7 +7,7 @@ import time
 from api import ApiError
 from config import NODE, PROVISIONER, PV_DIR
 from podspec import parse_quantity
-from util import key, log, meta
+from util import key, log, meta, now_iso
 
 
 class Provisioner:
@@ -126,7 +126,17 @@ class Provisioner:
                     break
             if problem:
                 if self.note("sched/" + md["uid"] + problem, "pod %s: not scheduled yet: %s" % (key(pod), problem)):
-                    self.event(pod, "Warning", "FailedScheduling", "0/1 nodes are available: %s." % problem)
+                    why = "0/1 nodes are available: %s." % problem
+                    self.event(pod, "Warning", "FailedScheduling", why)
+                    # As kube-scheduler: the pod's status says why it waits (controllers read it there).
+                    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why,
+                            "lastProbeTime": None, "lastTransitionTime": now_iso()}
+                    try:
+                        self.api.patch("/api/v1/namespaces/%s/pods/%s/status" % (md["namespace"], md["name"]),
+                                       {"status": {"phase": "Pending", "conditions": [cond]}})
+                    except ApiError as e:
+                        if e.status not in (404, 409):
+                            raise
                 continue
             body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": md["name"], "uid": md["uid"]},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}}

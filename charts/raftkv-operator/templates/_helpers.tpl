@@ -85,6 +85,11 @@ nothing more. The same rules go into a ClusterRole (all namespaces) or a Role
 - pods: list/watch (node endpoints, readiness, template revisions), and
   delete: a rolling upgrade replaces one pod at a time (updateStrategy
   OnDelete).
+- jobs (batch): get, create, delete: a backup to a PVC, its deletion and a
+  restore from one run as Jobs (kvctl with the claim mounted). Whoever may
+  create Jobs may run a pod that mounts any Secret of the namespace; the
+  operator's Jobs mount only the cluster's NAME-operator-client Secret and
+  the backup claim (operator/src/backup/job.rs).
 - persistentvolumeclaims: list; patch (raise the requested size on a volume
   expansion); delete on scale-down or deletion when pvcRetentionPolicy says
   Delete.
@@ -121,6 +126,9 @@ No wildcards.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]

@@ -125,6 +125,11 @@ impl Summary {
 }
 async fn save(ctx: &Ctx, file: &Path, serializable: bool) -> anyhow::Result<Outcome> {
     let part = part_path(file);
+    // A backup Job names a file under directories of its own (namespace,
+    // cluster) on a fresh volume.
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut stream = ctx.client.snapshot(serializable).await?;
     let mut out =
         std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;

@@ -530,7 +530,8 @@ async fn kvctl_restores_a_saved_file_into_a_fresh_node_and_deletes_only_snapshot
     put_keys(&c.client(), "k", 120).await;
     let expected = all_keys(&c.client()).await;
     let dir = c.dir.path();
-    let file = dir.join("backup.snap");
+    // Directories that do not exist yet, as on a fresh backup volume.
+    let file = dir.join("ns/kv/backup.snap");
     let file_s = file.to_str().expect("utf-8 path");
     let report = dir.join("report.json");
     let report_s = report.to_str().expect("utf-8 path");

@@ -16,7 +16,14 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::crd::{BackupPhase, DeletionPolicy, FromBackup, KvBackup, KvBackupSpec, S3Destination};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+
+use super::crd::{
+    BackupPhase, DeletionPolicy, FromBackup, KvBackup, KvBackupSpec, KvBackupStatus,
+    PvcDestination, S3Destination, Target,
+};
+use super::job::{self, JobInput, Outcome, Work};
 use super::retention::{self, Scheduled};
 use super::schedule::Schedule;
 use super::store::{Bucket, StoreError};
@@ -126,6 +133,18 @@ async fn run(
     ) {
         return Ok(Action::await_change());
     }
+    let target = match kvb.spec.destination.target() {
+        Ok(t) => t,
+        Err(e) => return fail(ctx, kvb, api, e).await,
+    };
+    // A Job outlives an operator restart: the backup it runs is waited for,
+    // never started a second time beside it.
+    if let Target::Pvc(dest) = target
+        && status.phase == Some(BackupPhase::Running)
+        && status.attempts > 0
+    {
+        return pvc_wait(ctx, kvb, api, namespace, dest, &status).await;
+    }
     // Running here means a run that an operator restart cut short: reconciles
     // of one object never overlap, and a run writes its end before returning.
     if status.attempts >= MAX_ATTEMPTS {
@@ -178,7 +197,15 @@ async fn run(
         }
         return Ok(Action::requeue(RETRY));
     };
-    let dest = &spec.destination.s3;
+    let dest = match target {
+        Target::S3(dest) => dest,
+        Target::Pvc(dest) => {
+            return pvc_start(
+                ctx, kvb, api, namespace, &cluster, &status, &pod, &endpoint, dest,
+            )
+            .await;
+        }
+    };
     let bucket = match open_bucket(ctx, namespace, dest).await {
         Ok(b) => b,
         Err(e) => return fail(ctx, kvb, api, e.to_string()).await,
@@ -251,47 +278,83 @@ async fn run(
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(up) => {
-            patch_status(
-                api,
-                &name,
-                serde_json::json!({
-                    "phase": BackupPhase::Succeeded,
-                    "revision": up.revision,
-                    "keys": up.keys,
-                    "sizeBytes": up.bytes,
-                    "sha256": up.sha256,
-                    "completionTime": now(),
-                    "durationSeconds": (seconds * 1000.0).round() / 1000.0,
-                    "error": null,
-                }),
-            )
-            .await?;
-            let note = format!(
-                "{} keys at revision {} ({} bytes) to {} in {seconds:.1} s",
-                up.keys, up.revision, up.bytes, up.location
-            );
-            info!(backup = %name, namespace, %note, "backup succeeded");
-            publish(ctx, kvb, false, "BackupSucceeded", note).await;
-            Ok(Action::await_change())
+            let figures = Figures {
+                revision: up.revision,
+                keys: up.keys,
+                bytes: up.bytes,
+                sha256: up.sha256,
+            };
+            succeed(ctx, kvb, api, &figures, &up.location, seconds).await
         }
         // A cut stream or an unreachable bucket may pass; a snapshot that
         // fails its checksum or a refused request will not.
         Err(e @ (StoreError::Source { .. } | StoreError::Object { .. }))
             if attempt < MAX_ATTEMPTS =>
         {
-            let error = format!("attempt {attempt} failed: {e}");
-            warn!(backup = %name, namespace, %error, "backup will be retried");
-            patch_status(
-                api,
-                &name,
-                serde_json::json!({ "phase": BackupPhase::Pending, "error": error }),
-            )
-            .await?;
-            publish(ctx, kvb, true, "BackupRetry", error).await;
-            Ok(Action::requeue(RETRY))
+            retry(ctx, kvb, api, format!("attempt {attempt} failed: {e}")).await
         }
         Err(e) => fail(ctx, kvb, api, e.to_string()).await,
     }
+}
+
+/// What a finished backup holds.
+struct Figures {
+    revision: u64,
+    keys: u64,
+    bytes: u64,
+    sha256: Option<String>,
+}
+
+async fn succeed(
+    ctx: &Context,
+    kvb: &KvBackup,
+    api: &Api<KvBackup>,
+    figures: &Figures,
+    location: &str,
+    seconds: f64,
+) -> Result<Action, BackupError> {
+    let name = kvb.name_any();
+    patch_status(
+        api,
+        &name,
+        serde_json::json!({
+            "phase": BackupPhase::Succeeded,
+            "revision": figures.revision,
+            "keys": figures.keys,
+            "sizeBytes": figures.bytes,
+            "sha256": figures.sha256,
+            "completionTime": now(),
+            "durationSeconds": (seconds * 1000.0).round() / 1000.0,
+            "error": null,
+        }),
+    )
+    .await?;
+    let note = format!(
+        "{} keys at revision {} ({} bytes) to {location} in {seconds:.1} s",
+        figures.keys, figures.revision, figures.bytes
+    );
+    info!(backup = %name, namespace = kvb.namespace().unwrap_or_default(), %note, "backup succeeded");
+    publish(ctx, kvb, false, "BackupSucceeded", note).await;
+    Ok(Action::await_change())
+}
+
+/// Back to Pending; the next reconcile starts another attempt.
+async fn retry(
+    ctx: &Context,
+    kvb: &KvBackup,
+    api: &Api<KvBackup>,
+    error: String,
+) -> Result<Action, BackupError> {
+    let name = kvb.name_any();
+    warn!(backup = %name, namespace = kvb.namespace().unwrap_or_default(), %error, "backup will be retried");
+    patch_status(
+        api,
+        &name,
+        serde_json::json!({ "phase": BackupPhase::Pending, "error": error }),
+    )
+    .await?;
+    publish(ctx, kvb, true, "BackupRetry", error).await;
+    Ok(Action::requeue(RETRY))
 }
 
 async fn fail(
@@ -329,7 +392,11 @@ async fn delete_object(
     ctx: &Context,
     namespace: &str,
 ) -> Result<Action, BackupError> {
-    let dest = &kvb.spec.destination.s3;
+    let dest = match kvb.spec.destination.target() {
+        Ok(Target::S3(dest)) => dest,
+        Ok(Target::Pvc(dest)) => return pvc_delete(ctx, kvb, namespace, dest).await,
+        Err(_) => return Ok(Action::await_change()),
+    };
     let Some(key) = kvb
         .status
         .as_ref()
@@ -460,8 +527,8 @@ pub async fn restore_into(
     root_password: Option<&Password>,
 ) -> Result<String, BackupError> {
     let namespace = kvc.namespace().unwrap_or_default();
-    let (dest, key) = match (&from.kv_backup, &from.s3, &from.key) {
-        (Some(name), _, _) => {
+    let source = match (&from.kv_backup, &from.s3, &from.pvc, &from.key) {
+        (Some(name), _, _, _) => {
             let backup = Api::<KvBackup>::namespaced(ctx.client.clone(), &namespace)
                 .get_opt(name)
                 .await
@@ -477,19 +544,40 @@ pub async fn restore_into(
                     status.phase
                 )));
             }
-            let dest = backup.spec.destination.s3;
-            let key = status
-                .location
-                .as_deref()
-                .and_then(|l| key_of(l, &dest.bucket))
-                .ok_or_else(|| BackupError::Invalid(format!("KvBackup {name} has no location")))?;
-            (dest, key)
+            let no_location = || BackupError::Invalid(format!("KvBackup {name} has no location"));
+            let location = status.location.as_deref().ok_or_else(no_location)?;
+            match backup
+                .spec
+                .destination
+                .target()
+                .map_err(BackupError::Invalid)?
+            {
+                Target::S3(dest) => {
+                    let key = key_of(location, &dest.bucket).ok_or_else(no_location)?;
+                    Source::S3(dest.clone(), key)
+                }
+                Target::Pvc(dest) => {
+                    let path = pvc_path_of(location, &dest.claim_name).ok_or_else(no_location)?;
+                    Source::Pvc(dest.clone(), path)
+                }
+            }
         }
-        (None, Some(dest), Some(key)) => (dest.clone(), key.clone()),
+        (None, Some(dest), None, Some(key)) => Source::S3(dest.clone(), key.clone()),
+        (None, None, Some(dest), Some(key)) => Source::Pvc(dest.clone(), key.clone()),
         _ => {
             return Err(BackupError::Invalid(
-                "bootstrap.fromBackup needs kvBackup, or s3 and key".into(),
+                "bootstrap.fromBackup needs kvBackup, or key with one of s3 and pvc".into(),
             ));
+        }
+    };
+    let (dest, key) = match source {
+        Source::S3(dest, key) => (dest, key),
+        Source::Pvc(dest, path) => {
+            let mut note = pvc_restore(ctx, kvc, &dest, &path, pod, endpoint).await?;
+            if let Some(password) = root_password {
+                note.push_str(&adopt_root_password(endpoint, connector, password).await);
+            }
+            return Ok(note);
         }
     };
     let bucket = open_bucket(ctx, &namespace, &dest).await?;
@@ -566,4 +654,390 @@ async fn adopt_root_password(
     }
     warn!(endpoint, error = %last, "could not set root's password after a restore");
     format!("; root's password is still the backup's ({last})")
+}
+
+/// Where a restore reads from.
+enum Source {
+    S3(S3Destination, String),
+    Pvc(PvcDestination, String),
+}
+
+/// `pvc://CLAIM/PATH` -> `PATH` when the claim matches.
+fn pvc_path_of(location: &str, claim: &str) -> Option<String> {
+    location
+        .strip_prefix("pvc://")?
+        .strip_prefix(claim)?
+        .strip_prefix('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+}
+
+/// How long a backup or restore Job may run (its `activeDeadlineSeconds`).
+const JOB_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+/// How long a delete Job may take before the file is reported as kept.
+const DELETE_DEADLINE: Duration = Duration::from_secs(300);
+/// How often a Job's state is read while the operator waits for it.
+const JOB_POLL: Duration = Duration::from_secs(2);
+/// A Job whose pod cannot start (no such claim, an image that cannot be
+/// pulled) for this long has failed this attempt.
+const JOB_STUCK: Duration = Duration::from_secs(300);
+
+/// Owner reference to `kvb` without `blockOwnerDeletion`, which would need
+/// the update verb on kvbackups/finalizers.
+fn owned_by(
+    kvb: &KvBackup,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference, BackupError> {
+    let mut owner = kvb
+        .controller_owner_ref(&())
+        .ok_or_else(|| BackupError::Invalid("KvBackup without a uid".into()))?;
+    owner.block_owner_deletion = None;
+    Ok(owner)
+}
+
+/// Starts attempt `status.attempts + 1` of a backup to a volume: a Job
+/// running `kvctl snapshot save` from the leader onto the claim.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the parts of one backup run"
+)]
+async fn pvc_start(
+    ctx: &Context,
+    kvb: &KvBackup,
+    api: &Api<KvBackup>,
+    namespace: &str,
+    cluster: &KvCluster,
+    status: &KvBackupStatus,
+    pod: &str,
+    endpoint: &str,
+    dest: &PvcDestination,
+) -> Result<Action, BackupError> {
+    let name = kvb.name_any();
+    let path = match dest.path(&object_name(namespace, &kvb.spec.cluster_name, &name)) {
+        Ok(p) => p,
+        Err(e) => return fail(ctx, kvb, api, e).await,
+    };
+    let location = dest.location(&path);
+    let attempt = status.attempts + 1;
+    let job_name = job::job_name(&name, &format!("backup-{attempt}"));
+    let input = JobInput::new(
+        job_name.clone(),
+        namespace,
+        &kvb.spec.cluster_name,
+        Some(&cluster.spec),
+        &dest.claim_name,
+        Work::Save {
+            endpoint: endpoint.to_owned(),
+            path,
+        },
+        JOB_DEADLINE,
+        owned_by(kvb)?,
+    );
+    let started = now();
+    patch_status(
+        api,
+        &name,
+        serde_json::json!({
+            "phase": BackupPhase::Running,
+            "attempts": attempt,
+            "startTime": started,
+            "location": location,
+            "node": pod,
+            "error": null,
+        }),
+    )
+    .await?;
+    create_job(ctx, namespace, &job::job(&input)).await?;
+    info!(backup = %name, namespace, %pod, %location, attempt, job = %job_name, "backup started");
+    publish(
+        ctx,
+        kvb,
+        false,
+        "BackupStarted",
+        format!("Job {job_name} saves a snapshot from {pod} to {location} (attempt {attempt})"),
+    )
+    .await;
+    let status = KvBackupStatus {
+        attempts: attempt,
+        start_time: Some(started),
+        location: Some(location),
+        ..status.clone()
+    };
+    pvc_wait(ctx, kvb, api, namespace, dest, &status).await
+}
+
+/// Waits for the Job of attempt `status.attempts` and writes its end.
+async fn pvc_wait(
+    ctx: &Context,
+    kvb: &KvBackup,
+    api: &Api<KvBackup>,
+    namespace: &str,
+    dest: &PvcDestination,
+    status: &KvBackupStatus,
+) -> Result<Action, BackupError> {
+    let name = kvb.name_any();
+    let attempt = status.attempts;
+    let job_name = job::job_name(&name, &format!("backup-{attempt}"));
+    let location = status
+        .location
+        .clone()
+        .unwrap_or_else(|| format!("pvc://{}", dest.claim_name));
+    let outcome = wait_job(ctx, namespace, &job_name, JOB_DEADLINE, Some((api, &name))).await?;
+    delete_job(ctx, namespace, &job_name).await;
+    let seconds = status.start_time.as_ref().map_or(0.0, |t| {
+        (Timestamp::now().as_millisecond() - t.0.as_millisecond()) as f64 / 1000.0
+    });
+    match outcome {
+        // A report without the figures fails below: a backup is recorded
+        // only with what it holds.
+        Outcome::Succeeded(job::Report {
+            revision: Some(revision),
+            keys: Some(keys),
+            bytes: Some(bytes),
+            sha256: Some(sha256),
+            ..
+        }) => {
+            let figures = Figures {
+                revision,
+                keys,
+                bytes,
+                sha256: Some(sha256),
+            };
+            succeed(ctx, kvb, api, &figures, &location, seconds).await
+        }
+        Outcome::Succeeded(r) => {
+            fail(
+                ctx,
+                kvb,
+                api,
+                format!("kvctl's report lacks the backup's figures: {r:?}"),
+            )
+            .await
+        }
+        Outcome::Failed(e) if attempt < MAX_ATTEMPTS => {
+            retry(ctx, kvb, api, format!("attempt {attempt} failed: {e}")).await
+        }
+        Outcome::Failed(e) => fail(ctx, kvb, api, format!("attempt {attempt} failed: {e}")).await,
+        Outcome::Running(w) => {
+            let error = format!(
+                "Job {job_name} did not finish in {} s{}",
+                JOB_DEADLINE.as_secs(),
+                w.map(|w| format!(": {w}")).unwrap_or_default()
+            );
+            fail(ctx, kvb, api, error).await
+        }
+    }
+}
+
+/// `deletionPolicy: Delete` of a backup on a volume: a Job deletes the
+/// file. If it cannot (the claim is gone, the pod never starts), the
+/// KvBackup still goes and an event says the file stays.
+async fn pvc_delete(
+    ctx: &Context,
+    kvb: &KvBackup,
+    namespace: &str,
+    dest: &PvcDestination,
+) -> Result<Action, BackupError> {
+    let name = kvb.name_any();
+    let Some(path) = kvb
+        .status
+        .as_ref()
+        .and_then(|s| s.location.as_deref())
+        .and_then(|l| pvc_path_of(l, &dest.claim_name))
+    else {
+        return Ok(Action::await_change());
+    };
+    let cluster = Api::<KvCluster>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&kvb.spec.cluster_name)
+        .await
+        .ok()
+        .flatten();
+    let job_name = job::job_name(&name, "delete");
+    let input = JobInput::new(
+        job_name.clone(),
+        namespace,
+        &kvb.spec.cluster_name,
+        cluster.as_ref().map(|c| &c.spec),
+        &dest.claim_name,
+        Work::Delete { path: path.clone() },
+        DELETE_DEADLINE,
+        owned_by(kvb)?,
+    );
+    create_job(ctx, namespace, &job::job(&input)).await?;
+    let outcome = wait_job(ctx, namespace, &job_name, DELETE_DEADLINE, None).await?;
+    delete_job(ctx, namespace, &job_name).await;
+    let location = dest.location(&path);
+    match outcome {
+        Outcome::Succeeded(r) => {
+            info!(backup = %name, namespace, %location, deleted = r.deleted.unwrap_or(false), "deleted the backup's file");
+        }
+        Outcome::Failed(e) | Outcome::Running(Some(e)) => {
+            let note = format!("file {location} kept: {e}");
+            publish(ctx, kvb, true, "BackupObjectKept", note).await;
+        }
+        Outcome::Running(None) => {
+            let note = format!("file {location} kept: Job {job_name} did not finish");
+            publish(ctx, kvb, true, "BackupObjectKept", note).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// `spec.bootstrap.fromBackup` from a volume: a Job streams the file into
+/// node 0 with `kvctl snapshot restore`.
+async fn pvc_restore(
+    ctx: &Context,
+    kvc: &KvCluster,
+    dest: &PvcDestination,
+    path: &str,
+    pod: &str,
+    endpoint: &str,
+) -> Result<String, BackupError> {
+    let namespace = kvc.namespace().unwrap_or_default();
+    let cluster = kvc.name_any();
+    let mut owner = kvc
+        .controller_owner_ref(&())
+        .ok_or_else(|| BackupError::Invalid("KvCluster without a uid".into()))?;
+    owner.block_owner_deletion = None;
+    let job_name = job::job_name(&cluster, "restore");
+    let location = dest.location(path);
+    let input = JobInput::new(
+        job_name.clone(),
+        &namespace,
+        &cluster,
+        Some(&kvc.spec),
+        &dest.claim_name,
+        Work::Restore {
+            endpoint: endpoint.to_owned(),
+            path: path.to_owned(),
+        },
+        JOB_DEADLINE,
+        owner,
+    );
+    info!(cluster, namespace, %pod, %location, job = %job_name, "restoring node 0 from a backup on a volume");
+    create_job(ctx, &namespace, &job::job(&input)).await?;
+    let outcome = wait_job(ctx, &namespace, &job_name, JOB_DEADLINE, None).await?;
+    // Also after a failure: the next try starts a fresh Job.
+    delete_job(ctx, &namespace, &job_name).await;
+    match outcome {
+        Outcome::Succeeded(r) => Ok(format!(
+            "restored {} keys at revision {} ({} bytes) from {location} into {pod} (Job {job_name}); it restarts as the only voter of a new cluster",
+            r.keys.unwrap_or_default(),
+            r.revision.unwrap_or_default(),
+            r.bytes.unwrap_or_default()
+        )),
+        Outcome::Failed(e) => Err(BackupError::Job(format!(
+            "Job {job_name} restoring {location}: {e}"
+        ))),
+        Outcome::Running(w) => Err(BackupError::Job(format!(
+            "Job {job_name} restoring {location} did not finish{}",
+            w.map(|w| format!(": {w}")).unwrap_or_default()
+        ))),
+    }
+}
+
+/// Creates `job`; one of that name already there (an operator restart
+/// between its creation and its end) is the same work, and waited for.
+async fn create_job(ctx: &Context, namespace: &str, job: &Job) -> Result<(), BackupError> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    match Api::<Job>::namespaced(ctx.client.clone(), namespace)
+        .create(&PostParams::default(), job)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(BackupError::Kube {
+            what: format!("creating Job {name}"),
+            source,
+        }),
+    }
+}
+
+/// Its pod goes with it (background propagation). A failure is only
+/// logged: the Job is owned, and goes with its owner at the latest.
+async fn delete_job(ctx: &Context, namespace: &str, name: &str) {
+    let api = Api::<Job>::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => warn!(job = name, namespace, error = %e, "could not delete a finished Job"),
+    }
+}
+
+/// Polls Job `name` until it ends or `limit` passes (then `Running`).
+/// With `progress`, a stuck pod's reason is shown in the KvBackup's
+/// status as it changes.
+async fn wait_job(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    limit: Duration,
+    progress: Option<(&Api<KvBackup>, &str)>,
+) -> Result<Outcome, BackupError> {
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), namespace);
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+    let deadline = Instant::now() + limit + Duration::from_secs(60);
+    let mut shown: Option<String> = None;
+    let mut stuck_since: Option<Instant> = None;
+    loop {
+        let kube_err = |what: String| move |source| BackupError::Kube { what, source };
+        let Some(job) = jobs
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("Job {name}")))?
+        else {
+            return Ok(Outcome::Failed(format!("Job {name} disappeared")));
+        };
+        let list = pods
+            .list(&ListParams::default().labels(&format!("job-name={name}")))
+            .await
+            .map_err(kube_err(format!("pods of Job {name}")))?;
+        match job::outcome(&job, &list.items) {
+            Outcome::Running(waiting) => {
+                if Instant::now() > deadline {
+                    return Ok(Outcome::Running(waiting));
+                }
+                let since = match &waiting {
+                    Some(_) => *stuck_since.get_or_insert_with(Instant::now),
+                    None => {
+                        stuck_since = None;
+                        Instant::now()
+                    }
+                };
+                if let Some(w) = &waiting
+                    && since.elapsed() > JOB_STUCK
+                {
+                    return Ok(Outcome::Failed(format!(
+                        "{w} (for {} s)",
+                        since.elapsed().as_secs()
+                    )));
+                }
+                if let Some((api, backup)) = progress
+                    && waiting != shown
+                {
+                    let error = waiting.as_ref().map(|w| format!("waiting: {w}"));
+                    // For humans: a failed write does not stop the wait.
+                    let _ = patch_status(api, backup, serde_json::json!({ "error": error })).await;
+                    shown = waiting;
+                }
+            }
+            done => return Ok(done),
+        }
+        tokio::time::sleep(JOB_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_paths_come_back_from_locations() {
+        assert_eq!(
+            pvc_path_of("pvc://backups/ns/kv/x.snap", "backups").as_deref(),
+            Some("ns/kv/x.snap")
+        );
+        assert_eq!(pvc_path_of("pvc://backups2/ns/kv/x.snap", "backups"), None);
+        assert_eq!(pvc_path_of("s3://backups/ns/kv/x.snap", "backups"), None);
+        assert_eq!(pvc_path_of("pvc://backups/", "backups"), None);
+    }
 }

@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One backup of a KvCluster: a snapshot of the whole store, streamed by
-/// the operator from a node into object storage.
+/// the operator from a node into object storage, or written to a volume by
+/// a Job.
 #[expect(
     clippy::duplicated_attributes,
     reason = "printcolumn(...) entries legitimately repeat `type_ = ...`"
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
     shortname = "kvb",
     namespaced,
     status = "KvBackupStatus",
-    doc = "One backup of a raftkv KvCluster into object storage",
+    doc = "One backup of a raftkv KvCluster into object storage or a volume",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterName"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Revision", type_ = "integer", json_path = ".status.revision"),
@@ -49,12 +50,78 @@ pub struct KvBackupSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// Where backups are written.
+/// Where backups are written: exactly one of `s3` and `pvc`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupDestination {
-    /// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, ...).
-    pub s3: S3Destination,
+    /// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, ...); the operator
+    /// streams the snapshot into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+    /// A PersistentVolumeClaim in the same namespace; a Job running
+    /// `kvctl snapshot save` with the claim mounted writes the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcDestination>,
+}
+
+/// Which destination a [`BackupDestination`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    S3(&'a S3Destination),
+    Pvc(&'a PvcDestination),
+}
+
+impl BackupDestination {
+    /// The one destination set, or why there is none. The CRD cannot say
+    /// "exactly one" to a 1.20 API server (no CEL rules), so this does.
+    pub fn target(&self) -> Result<Target<'_>, String> {
+        match (&self.s3, &self.pvc) {
+            (Some(s3), None) => Ok(Target::S3(s3)),
+            (None, Some(pvc)) => Ok(Target::Pvc(pvc)),
+            (Some(_), Some(_)) => Err("destination: set one of s3 and pvc, not both".into()),
+            (None, None) => Err("destination: set s3 or pvc".into()),
+        }
+    }
+}
+
+/// A volume for backups. Nothing but the backup Jobs should mount it
+/// while they run when its access mode is ReadWriteOnce.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcDestination {
+    /// The PersistentVolumeClaim's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// Directory on the volume the snapshots go under, e.g. `raftkv/`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+}
+
+impl PvcDestination {
+    /// `prefix` + `name` as a relative path on the volume. `..` and
+    /// absolute paths are refused: the path ends up in a Job's command.
+    pub fn path(&self, name: &str) -> Result<String, String> {
+        let prefix = self.prefix.trim_matches('/');
+        let path = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if path
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(format!(
+                "pvc path {path:?}: no empty, `.` or `..` components allowed"
+            ));
+        }
+        Ok(path)
+    }
+
+    /// `pvc://CLAIM/PATH`, as a backup's status shows it.
+    pub fn location(&self, path: &str) -> String {
+        format!("pvc://{}/{path}", self.claim_name)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -109,7 +176,7 @@ pub enum BackupPhase {
 pub struct KvBackupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<BackupPhase>,
-    /// `s3://BUCKET/KEY` of the object.
+    /// `s3://BUCKET/KEY` of the object, or `pvc://CLAIM/PATH` of the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     /// The store revision the snapshot holds every write up to.
@@ -173,8 +240,8 @@ pub struct BootstrapSpec {
 }
 
 /// A backup to restore: a succeeded KvBackup in the same namespace, or an
-/// object named directly (another namespace's or another Kubernetes
-/// cluster's backup). Exactly one of the two.
+/// object or file named directly (another namespace's or another Kubernetes
+/// cluster's backup): `kvBackup`, or `key` with one of `s3` and `pvc`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FromBackup {
@@ -184,7 +251,67 @@ pub struct FromBackup {
     /// The bucket (and credentials) holding `key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Destination>,
-    /// The object's key in the bucket (with the prefix), with `s3`.
+    /// The volume holding `key` (its `prefix` is not used: `key` is the
+    /// whole path on the volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcDestination>,
+    /// The object's key in the bucket (with the prefix), with `s3`; the
+    /// file's path on the volume, with `pvc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pvc(prefix: &str) -> PvcDestination {
+        PvcDestination {
+            claim_name: "backups".into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    #[test]
+    fn exactly_one_destination() {
+        let s3: S3Destination =
+            serde_json::from_str(r#"{"bucket": "b", "credentialsSecret": "c"}"#).expect("s3");
+        let both = BackupDestination {
+            s3: Some(s3.clone()),
+            pvc: Some(pvc("")),
+        };
+        assert!(both.target().expect_err("both").contains("not both"));
+        let neither = BackupDestination {
+            s3: None,
+            pvc: None,
+        };
+        assert!(neither.target().expect_err("neither").contains("s3 or pvc"));
+        let only = BackupDestination {
+            s3: None,
+            pvc: Some(pvc("")),
+        };
+        assert_eq!(only.target(), Ok(Target::Pvc(&pvc(""))));
+        // The S3 form of the first release still reads.
+        let old: BackupDestination =
+            serde_json::from_str(r#"{"s3": {"bucket": "b", "credentialsSecret": "c"}}"#)
+                .expect("s3 only");
+        assert_eq!(old.target(), Ok(Target::S3(&s3)));
+    }
+
+    #[test]
+    fn volume_paths_stay_on_the_volume() {
+        assert_eq!(pvc("").path("ns/kv/b.snap").as_deref(), Ok("ns/kv/b.snap"));
+        assert_eq!(
+            pvc("/raftkv/").path("ns/kv/b.snap").as_deref(),
+            Ok("raftkv/ns/kv/b.snap")
+        );
+        for bad in ["../etc", "a/../../b", "a//b", "./x"] {
+            assert!(pvc(bad).path("b.snap").is_err(), "{bad}");
+            assert!(pvc("").path(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            pvc("").location("ns/kv/b.snap"),
+            "pvc://backups/ns/kv/b.snap"
+        );
+    }
 }

@@ -1,20 +1,24 @@
-//! Backups and restores of KvClusters through object storage.
+//! Backups and restores of KvClusters, to object storage or a volume.
 //!
-//! The operator itself moves the data: it streams `GET /v1/snapshot` from
-//! the cluster's leader straight into a multipart upload, and for
+//! For S3 the operator itself moves the data: it streams `GET /v1/snapshot`
+//! from the cluster's leader straight into a multipart upload, and for
 //! `spec.bootstrap.fromBackup` streams the object into node 0's
 //! `POST /v1/cluster/restore`. It already holds what that needs (the
-//! cluster's root client certificate, the nodes' addresses), so no image,
-//! Job or credential has to reach the kvnode pods, a backup's status is
-//! written by the code that knows it, and memory stays at a few upload
-//! parts whatever the store's size. Why not Jobs: see docs/operations.md.
+//! cluster's root client certificate, the nodes' addresses), a backup's
+//! status is written by the code that knows it, and memory stays at a few
+//! upload parts whatever the store's size. A volume the operator cannot
+//! mount: for a PVC, [`job`] builds Jobs that run kvctl with the claim
+//! mounted and report through their termination message. Why: see
+//! docs/operator.md, "Backups".
 //!
-//! [`crd`] has the types, [`store`] the bucket side, [`schedule`] and
-//! [`retention`] the pure scheduling decisions, [`controller`] the
-//! KvBackup reconciler and the scheduler a KvCluster reconcile calls.
+//! [`crd`] has the types, [`store`] the bucket side, [`job`] the Jobs,
+//! [`schedule`] and [`retention`] the pure scheduling decisions,
+//! [`controller`] the KvBackup reconciler and the scheduler a KvCluster
+//! reconcile calls.
 
 pub mod controller;
 pub mod crd;
+pub mod job;
 pub mod retention;
 pub mod schedule;
 pub mod store;
@@ -55,6 +59,8 @@ pub enum BackupError {
     SecretKey { secret: String, key: &'static str },
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Job(String),
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<BackupError>>),
 }

@@ -8,7 +8,7 @@ mod network_policy;
 mod pdb;
 mod secrets;
 mod services;
-mod statefulset;
+pub(crate) mod statefulset;
 
 pub use certificate::{CERTIFICATE_API_VERSION, client_certificate, node_certificate};
 pub use network_policy::{OperatorPeer, network_policy};

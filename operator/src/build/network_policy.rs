@@ -67,6 +67,7 @@ pub fn network_policy(owner: &Owner, wanted: &Wanted, operator: &OperatorPeer) -
         from: (!wanted.client_from.is_empty()).then(|| {
             let mut from = wanted.client_from.clone();
             from.extend(operator.peer());
+            from.push(backup_jobs(&owner.name));
             from
         }),
         ports: Some(vec![port(CLIENT_PORT)]),
@@ -83,6 +84,22 @@ pub fn network_policy(owner: &Owner, wanted: &Wanted, operator: &OperatorPeer) -
             ingress: Some(vec![peer_rule, client_rule]),
             ..NetworkPolicySpec::default()
         }),
+    }
+}
+
+/// The pods of the cluster's backup and restore Jobs (kvctl), in its
+/// namespace: the labels `backup::job` gives them.
+fn backup_jobs(cluster: &str) -> NetworkPolicyPeer {
+    let labels = crate::backup::job::labels(cluster, "")
+        .into_iter()
+        .filter(|(k, _)| k == crate::backup::LABEL_CLUSTER || k == names::LABEL_COMPONENT)
+        .collect();
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(labels),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
     }
 }
 
@@ -190,9 +207,23 @@ mod tests {
         let client = sources(&policy, 7379).expect("limited");
         assert_eq!(
             client.len(),
-            4,
-            "own pods, two listed peers, the operator: {client:?}"
+            5,
+            "own pods, two listed peers, the operator, the backup Jobs: {client:?}"
         );
+        let jobs = client
+            .iter()
+            .filter_map(|p| p.pod_selector.as_ref()?.match_labels.clone())
+            .find(|l| l.get("app.kubernetes.io/component").map(String::as_str) == Some("backup"))
+            .expect("backup Job pods may reach the client port");
+        assert_eq!(
+            jobs.get("raftkv.io/cluster").map(String::as_str),
+            Some("kv")
+        );
+        assert_eq!(jobs.len(), 2, "{jobs:?}");
+        // The Job builder labels its pods so that this selects them.
+        for (k, v) in &jobs {
+            assert_eq!(crate::backup::job::labels("kv", "save").get(k), Some(v));
+        }
         assert!(
             client
                 .iter()

@@ -26,9 +26,9 @@ use crate::names::{
 const TERMINATION_GRACE_SECONDS: i64 = 30;
 /// The uid/gid the kvnode image runs as (its numeric USER); the volume's
 /// group, so the data volume is writable by that non-root process.
-const KVNODE_UID: i64 = 65532;
+pub(crate) const KVNODE_UID: i64 = 65532;
 /// Certificate files: readable by the owner and the pod's fsGroup only.
-const TLS_FILE_MODE: i32 = 0o440;
+pub(crate) const TLS_FILE_MODE: i32 = 0o440;
 const TMP_VOLUME: &str = "tmp";
 /// The pod's own env, from the downward API; `spec.pod.env` may not set them.
 const DOWNWARD_ENV: [(&str, &str); 2] = [
@@ -184,7 +184,7 @@ fn pod_spec(
 
 /// The `restricted` Pod Security Standard, with the image's numeric user.
 /// Only fields Kubernetes 1.20 knows (seccompProfile is 1.19+).
-fn pod_security_context() -> PodSecurityContext {
+pub(crate) fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(KVNODE_UID),
@@ -199,7 +199,7 @@ fn pod_security_context() -> PodSecurityContext {
 }
 
 /// kvnode writes only to its data volume and /tmp (an emptyDir).
-fn container_security_context() -> SecurityContext {
+pub(crate) fn container_security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {

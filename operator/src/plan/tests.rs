@@ -684,6 +684,53 @@ fn a_cluster_from_a_backup_restores_node_0_then_grows_as_usual() {
         condition_reason(&plan.status, "Degraded"),
         "True/InvalidSpec"
     );
+    // A volume: the path must stay on it; s3 and pvc together are refused.
+    for (why, bad) in [
+        (
+            "a path off the volume",
+            json!({"fromBackup": {"pvc": {"claimName": "b"}, "key": "../x.snap"}}),
+        ),
+        (
+            "two sources",
+            json!({"fromBackup": {"pvc": {"claimName": "b"}, "key": "x.snap",
+                "s3": {"bucket": "bb", "credentialsSecret": "s"}}}),
+        ),
+    ] {
+        let spec = json!({"replicas": 3, "bootstrap": bad});
+        let plan = run_plan(&World::empty(), &spec, &KvClusterStatus::default());
+        assert_eq!(
+            condition_reason(&plan.status, "Degraded"),
+            "True/InvalidSpec",
+            "{why}"
+        );
+    }
+    for (why, backup) in [
+        (
+            "both destinations",
+            json!({"schedule": "@daily", "destination": {"pvc": {"claimName": "b"},
+                "s3": {"bucket": "bb", "credentialsSecret": "s"}}}),
+        ),
+        (
+            "no destination",
+            json!({"schedule": "@daily", "destination": {}}),
+        ),
+        (
+            "a prefix off the volume",
+            json!({"schedule": "@daily", "destination": {"pvc": {"claimName": "b", "prefix": "../up"}}}),
+        ),
+    ] {
+        let spec = json!({"replicas": 3, "backup": backup});
+        let plan = run_plan(&World::empty(), &spec, &KvClusterStatus::default());
+        assert_eq!(
+            condition_reason(&plan.status, "Degraded"),
+            "True/InvalidSpec",
+            "{why}"
+        );
+    }
+    let from_volume = json!({"replicas": 1,
+        "bootstrap": {"fromBackup": {"pvc": {"claimName": "b"}, "key": "ns/kv/x.snap"}}});
+    let steps = converge(&mut World::empty(), &from_volume, None);
+    assert_eq!(steps, ["restore kv-0"]);
 }
 
 #[test]

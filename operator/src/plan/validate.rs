@@ -48,18 +48,35 @@ pub(super) fn validate(spec: &KvClusterSpec) -> Result<Valid, String> {
     if let Some(why) = spec.pod.env.iter().find_map(|e| reserved_env(&e.name)) {
         return Err(format!("pod.env: {why}; remove it"));
     }
-    if let Some(backup) = &spec.backup
-        && let Err(e) = backup.schedule.parse::<crate::backup::schedule::Schedule>()
-    {
-        return Err(format!("backup.schedule {:?}: {e}", backup.schedule));
+    if let Some(backup) = &spec.backup {
+        if let Err(e) = backup.schedule.parse::<crate::backup::schedule::Schedule>() {
+            return Err(format!("backup.schedule {:?}: {e}", backup.schedule));
+        }
+        match backup.destination.target() {
+            Err(e) => return Err(format!("backup.{e}")),
+            Ok(crate::backup::crd::Target::Pvc(pvc)) => {
+                pvc.path("x")
+                    .map_err(|e| format!("backup.destination.pvc.prefix: {e}"))?;
+            }
+            Ok(_) => {}
+        }
     }
     if let Some(from) = &spec.bootstrap.from_backup {
-        match (&from.kv_backup, &from.s3, &from.key) {
-            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+        match (&from.kv_backup, &from.s3, &from.pvc, &from.key) {
+            (Some(_), None, None, None) | (None, Some(_), None, Some(_)) => {}
+            (None, None, Some(pvc), Some(key)) => {
+                let whole = crate::backup::crd::PvcDestination {
+                    prefix: String::new(),
+                    ..pvc.clone()
+                };
+                whole
+                    .path(key)
+                    .map_err(|e| format!("bootstrap.fromBackup.key: {e}"))?;
+            }
             _ => {
                 return Err(
                     "bootstrap.fromBackup needs either kvBackup (a KvBackup in this \
-                            namespace) or both s3 and key"
+                            namespace), or key with one of s3 and pvc"
                         .into(),
                 );
             }

@@ -1824,6 +1824,91 @@ fn kvbackup_api(s: &Scenario) -> Api<DynamicObject> {
 }
 
 /// Warning or Normal events of `reason` about KvCluster `name`.
+/// Every key of `keys` reads back through `service`, and none of the 5
+/// keys under `after` (written after the backup) exists there.
+async fn holds_exactly_the_backup(
+    s: &Scenario,
+    service: &str,
+    keys: &[String],
+    after: &str,
+) -> anyhow::Result<()> {
+    check_keys(s, service, keys).await?;
+    for key in kv::keys(after, 5) {
+        let got =
+            s.kv.get(&Target::service(service), &key, Consistency::Linearizable)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading {key}: {e:?}"))?;
+        anyhow::ensure!(
+            got.is_none(),
+            "{key}, written after the backup, was restored"
+        );
+    }
+    Ok(())
+}
+
+/// Applies KvCluster manifest `bad` (1 replica, `fromBackup` naming a
+/// damaged backup): a `RestoreFailed` event containing `why` comes, node 0
+/// is never initialized; then deletes it.
+async fn restore_is_refused(
+    s: &Scenario,
+    bad: &serde_json::Value,
+    why: &str,
+) -> anyhow::Result<()> {
+    let name = kvc::name_of(bad)?;
+    kvc::apply(s, bad).await?;
+    let refused = s
+        .wait(
+            &format!("RestoreFailed event for KvCluster {name}"),
+            FORM,
+            async || {
+                let events = kvc_events(s, &name, "RestoreFailed")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                events
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| "no event yet".to_owned())
+            },
+        )
+        .await?;
+    s.log(format_args!("{name}: {refused}"));
+    anyhow::ensure!(refused.contains(why), "RestoreFailed: {refused}");
+    let (object, _) = kvc::status(s, &name)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let id = &object.data["status"]["clusterId"];
+    anyhow::ensure!(id.is_null(), "a refused restore initialized {id}");
+    kvc::api(s).delete(&name, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+/// Creates KvBackup `name` with `spec` and returns its status once it has
+/// succeeded; the timeout's message shows the last status seen.
+async fn backup_succeeded(
+    s: &Scenario,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let backup: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "raftkv.io/v1alpha1", "kind": "KvBackup",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))?;
+    kvbackup_api(s)
+        .create(&PostParams::default(), &backup)
+        .await?;
+    s.wait(&format!("KvBackup {name} Succeeded"), CHANGE, async || {
+        let b = kvbackup_api(s).get(name).await.map_err(|e| e.to_string())?;
+        let st = b.data["status"].clone();
+        match st["phase"].as_str() {
+            Some("Succeeded") => Ok(st),
+            Some("Failed") => Err(format!("failed: {st}")),
+            _ => Err(st.to_string()),
+        }
+    })
+    .await
+}
+
 async fn kvc_events(s: &Scenario, name: &str, reason: &str) -> anyhow::Result<Vec<String>> {
     Ok(s.api::<k8s_openapi::api::core::v1::Event>()
         .list(&ListParams::default())
@@ -1872,23 +1957,12 @@ async fn backups_to_s3_restore_into_a_new_cluster_and_keep_the_newest() -> anyho
         let keys = write_keys(s, "kv", "bk", 300).await?;
 
         let t0 = Instant::now();
-        let backup: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "raftkv.io/v1alpha1", "kind": "KvBackup",
-            "metadata": {"name": "manual"},
-            "spec": {"clusterName": "kv", "destination": {"s3": s3_spec}},
-        }))?;
-        kvbackup_api(s).create(&PostParams::default(), &backup).await?;
-        let status = s
-            .wait("KvBackup manual Succeeded", CHANGE, async || {
-                let b = kvbackup_api(s).get("manual").await.map_err(|e| e.to_string())?;
-                let st = b.data["status"].clone();
-                match st["phase"].as_str() {
-                    Some("Succeeded") => Ok(st),
-                    Some("Failed") => Err(format!("failed: {st}")),
-                    _ => Err(st.to_string()),
-                }
-            })
-            .await?;
+        let status = backup_succeeded(
+            s,
+            "manual",
+            json!({"clusterName": "kv", "destination": {"s3": s3_spec}}),
+        )
+        .await?;
         s.record("KvBackup created -> Succeeded", t0.elapsed());
         s.log(format_args!("KvBackup manual: {status}"));
         let key = format!("e2e/{}/kv/manual.snap", s.namespace);
@@ -1927,21 +2001,7 @@ async fn backups_to_s3_restore_into_a_new_cluster_and_keep_the_newest() -> anyho
             "bad",
             json!({"replicas": 1, "bootstrap": {"fromBackup": {"s3": s3_spec, "key": "e2e/damaged.snap"}}}),
         )?;
-        kvc::apply(s, &bad).await?;
-        let refused = s
-            .wait("RestoreFailed event for KvCluster bad", FORM, async || {
-                let events = kvc_events(s, "bad", "RestoreFailed")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                events.into_iter().next().ok_or_else(|| "no event yet".to_owned())
-            })
-            .await?;
-        s.log(format_args!("bad: {refused}"));
-        anyhow::ensure!(refused.contains("checksum"), "RestoreFailed: {refused}");
-        let (bad_object, _) = kvc::status(s, "bad").await.map_err(|e| anyhow::anyhow!(e))?;
-        let bad_id = &bad_object.data["status"]["clusterId"];
-        anyhow::ensure!(bad_id.is_null(), "a refused restore initialized {bad_id}");
-        kvc::api(s).delete("bad", &DeleteParams::default()).await?;
+        restore_is_refused(s, &bad, "checksum").await?;
 
         let t1 = Instant::now();
         let restored = kvc::example_named(
@@ -1956,15 +2016,7 @@ async fn backups_to_s3_restore_into_a_new_cluster_and_keep_the_newest() -> anyho
             c.cluster_id
         );
         // Through the Service as root with restored-root's password.
-        check_keys(s, "restored", &keys).await?;
-        for key in kv::keys("after", 5) {
-            let got = s
-                .kv
-                .get(&Target::service("restored"), &key, Consistency::Linearizable)
-                .await
-                .map_err(|e| anyhow::anyhow!("reading {key}: {e:?}"))?;
-            anyhow::ensure!(got.is_none(), "{key}, written after the backup, was restored");
-        }
+        holds_exactly_the_backup(s, "restored", &keys, "after").await?;
         let steps = kvc_events(s, "restored", "RestoreFromBackup").await?;
         s.log(format_args!("restored: {steps:?} (leader {})", c.leader_pod));
 
@@ -2007,6 +2059,145 @@ async fn backups_to_s3_restore_into_a_new_cluster_and_keep_the_newest() -> anyho
             .await?;
         s.record("schedule: second backup and retention", t2.elapsed());
         s.log(format_args!("retention kept {kept} of {seen:?}"));
+        Ok(())
+    })
+    .await
+}
+
+/// The host directory behind claim `claim` (the process kubelet's
+/// provisioner makes hostPath PVs): where a backup Job's file lands.
+async fn claim_dir(s: &Scenario, claim: &str) -> anyhow::Result<std::path::PathBuf> {
+    let pvc = s.api::<PersistentVolumeClaim>().get(claim).await?;
+    let volume = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .ok_or_else(|| anyhow::anyhow!("claim {claim} is not bound"))?;
+    let pv = Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(s.client.clone())
+        .get(&volume)
+        .await?;
+    pv.spec
+        .and_then(|s| s.host_path)
+        .map(|h| h.path.into())
+        .ok_or_else(|| anyhow::anyhow!("volume {volume} has no hostPath"))
+}
+
+#[tokio::test]
+async fn backups_to_a_pvc_run_as_jobs_restore_into_a_new_cluster_and_are_deleted_with_their_file()
+-> anyhow::Result<()> {
+    Scenario::run("pvc-backup", async |s| {
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "backups"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        }))?;
+        s.api::<PersistentVolumeClaim>().create(&PostParams::default(), &claim).await?;
+        let source = kvc::create(s, &kvc::example_named("kv", json!({"replicas": 1}))?, FORM).await?;
+        let keys = write_keys(s, "kv", "vol", 200).await?;
+
+        let t0 = Instant::now();
+        let status = backup_succeeded(
+            s,
+            "vol",
+            json!({"clusterName": "kv", "deletionPolicy": "Delete",
+                   "destination": {"pvc": {"claimName": "backups", "prefix": "e2e/"}}}),
+        )
+        .await?;
+        s.record("KvBackup to a PVC created -> Succeeded", t0.elapsed());
+        s.log(format_args!("KvBackup vol: {status}"));
+        let path = format!("e2e/{}/kv/vol.snap", s.namespace);
+        anyhow::ensure!(
+            status["location"] == format!("pvc://backups/{path}").as_str(),
+            "location {}",
+            status["location"]
+        );
+        // The file on the volume is a whole snapshot, and the status (read
+        // from the Job's termination message) describes it.
+        let file = claim_dir(s, "backups").await?.join(&path);
+        let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let mut decoder = kvclient::snapshot::Decoder::new();
+        decoder.feed(&bytes, |_, _, _| {})?;
+        let (header, trailer) = decoder.finish()?;
+        anyhow::ensure!(
+            status["sizeBytes"].as_u64() == Some(bytes.len() as u64)
+                && status["keys"].as_u64() == Some(trailer.records)
+                && status["sha256"].as_str() == trailer.sha256.as_deref()
+                && status["revision"].as_u64() == header.store_revision
+                && trailer.records >= 200,
+            "status {status}, file: {} bytes, {} keys, revision {:?}",
+            bytes.len(),
+            trailer.records,
+            header.store_revision
+        );
+        // The Job is deleted once its result is recorded.
+        let jobs = s.api::<k8s_openapi::api::batch::v1::Job>();
+        s.wait("the backup Job deleted", CHANGE, async || {
+            match jobs.get_opt("vol-backup-1").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".to_owned()),
+            }
+        })
+        .await?;
+        write_keys(s, "kv", "after", 5).await?;
+
+        // A claim that does not exist: the status says what the Job waits for.
+        let nowhere: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "raftkv.io/v1alpha1", "kind": "KvBackup",
+            "metadata": {"name": "nowhere"},
+            "spec": {"clusterName": "kv", "destination": {"pvc": {"claimName": "missing"}}},
+        }))?;
+        kvbackup_api(s).create(&PostParams::default(), &nowhere).await?;
+        let waiting = s
+            .wait("KvBackup nowhere names the missing claim", CHANGE, async || {
+                let b = kvbackup_api(s).get("nowhere").await.map_err(|e| e.to_string())?;
+                let st = &b.data["status"];
+                match st["error"].as_str() {
+                    Some(e) if e.contains("\"missing\" not found") && st["phase"] == "Running" => Ok(e.to_owned()),
+                    _ => Err(st.to_string()),
+                }
+            })
+            .await?;
+        s.log(format_args!("nowhere: {waiting}"));
+        kvbackup_api(s).delete("nowhere", &DeleteParams::default()).await?;
+
+        // A damaged file: kvctl refuses it before sending; node 0 stays empty.
+        let mut damaged = bytes.clone();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 0x20;
+        std::fs::write(file.with_file_name("damaged.snap"), damaged)?;
+        let bad = kvc::example_named(
+            "bad",
+            json!({"replicas": 1, "bootstrap": {"fromBackup": {"pvc": {"claimName": "backups"},
+                "key": format!("e2e/{}/kv/damaged.snap", s.namespace)}}}),
+        )?;
+        restore_is_refused(s, &bad, "checksum").await?;
+
+        let t1 = Instant::now();
+        let restored = kvc::example_named(
+            "restored",
+            json!({"replicas": 1, "bootstrap": {"fromBackup": {"kvBackup": "vol"}}}),
+        )?;
+        let c = kvc::create(s, &restored, FORM).await?;
+        s.record("KvCluster from a PVC backup -> healthy", t1.elapsed());
+        anyhow::ensure!(c.cluster_id != source.cluster_id, "restored cluster id is the source's");
+        holds_exactly_the_backup(s, "restored", &keys, "after").await?;
+        let events = kvc_events(s, "restored", "RestoreFromBackup").await?;
+        s.log(format_args!("restored: {events:?}"));
+        anyhow::ensure!(
+            events.iter().any(|e| e.contains("pvc://backups/")),
+            "no RestoreFromBackup event naming the volume: {events:?}"
+        );
+
+        // deletionPolicy Delete: the file goes with the KvBackup, by a Job.
+        let t2 = Instant::now();
+        kvbackup_api(s).delete("vol", &DeleteParams::default()).await?;
+        s.wait("KvBackup vol and its file gone", CHANGE, async || {
+            let gone = kvbackup_api(s).get_opt("vol").await.map_err(|e| e.to_string())?.is_none();
+            match (gone, file.exists()) {
+                (true, false) => Ok(()),
+                state => Err(format!("(KvBackup gone, file exists) = {state:?}")),
+            }
+        })
+        .await?;
+        s.record("KvBackup deleted -> file deleted", t2.elapsed());
         Ok(())
     })
     .await
