@@ -642,12 +642,19 @@ def scale(s: Cluster, args, work: Path) -> dict:
         f"loading {n:,} keys")
     t0 = time.monotonic()
     target = s.revision() + n
+    seen = {"revision": 0, "since": time.monotonic()}
 
     def loaded() -> bool:
+        # wrk's threads stop after n answers, errors included; its main
+        # thread waits out -d. So the load is done at the target revision,
+        # or once the revision stops moving (a write that failed is missing).
         try:
-            return s.revision() >= target
+            rev = s.revision()
         except Exception:  # ask again
             return False
+        if rev != seen["revision"]:
+            seen.update(revision=rev, since=time.monotonic())
+        return rev >= target or time.monotonic() - seen["since"] > 10
 
     out["load"] = run_wrk(leader, s.wrk_load(n, size, args.threads), args, work, 3600, until=loaded)
     out["load"]["secs"] = time.monotonic() - t0

@@ -326,6 +326,23 @@ impl Db {
         raw.map(|b| Record::decode(&b)).transpose()
     }
 
+    /// `get_ungated` of many keys in one RocksDB MultiGet, which shares the
+    /// index and filter lookups of keys that land in the same files: what
+    /// an apply batch reads before it writes. `keys` must be sorted.
+    pub(crate) fn multi_get_ungated<'k>(
+        &self,
+        keys: &[&'k str],
+    ) -> Result<Vec<(&'k str, Option<Record>)>> {
+        let cf = self.cf(CF_DATA)?;
+        let found = self
+            .db()
+            .batched_multi_get_cf(cf, keys.iter().map(|k| k.as_bytes()), true);
+        keys.iter()
+            .zip(found)
+            .map(|(k, raw)| Ok((*k, raw?.map(|b| Record::decode(&b)).transpose()?)))
+            .collect()
+    }
+
     /// Ordered scan of keys `>= from` that start with `prefix`; returns at
     /// most `limit` items and whether more follow.
     pub fn scan(
