@@ -664,12 +664,7 @@ enum Source {
 
 /// `pvc://CLAIM/PATH` -> `PATH` when the claim matches.
 fn pvc_path_of(location: &str, claim: &str) -> Option<String> {
-    location
-        .strip_prefix("pvc://")?
-        .strip_prefix(claim)?
-        .strip_prefix('/')
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
+    super::path_in(location, "pvc", claim)
 }
 
 /// How long a backup or restore Job may run (its `activeDeadlineSeconds`).
@@ -682,16 +677,16 @@ const JOB_POLL: Duration = Duration::from_secs(2);
 /// pulled) for this long has failed this attempt.
 const JOB_STUCK: Duration = Duration::from_secs(300);
 
-/// Owner reference to `kvb` without `blockOwnerDeletion`, which would need
-/// the update verb on kvbackups/finalizers.
-fn owned_by(
-    kvb: &KvBackup,
+/// Owner reference to a Job's owner without `blockOwnerDeletion`, which
+/// would need the update verb on the owner's finalizers.
+fn owned_by<K: Resource<DynamicType = ()>>(
+    owner: &K,
 ) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference, BackupError> {
-    let mut owner = kvb
+    let mut reference = owner
         .controller_owner_ref(&())
-        .ok_or_else(|| BackupError::Invalid("KvBackup without a uid".into()))?;
-    owner.block_owner_deletion = None;
-    Ok(owner)
+        .ok_or_else(|| BackupError::Invalid(format!("{} without a uid", K::kind(&()))))?;
+    reference.block_owner_deletion = None;
+    Ok(reference)
 }
 
 /// Starts attempt `status.attempts + 1` of a backup to a volume: a Job
@@ -718,7 +713,7 @@ async fn pvc_start(
     };
     let location = dest.location(&path);
     let attempt = status.attempts + 1;
-    let job_name = job::job_name(&name, &format!("backup-{attempt}"));
+    let job_name = job::backup_job_name(&name, attempt);
     let input = JobInput::new(
         job_name.clone(),
         namespace,
@@ -776,7 +771,7 @@ async fn pvc_wait(
 ) -> Result<Action, BackupError> {
     let name = kvb.name_any();
     let attempt = status.attempts;
-    let job_name = job::job_name(&name, &format!("backup-{attempt}"));
+    let job_name = job::backup_job_name(&name, attempt);
     let location = status
         .location
         .clone()
@@ -894,10 +889,6 @@ async fn pvc_restore(
 ) -> Result<String, BackupError> {
     let namespace = kvc.namespace().unwrap_or_default();
     let cluster = kvc.name_any();
-    let mut owner = kvc
-        .controller_owner_ref(&())
-        .ok_or_else(|| BackupError::Invalid("KvCluster without a uid".into()))?;
-    owner.block_owner_deletion = None;
     let job_name = job::job_name(&cluster, "restore");
     let location = dest.location(path);
     let input = JobInput::new(
@@ -911,7 +902,7 @@ async fn pvc_restore(
             path: path.to_owned(),
         },
         JOB_DEADLINE,
-        owner,
+        owned_by(kvc)?,
     );
     info!(cluster, namespace, %pod, %location, job = %job_name, "restoring node 0 from a backup on a volume");
     create_job(ctx, &namespace, &job::job(&input)).await?;
@@ -996,20 +987,15 @@ async fn wait_job(
                 if Instant::now() > deadline {
                     return Ok(Outcome::Running(waiting));
                 }
-                let since = match &waiting {
-                    Some(_) => *stuck_since.get_or_insert_with(Instant::now),
-                    None => {
-                        stuck_since = None;
-                        Instant::now()
+                match &waiting {
+                    Some(w) => {
+                        let since = *stuck_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > JOB_STUCK {
+                            let secs = since.elapsed().as_secs();
+                            return Ok(Outcome::Failed(format!("{w} (for {secs} s)")));
+                        }
                     }
-                };
-                if let Some(w) = &waiting
-                    && since.elapsed() > JOB_STUCK
-                {
-                    return Ok(Outcome::Failed(format!(
-                        "{w} (for {} s)",
-                        since.elapsed().as_secs()
-                    )));
+                    None => stuck_since = None,
                 }
                 if let Some((api, backup)) = progress
                     && waiting != shown

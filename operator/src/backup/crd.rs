@@ -97,9 +97,22 @@ pub struct PvcDestination {
     pub prefix: String,
 }
 
+/// A relative path on a volume: no empty, `.` or `..` components, since
+/// it ends up in a Job's command.
+pub fn check_path(path: &str) -> Result<(), String> {
+    if path
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return Err(format!(
+            "pvc path {path:?}: no empty, `.` or `..` components allowed"
+        ));
+    }
+    Ok(())
+}
+
 impl PvcDestination {
-    /// `prefix` + `name` as a relative path on the volume. `..` and
-    /// absolute paths are refused: the path ends up in a Job's command.
+    /// `prefix` + `name` as a relative path on the volume ([`check_path`]).
     pub fn path(&self, name: &str) -> Result<String, String> {
         let prefix = self.prefix.trim_matches('/');
         let path = if prefix.is_empty() {
@@ -107,14 +120,7 @@ impl PvcDestination {
         } else {
             format!("{prefix}/{name}")
         };
-        if path
-            .split('/')
-            .any(|p| p.is_empty() || p == "." || p == "..")
-        {
-            return Err(format!(
-                "pvc path {path:?}: no empty, `.` or `..` components allowed"
-            ));
-        }
+        check_path(&path)?;
         Ok(path)
     }
 

@@ -67,10 +67,6 @@ pub struct JobInput {
     pub image: String,
     pub image_pull_policy: Option<String>,
     pub claim: String,
-    /// Mount Secret `CLUSTER-operator-client` and connect with it: the
-    /// cluster runs TLS (an `https://` endpoint; the certificate's CN,
-    /// root, is also what auth and a restore on a TLS node need).
-    pub tls: bool,
     pub work: Work,
     /// Bound on the whole Job: a pod that cannot start (a claim that does
     /// not exist, one another node holds) fails the Job then.
@@ -95,12 +91,6 @@ impl JobInput {
         deadline: std::time::Duration,
         owner: OwnerReference,
     ) -> JobInput {
-        let tls = match &work {
-            Work::Save { endpoint, .. } | Work::Restore { endpoint, .. } => {
-                endpoint.starts_with("https://")
-            }
-            Work::Delete { .. } => false,
-        };
         JobInput {
             name,
             namespace: namespace.to_owned(),
@@ -110,12 +100,34 @@ impl JobInput {
                 .and_then(|s| s.image_pull_policy)
                 .map(|p| p.as_str().to_owned()),
             claim: claim.to_owned(),
-            tls,
             work,
             deadline_seconds: i64::try_from(deadline.as_secs()).unwrap_or(i64::MAX),
             owner,
         }
     }
+}
+
+impl Work {
+    /// The node kvctl talks to; none for a delete.
+    fn endpoint(&self) -> Option<&str> {
+        match self {
+            Work::Save { endpoint, .. } | Work::Restore { endpoint, .. } => Some(endpoint),
+            Work::Delete { .. } => None,
+        }
+    }
+
+    /// Whether kvctl mounts Secret `CLUSTER-operator-client` and connects
+    /// with it: the node runs TLS (its endpoint is `https://`; the
+    /// certificate's CN, root, is also what auth and a restore on a TLS
+    /// node need).
+    fn tls(&self) -> bool {
+        self.endpoint().is_some_and(|e| e.starts_with("https://"))
+    }
+}
+
+/// The Job of attempt `attempt` of backup `backup`.
+pub fn backup_job_name(backup: &str, attempt: i32) -> String {
+    job_name(backup, &format!("backup-{attempt}"))
 }
 
 /// `base-suffix`, shortened with a hash of the whole when it would not
@@ -142,30 +154,33 @@ fn hex8(digest: &[u8]) -> String {
     digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The labels of a backup Job and its pod. Not the cluster's selector
-/// labels: its pods must never be taken for kvnode pods.
-pub fn labels(cluster: &str, verb: &str) -> BTreeMap<String, String> {
+/// The labels every backup Job pod of `cluster` has: what the cluster's
+/// NetworkPolicy selects them by.
+pub fn selector(cluster: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_CLUSTER.to_owned(), cluster.to_owned()),
         (names::LABEL_COMPONENT.to_owned(), COMPONENT.to_owned()),
-        (
-            names::LABEL_MANAGED_BY.to_owned(),
-            names::FIELD_MANAGER.to_owned(),
-        ),
-        ("raftkv.io/backup-job".to_owned(), verb.to_owned()),
     ])
+}
+
+/// The labels of a backup Job and its pod. Not the cluster's selector
+/// labels: its pods must never be taken for kvnode pods.
+pub fn labels(cluster: &str, verb: &str) -> BTreeMap<String, String> {
+    let mut labels = selector(cluster);
+    labels.insert(
+        names::LABEL_MANAGED_BY.to_owned(),
+        names::FIELD_MANAGER.to_owned(),
+    );
+    labels.insert("raftkv.io/backup-job".to_owned(), verb.to_owned());
+    labels
 }
 
 /// The kvctl command line of `work`.
 fn args(input: &JobInput) -> Vec<String> {
     let mut args = Vec::new();
-    let endpoint = match &input.work {
-        Work::Save { endpoint, .. } | Work::Restore { endpoint, .. } => Some(endpoint),
-        Work::Delete { .. } => None,
-    };
-    if let Some(endpoint) = endpoint {
-        args.extend(["--endpoints".to_owned(), endpoint.clone()]);
-        if input.tls {
+    if let Some(endpoint) = input.work.endpoint() {
+        args.extend(["--endpoints".to_owned(), endpoint.to_owned()]);
+        if input.work.tls() {
             for (flag, key) in [
                 ("--cacert", names::CA_CERT_KEY),
                 ("--cert", names::TLS_CERT_KEY),
@@ -206,8 +221,7 @@ pub fn job(input: &JobInput) -> Job {
         }),
         ..Volume::default()
     }];
-    let connects = !matches!(input.work, Work::Delete { .. });
-    if input.tls && connects {
+    if input.work.tls() {
         mounts.push(VolumeMount {
             name: "client".into(),
             mount_path: CLIENT_DIR.into(),
@@ -393,7 +407,7 @@ mod tests {
         ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
     };
 
-    fn input(work: Work, tls: bool) -> JobInput {
+    fn input(work: Work) -> JobInput {
         JobInput {
             name: "kv-nightly-1".into(),
             namespace: "ns".into(),
@@ -401,7 +415,6 @@ mod tests {
             image: "raftkv/kvnode:0.1.0".into(),
             image_pull_policy: None,
             claim: "backups".into(),
-            tls,
             work,
             deadline_seconds: 600,
             owner: OwnerReference::default(),
@@ -421,7 +434,7 @@ mod tests {
             endpoint: "https://kv-1.kv-peer.ns.svc:7379".into(),
             path: "ns/kv/kv-nightly.snap".into(),
         };
-        let job = job(&input(save.clone(), true));
+        let job = job(&input(save));
         let spec = pod_spec(&job);
         let c = &spec.containers[0];
         assert_eq!(c.command.as_deref(), Some(&["kvctl".to_owned()][..]));
@@ -464,7 +477,10 @@ mod tests {
         }
 
         // Without TLS: no certificate flags and no Secret.
-        let plain = args_and_volumes(&self::job(&input(save, false)));
+        let plain = args_and_volumes(&self::job(&input(Work::Save {
+            endpoint: "http://10.0.0.7:7379".into(),
+            path: "ns/kv/kv-nightly.snap".into(),
+        })));
         assert!(!plain.0.contains("--cacert"), "{}", plain.0);
         assert_eq!(plain.1, 1);
     }
@@ -480,13 +496,10 @@ mod tests {
 
     #[test]
     fn restore_mounts_the_volume_read_only_and_delete_needs_no_node() {
-        let restore = job(&input(
-            Work::Restore {
-                endpoint: "https://kv-0:7379".into(),
-                path: "a/b.snap".into(),
-            },
-            true,
-        ));
+        let restore = job(&input(Work::Restore {
+            endpoint: "https://kv-0:7379".into(),
+            path: "a/b.snap".into(),
+        }));
         let spec = pod_spec(&restore);
         assert_eq!(
             spec.containers[0].volume_mounts.as_ref().expect("set")[0].read_only,
@@ -497,12 +510,9 @@ mod tests {
                 .0
                 .contains("snapshot restore /backup/a/b.snap")
         );
-        let delete = job(&input(
-            Work::Delete {
-                path: "a/b.snap".into(),
-            },
-            true,
-        ));
+        let delete = job(&input(Work::Delete {
+            path: "a/b.snap".into(),
+        }));
         let (args, volumes) = args_and_volumes(&delete);
         assert_eq!(
             args,

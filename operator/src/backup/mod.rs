@@ -110,9 +110,16 @@ pub fn object_name(namespace: &str, cluster: &str, backup: &str) -> String {
 
 /// `s3://BUCKET/KEY` -> `KEY` when the bucket matches.
 pub fn key_of(location: &str, bucket: &str) -> Option<String> {
+    path_in(location, "s3", bucket)
+}
+
+/// `SCHEME://CONTAINER/PATH` -> `PATH` when scheme and container (a
+/// bucket, a claim) match: how a backup's `location` is read back.
+pub fn path_in(location: &str, scheme: &str, container: &str) -> Option<String> {
     location
-        .strip_prefix("s3://")?
-        .strip_prefix(bucket)?
+        .strip_prefix(scheme)?
+        .strip_prefix("://")?
+        .strip_prefix(container)?
         .strip_prefix('/')
         .filter(|k| !k.is_empty())
         .map(str::to_owned)

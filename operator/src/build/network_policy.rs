@@ -90,13 +90,9 @@ pub fn network_policy(owner: &Owner, wanted: &Wanted, operator: &OperatorPeer) -
 /// The pods of the cluster's backup and restore Jobs (kvctl), in its
 /// namespace: the labels `backup::job` gives them.
 fn backup_jobs(cluster: &str) -> NetworkPolicyPeer {
-    let labels = crate::backup::job::labels(cluster, "")
-        .into_iter()
-        .filter(|(k, _)| k == crate::backup::LABEL_CLUSTER || k == names::LABEL_COMPONENT)
-        .collect();
     NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
-            match_labels: Some(labels),
+            match_labels: Some(crate::backup::job::selector(cluster)),
             ..LabelSelector::default()
         }),
         ..NetworkPolicyPeer::default()

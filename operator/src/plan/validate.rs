@@ -64,13 +64,8 @@ pub(super) fn validate(spec: &KvClusterSpec) -> Result<Valid, String> {
     if let Some(from) = &spec.bootstrap.from_backup {
         match (&from.kv_backup, &from.s3, &from.pvc, &from.key) {
             (Some(_), None, None, None) | (None, Some(_), None, Some(_)) => {}
-            (None, None, Some(pvc), Some(key)) => {
-                let whole = crate::backup::crd::PvcDestination {
-                    prefix: String::new(),
-                    ..pvc.clone()
-                };
-                whole
-                    .path(key)
+            (None, None, Some(_), Some(key)) => {
+                crate::backup::crd::check_path(key)
                     .map_err(|e| format!("bootstrap.fromBackup.key: {e}"))?;
             }
             _ => {
