@@ -74,22 +74,34 @@ ensure_deb_src() {
 }
 
 # ---------------------------------------------------------------- build
-build_kube() {
-  if [ -x "$K8S_BIN/kube-apiserver" ] && [ -x "$K8S_BIN/kube-controller-manager" ]; then
-    return 0
-  fi
+K8S_NODE_BIN=$CACHE/k8s-$K8S_VERSION-node-$K8S_BUILD_REV/bin
+
+build_kube() { build_k8s "$K8S_BIN" kube-apiserver kube-controller-manager; }
+# The real node's parts (--node real): kubelet, kube-proxy, kube-scheduler. A separate cache
+# entry, so that machines with the control plane cached only build these.
+build_node_kube() { build_k8s "$K8S_NODE_BIN" kubelet kube-proxy kube-scheduler; }
+
+have_bins() { # dir name...
+  local d=$1 b; shift
+  for b in "$@"; do [ -x "$d/$b" ] || return 1; done
+}
+
+build_k8s() { # dest-dir component...
+  local dest=$1; shift
+  have_bins "$dest" "$@" && return 0
   need_root
   ensure_packages
-  local t0=$SECONDS work
+  local t0=$SECONDS work what="" b
+  for b in "$@"; do what="$what cmd/$b"; done
   work=$CACHE/k8s-$K8S_VERSION-src
   mkdir -p "$work"
   # one build at a time (e.g. a CI run and a developer)
   exec 9>"$work/.build.lock"
   flock 9
-  if [ -x "$K8S_BIN/kube-apiserver" ] && [ -x "$K8S_BIN/kube-controller-manager" ]; then
+  if have_bins "$dest" "$@"; then
     exec 9>&-; return 0
   fi
-  log "building kube-apiserver + kube-controller-manager $K8S_VERSION from Debian's source (takes ~6-10 min on 2 cores)"
+  log "building $* $K8S_VERSION from Debian's source (control plane ~6-10 min, kubelet ~15 min on 2 cores)"
   if [ ! -f "$work/$K8S_ORIG_TARBALL" ]; then
     ensure_deb_src
     (cd "$work" && apt-get source --download-only "kubernetes=$K8S_DEB_VERSION" >/dev/null)
@@ -106,16 +118,16 @@ build_kube() {
   ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
   home=$(mktemp -d)
   (cd "$src" && GOPATH=$src/.go CGO_ENABLED=0 GOPROXY=off GOFLAGS=-mod=vendor HOME=$home \
-      make WHAT="cmd/kube-apiserver cmd/kube-controller-manager") > "$work/build.log" 2>&1 \
+      make WHAT="${what# }") > "$work/build.log" 2>&1 \
     || { tail -30 "$work/build.log" >&2; die "kubernetes build failed, log: $work/build.log"; }
-  mkdir -p "$K8S_BIN.tmp"
-  cp "$src/_output/bin/kube-apiserver" "$src/_output/bin/kube-controller-manager" "$K8S_BIN.tmp/"
-  rm -rf "$K8S_BIN"; mv "$K8S_BIN.tmp" "$K8S_BIN"
+  mkdir -p "$dest.tmp"
+  for b in "$@"; do cp "$src/_output/bin/$b" "$dest.tmp/"; done
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"
   # the unpacked tree and Go's build cache are ~2 GB; keep only the tarball. Removing
   # them takes a minute or more on a busy disk: do it in the background (it ends by itself).
   mv "$src" "$src.old.$$"
   (exec 9>&-; nice rm -rf "$src.old.$$" "$home" >/dev/null 2>&1 &)
-  log "kubernetes $K8S_VERSION built in $((SECONDS - t0))s -> $K8S_BIN"
+  log "kubernetes $K8S_VERSION $* built in $((SECONDS - t0))s -> $dest"
   exec 9>&-
 }
 
@@ -497,6 +509,7 @@ main() {
     exec) cmd_exec "$@" ;;
     restart-kubelet) need_root; stop_pidfile "$STATE/pids/kubelet.pid" 5; start_kubelet ;;
     build) need_root; build_kube; echo "$K8S_BIN" ;;
+    build-node) need_root; build_node_kube; echo "$K8S_NODE_BIN" ;;
     *) echo "usage: $0 up|down|status|env|exec NS POD -- CMD|restart-kubelet|build" >&2; exit 2 ;;
   esac
 }
