@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Local Kubernetes control plane for raftkv end-to-end tests, without containers.
 #
-#   tests/local-k8s.sh up       start (or reuse) etcd, kube-apiserver, kube-controller-manager
-#                               and the process kubelet; prints the kubeconfig path
+#   tests/local-k8s.sh up [--node process|real]
+#                               start (or reuse) etcd, kube-apiserver, kube-controller-manager
+#                               and a node; prints the kubeconfig path. The node is the process
+#                               kubelet (default), or with --node real (or RAFTKV_NODE=real)
+#                               kubelet + containerd + kube-proxy + kube-scheduler + DNS running
+#                               the images built from docker/ (tests/real-node/)
+#   tests/local-k8s.sh load-images   real node: rebuild the images from the current binaries
+#                               and import what changed
 #   tests/local-k8s.sh down     stop everything and remove netns, bridge, mounts, nft rules
 #   tests/local-k8s.sh status   show what is running
 #   tests/local-k8s.sh env      print `export KUBECONFIG=...` etc. (eval "$(tests/local-k8s.sh env)")
@@ -15,6 +21,7 @@
 #                   (default $CARGO_TARGET_DIR/debug or ~/.cache/raftkv/target/debug)
 #   RAFTKV_NET      pod network prefix, a /24 (default 10.244.0); the host side is .1
 #   RAFTKV_K8S_SKIP_APT=1  do not call apt-get (packages already installed)
+#   RAFTKV_NODE     process (default) | real: the node `up` starts
 set -euo pipefail
 
 K8S_VERSION=1.20.2
@@ -195,11 +202,15 @@ gen_certs() {
     local_cert apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client/O=system:masters" "DNS:kube-apiserver-kubelet-client"
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-    for t in admin controller-manager kubelet; do openssl rand -hex 24 > "token-$t"; done
+    for t in admin controller-manager kubelet kube-proxy kube-scheduler node-addons; do openssl rand -hex 24 > "token-$t"; done
     {
       echo "$(cat token-admin),admin,admin,\"system:masters\""
       echo "$(cat token-controller-manager),system:kube-controller-manager,kcm,"
       echo "$(cat token-kubelet),system:node:local-node,kubelet,\"system:nodes,system:masters\""
+      # the real node's parts, with the users the API server's default RBAC binds roles to
+      echo "$(cat token-kube-proxy),system:kube-proxy,kube-proxy,"
+      echo "$(cat token-kube-scheduler),system:kube-scheduler,kube-scheduler,"
+      echo "$(cat token-node-addons),system:raftkv-node-addons,node-addons,\"system:masters\""
     } > tokens.csv
     chmod 600 ./*.key token-* tokens.csv
     touch ./done
@@ -285,12 +296,28 @@ start_kubelet() {
     start_daemon kubelet "$STATE/logs/kubelet.log" "$PYTHON" "$HERE/kubelet/kubelet.py" "$STATE"
 }
 
+node_kind() { # the node of the running (or last) cluster, else $RAFTKV_NODE
+  if [ -f "$STATE/node-kind" ]; then cat "$STATE/node-kind"; else echo "${RAFTKV_NODE:-process}"; fi
+}
+
 cmd_up() {
   need_root
-  local t0=$SECONDS
+  local t0=$SECONDS kind=${RAFTKV_NODE:-process}
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --node) kind=${2:-}; shift 2 ;;
+      --node=*) kind=${1#--node=}; shift ;;
+      *) die "up: unknown argument $1" ;;
+    esac
+  done
+  case $kind in process|real) ;; *) die "--node: expected process or real, got '$kind'" ;; esac
+  if [ -f "$STATE/node-kind" ] && [ "$(cat "$STATE/node-kind")" != "$kind" ] && pid_alive "$STATE/pids/etcd.pid"; then
+    die "a cluster with a $(cat "$STATE/node-kind") node is up: run '$0 down' first"
+  fi
   ensure_packages
   build_kube
   mkdir -p "$STATE/pids" "$STATE/logs"
+  echo "$kind" > "$STATE/node-kind"
   if ! pid_alive "$STATE/pids/etcd.pid" && [ -d "$STATE/logs" ] && [ -n "$(ls -A "$STATE/logs" 2>/dev/null)" ] \
      && [ ! -d "$STATE/etcd" ]; then
     rm -rf "$STATE/logs.prev"; mv "$STATE/logs" "$STATE/logs.prev"; mkdir -p "$STATE/logs"
@@ -298,7 +325,13 @@ cmd_up() {
   gen_certs
   write_kubeconfig "$STATE/kubeconfig" "$STATE/pki/token-admin"
   write_kubeconfig "$STATE/controller-manager.kubeconfig" "$STATE/pki/token-controller-manager"
-  setup_network
+  if [ "$kind" = real ]; then
+    ensure_node_packages
+    build_node_kube
+    node_namespaces   # the API server binds HOST_IP, the host's end of the node's veth
+  else
+    setup_network
+  fi
 
   if ! pid_alive "$STATE/pids/etcd.pid"; then
     mkdir -p "$STATE/etcd"; chmod 700 "$STATE/etcd"
@@ -334,9 +367,9 @@ cmd_up() {
       --leader-elect=false --port=0 --secure-port=0 --pvclaimbinder-sync-period=5s \
       --kube-api-qps=100 --kube-api-burst=200 --v=1
   fi
-  start_kubelet
+  if [ "$kind" = real ]; then node_up; else start_kubelet; fi
   wait_for "the default ServiceAccount and its token exist" 120 default_sa_ready
-  wait_for "node local-node is Ready" 60 node_ready
+  wait_for "node local-node is Ready" 120 node_ready
   kc apply -f - >/dev/null <<SC || die "could not create the StorageClass"
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
@@ -348,7 +381,9 @@ reclaimPolicy: Delete
 volumeBindingMode: Immediate
 allowVolumeExpansion: true
 SC
-  log "cluster is up in $((SECONDS - t0))s; pods get IPs in $NET.0/24, API at https://$HOST_IP:$API_PORT"
+  local pods=$NET.0/24
+  [ "$kind" = real ] && pods=$POD_CIDR
+  log "cluster with a $kind node is up in $((SECONDS - t0))s; pods get IPs in $pods, API at https://$HOST_IP:$API_PORT"
   log "kubectl: export KUBECONFIG=$STATE/kubeconfig    (or: eval \"\$($0 env)\")"
   echo "$STATE/kubeconfig"
 }
@@ -357,6 +392,10 @@ SC
 cmd_down() {
   need_root
   mkdir -p "$STATE/pids"
+  # 0. a real node (also after a killed run: its holder or veth is still there)
+  if [ "$(node_kind)" = real ] || [ -f "$STATE/pids/node-holder.pid" ] || ip link show "$HOST_VETH" >/dev/null 2>&1; then
+    node_down
+  fi
   # 1. the kubelet first, so it does not restart what we stop
   stop_pidfile "$STATE/pids/kubelet.pid" 5
   # 2. pod processes recorded by the kubelet (runner pid = process group of the container)
@@ -417,7 +456,7 @@ PY
     [ "$pid" = $$ ] && continue
     cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
     case " $cmd" in *" $STATE "*|*"=$STATE/"*|*" $STATE/"*) ;; *) continue ;; esac
-    case "${cmd%% *}" in etcd|*/etcd|*/kube-apiserver|*/kube-controller-manager|*python3*) ;; *) continue ;; esac
+    case "${cmd%% *}" in etcd|*/etcd|*/kube-apiserver|*/kube-controller-manager|*/kube-scheduler|*/kubelet|*/kube-proxy|containerd|dnsmasq|nsenter|*python3*) ;; *) continue ;; esac
     log "killing leftover ${cmd:0:70} (pid $pid, no pid file)"
     kill -KILL "$pid" 2>/dev/null || true
   done
@@ -452,10 +491,14 @@ PY
 # ---------------------------------------------------------------- status / env / exec
 cmd_status() {
   local c rc=0
-  for c in etcd kube-apiserver kube-controller-manager kubelet; do
+  echo "node: $(node_kind)"
+  for c in etcd kube-apiserver kube-controller-manager; do
     if pid_alive "$STATE/pids/$c.pid"; then printf '%-24s running (pid %s)\n' "$c" "$(cut -d' ' -f1 "$STATE/pids/$c.pid")"
     else printf '%-24s not running\n' "$c"; rc=1; fi
   done
+  if [ "$(node_kind)" = real ]; then node_status || rc=1
+  elif pid_alive "$STATE/pids/kubelet.pid"; then printf '%-24s running (pid %s)\n' kubelet "$(cut -d' ' -f1 "$STATE/pids/kubelet.pid")"
+  else printf '%-24s not running\n' kubelet; rc=1; fi
   if [ -f "$STATE/pki/token-admin" ] && api_ready; then
     echo "API: https://$HOST_IP:$API_PORT ready; KUBECONFIG=$STATE/kubeconfig"
     kc get nodes -o wide || true
@@ -471,6 +514,7 @@ cmd_env() {
   echo "export RAFTKV_STATE=$STATE"
   echo "export RAFTKV_BIN_DIR=$(bin_dir)"
   echo "export RAFTKV_POD_NET=$NET"
+  echo "export RAFTKV_NODE=$(node_kind)"
 }
 
 # exec NAMESPACE POD [--] CMD...: run CMD in the pod's network namespace, with its /etc/hosts and mounts
@@ -498,11 +542,15 @@ PY
   exec nsenter -t "$pid" -n -m -u -- "$@"
 }
 
+# shellcheck source-path=SCRIPTDIR source=real-node/node.sh
+. "$HERE/real-node/node.sh"
+
 main() {
   local cmd=${1:-}
   [ $# -gt 0 ] && shift
   case "$cmd" in
-    up) cmd_up ;;
+    up) cmd_up "$@" ;;
+    load-images) need_root; [ "$(node_kind)" = real ] || die "load-images: the cluster has no real node"; node_load_images ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
@@ -510,7 +558,7 @@ main() {
     restart-kubelet) need_root; stop_pidfile "$STATE/pids/kubelet.pid" 5; start_kubelet ;;
     build) need_root; build_kube; echo "$K8S_BIN" ;;
     build-node) need_root; build_node_kube; echo "$K8S_NODE_BIN" ;;
-    *) echo "usage: $0 up|down|status|env|exec NS POD -- CMD|restart-kubelet|build" >&2; exit 2 ;;
+    *) echo "usage: $0 up [--node process|real]|down|status|env|exec NS POD -- CMD|restart-kubelet|build|build-node|load-images" >&2; exit 2 ;;
   esac
 }
 

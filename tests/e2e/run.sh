@@ -76,6 +76,13 @@ if [ "${RAFTKV_E2E_SKIP_BUILD:-0}" != 1 ]; then
   # as tests/local-k8s.sh for where the process kubelet finds binaries.
   BIN_DIR=${RAFTKV_BIN_DIR:-$CARGO_TARGET_DIR/debug}
   cp -f "$BIN_DIR/kvnode" "$BIN_DIR/kvnode-next.tmp" && mv -f "$BIN_DIR/kvnode-next.tmp" "$BIN_DIR/kvnode-next"
+  # A real node of tests/local-k8s.sh (containerd) runs images: rebuild them from these
+  # binaries and import what changed.
+  if kubectl get nodes -o 'jsonpath={.items[*].status.nodeInfo.containerRuntimeVersion}' | grep -q 'containerd://' \
+     && [ "$(tests/local-k8s.sh env | sed -n 's/^export RAFTKV_NODE=//p')" = real ]; then
+    log "real node: building the images from these binaries and importing them"
+    tests/local-k8s.sh load-images
+  fi
 fi
 
 # ---------------------------------------------------------------- install

@@ -41,13 +41,14 @@ import urllib.parse
 from api import Api
 from config import HEARTBEAT_PERIOD, HOST_IP, LOG_DIR, MOUNTPOINTS_FILE, NETNS_PREFIX, NODE, PODS_DIR, PV_DIR, SYNC_PERIOD
 from dns import ServiceDns
+from events import Reporter
 from images import load_image_table
 from pod import PodWorker
 from provisioner import Provisioner
 from util import key, log, meta, now_iso, run
 
 
-class Kubelet(Provisioner, ServiceDns):
+class Kubelet(Reporter, Provisioner, ServiceDns):
     def __init__(self):
         with open(os.environ["RKV_TOKEN_FILE"]) as f:
             token = f.read().strip()
@@ -74,14 +75,6 @@ class Kubelet(Provisioner, ServiceDns):
                 return int(f.readline().split()[1])
         except (OSError, ValueError, IndexError):
             return 8 * 2 ** 20
-
-    def note(self, k, msg, every=30):
-        t = self.noted.get(k)
-        if t is None or time.time() - t > every:
-            self.noted[k] = time.time()
-            log(msg)
-            return True
-        return False
 
     # ---- ip allocation
     def alloc_idx(self, uid):
@@ -121,24 +114,6 @@ class Kubelet(Provisioner, ServiceDns):
             if not is_dir:
                 open(path, "a").close()
             log("created mount point %s on the host (removed by local-k8s.sh down)" % path)
-
-    # ---- events
-    def event(self, obj, etype, reason, msg, field=None):
-        md = meta(obj)
-        ns = md.get("namespace") or "default"
-        ref = {"kind": obj.get("kind", "Pod"), "namespace": md.get("namespace"), "name": md["name"], "uid": md.get("uid"),
-               "apiVersion": obj.get("apiVersion", "v1")}
-        if field:
-            ref["fieldPath"] = field
-        t = now_iso()
-        body = {"apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": "%s.%x%04x" % (md["name"], int(time.time() * 1e6), random.randrange(65536)), "namespace": ns},
-                "involvedObject": ref, "reason": reason, "message": msg, "type": etype,
-                "source": {"component": "kubelet", "host": NODE}, "firstTimestamp": t, "lastTimestamp": t, "count": 1}
-        try:
-            self.api.post("/api/v1/namespaces/%s/events" % ns, body)
-        except Exception:
-            pass
 
     # ---- node
     def node_status(self):

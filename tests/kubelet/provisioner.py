@@ -27,6 +27,9 @@ class Provisioner:
                 continue
             path = os.path.join(PV_DIR, name)
             os.makedirs(path, exist_ok=True)
+            # Writable by any uid, as rancher's local-path provisioner makes them: the kubelet
+            # applies no fsGroup to hostPath volumes, and kvnode runs as 65532.
+            os.chmod(path, 0o777)
             size = ((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
             pv = {"apiVersion": "v1", "kind": "PersistentVolume",
                   "metadata": {"name": name, "labels": {"raftkv.io/local-pv": "true"},
