@@ -1,8 +1,16 @@
-# syntax=docker/dockerfile:1
 # raftkv/kvnode: the replicated key-value node, and kvctl (the operator's
 # backup Jobs run it from this image against a PVC).
 # Build from the repository root (the whole workspace is the build context):
 #   docker build -f docker/kvnode.Dockerfile -t raftkv/kvnode:0.1.0 .
+# Or only the runtime stage, with kvnode and kvctl built elsewhere for
+# bookworm's glibc (CI, tests/real-node/images.sh), DIR holding just them:
+#   docker build -f docker/kvnode.Dockerfile --build-arg BIN_FROM=prebuilt -t raftkv/kvnode:0.1.0 DIR
+# (No "# syntax=" line: it makes BuildKit pull a frontend image. RUN --mount
+# needs BuildKit, whose built-in frontend has it; buildah has it too.)
+
+# Where the runtime stage gets /out/kvnode and /out/kvctl: "build" compiles
+# them; "prebuilt" copies them from the context. The unused stage is skipped.
+ARG BIN_FROM=build
 
 FROM rust:1.95-bookworm AS build
 # The rocksdb crate generates its bindings with bindgen at build time (libclang)
@@ -21,6 +29,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/kvnode /out/kvnode \
  && install -D -m 0755 target/release/kvctl /out/kvctl
 
+FROM scratch AS prebuilt
+COPY kvnode kvctl /out/
+
+FROM ${BIN_FROM} AS bin
+
 FROM debian:bookworm-slim
 # RocksDB is C++: the binary links libstdc++ dynamically.
 RUN apt-get update \
@@ -30,7 +43,7 @@ RUN apt-get update \
  && useradd --system --uid 65532 --gid 65532 --home-dir /var/lib/raftkv --no-create-home \
       --shell /usr/sbin/nologin raftkv \
  && install -d -o 65532 -g 65532 -m 0750 /var/lib/raftkv
-COPY --from=build /out/kvnode /out/kvctl /usr/local/bin/
+COPY --from=bin /out/kvnode /out/kvctl /usr/local/bin/
 # Fails the build here, not at run time, if a shared library is missing.
 RUN kvnode --help > /dev/null && kvctl --help > /dev/null
 LABEL org.opencontainers.image.title="raftkv kvnode" \
