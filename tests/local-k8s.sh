@@ -359,9 +359,13 @@ cmd_up() {
   wait_for "kube-apiserver answers on https://$HOST_IP:$API_PORT" 120 api_ready
 
   if ! pid_alive "$STATE/pids/kube-controller-manager.pid"; then
+    # The node lifecycle controller taints a node by its conditions and Lease and removes the
+    # not-ready taint a real kubelet registers with; the process kubelet keeps no Lease.
+    local controllers='*,-nodelifecycle'
+    [ "$kind" = real ] && controllers='*'
     start_daemon kube-controller-manager "$STATE/logs/kube-controller-manager.log" "$K8S_BIN/kube-controller-manager" \
       --kubeconfig="$STATE/controller-manager.kubeconfig" \
-      --controllers='*,-nodelifecycle' --use-service-account-credentials \
+      --controllers="$controllers" --use-service-account-credentials \
       --root-ca-file="$STATE/pki/ca.crt" --service-account-private-key-file="$STATE/pki/sa.key" \
       --cluster-signing-cert-file="$STATE/pki/ca.crt" --cluster-signing-key-file="$STATE/pki/ca.key" \
       --leader-elect=false --port=0 --secure-port=0 --pvclaimbinder-sync-period=5s \

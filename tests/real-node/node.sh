@@ -220,7 +220,7 @@ ctr_node() { in_node ctr -a "$CTRD_SOCK" -n k8s.io "$@"; }
 # and imports into containerd those it does not have yet.
 node_load_images() {
   local out=$CACHE/images/archives t0=$SECONDS f id
-  "$HERE/real-node/images.sh" archives "$out" >&2 || die "building the images failed"
+  "$HERE/real-node/images.sh" archives "$out" >/dev/null || die "building the images failed"
   for f in "$out"/*.tar; do
     # images.sh rewrites an archive only when its inputs changed
     id="$(basename "$f") $(stat -c '%s %Y' "$f")"
@@ -234,7 +234,7 @@ node_load_images() {
 
 # ---------------------------------------------------------------- up
 containerd_ready() { in_node ctr -a "$CTRD_SOCK" version >/dev/null 2>&1; }
-dns_ready() { in_node sh -c "exec 3<>/dev/tcp/$POD_GW/53" 2>/dev/null; }
+dns_ready() { in_node bash -c "exec 3<>/dev/tcp/$POD_GW/53" 2>/dev/null; }
 
 node_up() {
   ensure_node_packages
@@ -309,7 +309,7 @@ procs_in_node_netns() {
   [ -f "$STATE/node-netns" ] || return 0
   ns=$(cat "$STATE/node-netns")
   for p in /proc/[0-9]*; do
-    [ "$(readlink "$p/ns/net" 2>/dev/null)" = "$ns" ] && echo "${p#/proc/}"
+    if [ "$(readlink "$p/ns/net" 2>/dev/null)" = "$ns" ]; then echo "${p#/proc/}"; fi
   done
 }
 
