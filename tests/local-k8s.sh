@@ -3,10 +3,11 @@
 #
 #   tests/local-k8s.sh up [--node process|real]
 #                               start (or reuse) etcd, kube-apiserver, kube-controller-manager
-#                               and a node; prints the kubeconfig path. The node is the process
-#                               kubelet (default), or with --node real (or RAFTKV_NODE=real)
-#                               kubelet + containerd + kube-proxy + kube-scheduler + DNS running
-#                               the images built from docker/ (tests/real-node/)
+#                               and a node; prints the kubeconfig path. The node is real
+#                               (default): kubelet + containerd + kube-proxy + kube-scheduler +
+#                               DNS running the images built from docker/ (tests/real-node/);
+#                               --node process: the process kubelet (tests/kubelet/), which CI
+#                               no longer runs
 #   tests/local-k8s.sh load-images   real node: rebuild the images from the current binaries
 #                               and import what changed
 #   tests/local-k8s.sh down     stop everything and remove netns, bridge, mounts, nft rules
@@ -21,7 +22,7 @@
 #                   (default $CARGO_TARGET_DIR/debug or ~/.cache/raftkv/target/debug)
 #   RAFTKV_NET      pod network prefix, a /24 (default 10.244.0); the host side is .1
 #   RAFTKV_K8S_SKIP_APT=1  do not call apt-get (packages already installed)
-#   RAFTKV_NODE     process (default) | real: the node `up` starts
+#   RAFTKV_NODE     real (default) | process: the node `up` starts
 set -euo pipefail
 
 K8S_VERSION=1.20.2
@@ -297,12 +298,12 @@ start_kubelet() {
 }
 
 node_kind() { # the node of the running (or last) cluster, else $RAFTKV_NODE
-  if [ -f "$STATE/node-kind" ]; then cat "$STATE/node-kind"; else echo "${RAFTKV_NODE:-process}"; fi
+  if [ -f "$STATE/node-kind" ]; then cat "$STATE/node-kind"; else echo "${RAFTKV_NODE:-real}"; fi
 }
 
 cmd_up() {
   need_root
-  local t0=$SECONDS kind=${RAFTKV_NODE:-process}
+  local t0=$SECONDS kind=${RAFTKV_NODE:-real}
   while [ $# -gt 0 ]; do
     case $1 in
       --node) kind=${2:-}; shift 2 ;;

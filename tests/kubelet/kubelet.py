@@ -29,7 +29,6 @@ Configuration (environment, set by tests/local-k8s.sh):
 import http.server
 import json
 import os
-import random
 import shutil
 import signal
 import ssl

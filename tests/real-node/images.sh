@@ -47,7 +47,8 @@ IMG_CACHE=$CACHE/images
 # (1.4 GB), the layer cache and the cargo cache mounts are what make a second build fast. Nothing of
 # it touches /var/lib/containers or another engine. runroot only holds locks and mount state.
 STORAGE=$IMG_CACHE/buildah/storage
-RUNROOT=/run/raftkv-images/buildah
+# one runroot (locks, mount state) per storage: two caches (e.g. a CI rehearsal) never share locks
+RUNROOT=/run/raftkv-images/$(printf %s "$STORAGE" | sha256sum | cut -c1-12)
 # buildah keeps RUN --mount=type=cache directories under $TMPDIR (default /var/tmp).
 BUILDAH_TMP=$IMG_CACHE/buildah/tmp
 K8S_TARBALL=$CACHE/k8s-1.20.2-src/kubernetes_1.20.5+really1.20.2.orig.tar.gz
