@@ -44,10 +44,11 @@ REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${RAFTKV_CACHE:-$HOME/.cache/raftkv}
 IMG_CACHE=$CACHE/images
 # Private buildah storage, kept in the cache rather than a per-run state dir: the rust build image
-# (1.4 GB), the layer cache and the cargo cache mounts are what make a second build fast. Nothing of
-# it touches /var/lib/containers or another engine. runroot only holds locks and mount state.
+# (1.2 GB), the layer cache and the cargo cache mounts are what make a second build fast. Nothing of
+# it touches /var/lib/containers or another engine. Its runroot (locks, mount counts) goes to /run,
+# one per storage: two storages must never share one.
 STORAGE=$IMG_CACHE/buildah/storage
-RUNROOT=/run/raftkv-images/buildah
+RUNROOT=/run/raftkv-images/$(printf '%s' "$STORAGE" | sha256sum | cut -c1-16)
 # buildah keeps RUN --mount=type=cache directories under $TMPDIR (default /var/tmp).
 BUILDAH_TMP=$IMG_CACHE/buildah/tmp
 K8S_TARBALL=$CACHE/k8s-1.20.2-src/kubernetes_1.20.5+really1.20.2.orig.tar.gz
@@ -126,7 +127,9 @@ have_image() { bh inspect --type image "$1" >/dev/null 2>&1; }
 image_label() { bh inspect --type image --format "{{index .OCIv1.Config.Labels \"$2\"}}" "$1" 2>/dev/null; }
 image_size() { bh images --format '{{.Size}}' "$1" 2>/dev/null | head -1; }
 
-CONTAINERS=()
+# The working container of the moment, if any: named after this process, so that cleanup never
+# removes another run's container of the same default name.
+CTR=""
 TMPS=()
 LOCKED=0
 unmount_under() { # DIR...: lazily unmounts everything below DIR, innermost first
@@ -137,13 +140,13 @@ unmount_under() { # DIR...: lazily unmounts everything below DIR, innermost firs
   done
 }
 cleanup() {
-  local status=$? c d
+  local status=$? d
   stop_beat
   if [ -n "$STEP_NAME" ]; then
     tail -25 "$STEP_LOG" >&3
     log "ERROR: $STEP_NAME failed after $((SECONDS - STEP_T)) s, log: $STEP_LOG"
   fi
-  for c in ${CONTAINERS[@]+"${CONTAINERS[@]}"}; do bh rm "$c" >/dev/null 2>&1 || true; done
+  if [ -n "$CTR" ]; then bh rm "$CTR" >/dev/null 2>&1 || true; fi
   for d in ${TMPS[@]+"${TMPS[@]}"}; do
     # debootstrap mounts proc, sys and device files in its target: never rm -rf through a mount
     unmount_under "$d"
@@ -272,6 +275,7 @@ EOF
   mv -f "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
   mv -f "$ROOTFS_TAR.sha256.tmp" "$ROOTFS_TAR.sha256"
   log "rootfs: $(du -sh "$r" | cut -f1) unpacked, tarball $ROOTFS_TAR"
+  rm -rf "$work"   # here, not at exit: it takes seconds on a busy disk
 }
 
 # debian:bookworm-slim in the private storage, from the cached rootfs (a few seconds).
@@ -281,12 +285,13 @@ ensure_debian_image() {
   want=$(cat "$ROOTFS_TAR.sha256")
   if have_image "$DEBIAN_TAG" && [ "$(image_label "$DEBIAN_TAG" io.raftkv.base-rootfs)" = "$want" ]; then return 0; fi
   log "importing the rootfs as $DEBIAN_TAG"
-  c=$(bh from --pull=never scratch)
-  CONTAINERS+=("$c")
+  CTR=rkv-images-$$-base
+  c=$(bh from --pull=never --name "$CTR" scratch)
   bh add --quiet "$c" "$ROOTFS_TAR" / >/dev/null
   bh config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd '["bash"]' \
     --label io.raftkv.base-rootfs="$want" "$c"
   bh commit --quiet --rm "$c" "$DEBIAN_TAG" >/dev/null
+  CTR=""
 }
 
 # ---------------------------------------------------------------- pause
@@ -337,11 +342,12 @@ check_image() {
   got=$(bh inspect --type image --format '{{.OCIv1.Config.User}} {{.OCIv1.Config.Entrypoint}}' "$image")
   want="65532:65532 [$prog]"
   [ "$got" = "$want" ] || die "$name: user and entrypoint are '$got', expected '$want'"
-  c=$(bh from --pull=never "$image")
-  CONTAINERS+=("$c")
+  CTR=rkv-images-$$-check
+  c=$(bh from --pull=never --name "$CTR" "$image")
   bh run --runtime /usr/bin/runc --network none --user 65532:65532 "$c" -- "$prog" --help >/dev/null \
     || die "$name: $prog --help fails as user 65532"
   bh rm "$c" >/dev/null
+  CTR=""
   local id=${image#sha256:}
   log "$name (${id:0:12}): user 65532:65532, entrypoint [$prog], runs as that user"
 }
