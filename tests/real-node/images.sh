@@ -44,11 +44,11 @@ REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${RAFTKV_CACHE:-$HOME/.cache/raftkv}
 IMG_CACHE=$CACHE/images
 # Private buildah storage, kept in the cache rather than a per-run state dir: the rust build image
-# (1.4 GB), the layer cache and the cargo cache mounts are what make a second build fast. Nothing of
-# it touches /var/lib/containers or another engine. runroot only holds locks and mount state.
+# (1.2 GB), the layer cache and the cargo cache mounts are what make a second build fast. Nothing of
+# it touches /var/lib/containers or another engine. Its runroot (locks, mount counts) goes to /run,
+# one per storage: two storages must never share one.
 STORAGE=$IMG_CACHE/buildah/storage
-# one runroot (locks, mount state) per storage: two caches (e.g. a CI rehearsal) never share locks
-RUNROOT=/run/raftkv-images/$(printf %s "$STORAGE" | sha256sum | cut -c1-12)
+RUNROOT=/run/raftkv-images/$(printf '%s' "$STORAGE" | sha256sum | cut -c1-16)
 # buildah keeps RUN --mount=type=cache directories under $TMPDIR (default /var/tmp).
 BUILDAH_TMP=$IMG_CACHE/buildah/tmp
 K8S_TARBALL=$CACHE/k8s-1.20.2-src/kubernetes_1.20.5+really1.20.2.orig.tar.gz
@@ -76,8 +76,8 @@ step() {
   STEP_NAME=$name STEP_T=$SECONDS
   STEP_LOG=$LOGS/$(printf '%s' "$name" | tr -c 'A-Za-z0-9.-' '_').log
   log "$name: start (log $STEP_LOG)"
-  # The heartbeat must not hold the lock (fd 8) or stdout open after the step: its sleep would.
-  ( exec 8>&- >/dev/null 2>&1; while sleep 60; do log "$name: still running ($(( (SECONDS - STEP_T) / 60 )) min)"; done ) &
+  # The heartbeat must not hold a lock (fds 7-9) or stdout open after the step: its sleep would.
+  ( exec 7>&- 8>&- 9>&- >/dev/null 2>&1; while sleep 60; do log "$name: still running ($(( (SECONDS - STEP_T) / 60 )) min)"; done ) &
   STEP_BEAT=$!
   "$@" > "$STEP_LOG" 2>&1
   stop_beat
@@ -117,15 +117,19 @@ ensure_packages() {
 # ---------------------------------------------------------------- buildah
 bh() { TMPDIR=$BUILDAH_TMP buildah --root "$STORAGE" --runroot "$RUNROOT" --storage-driver overlay "$@"; }
 # Builds never pull (there is no registry) and run RUN steps with runc in the host's network
-# namespace (no CNI setup; apt and cargo reach their mirrors as the host does).
+# namespace (no CNI setup; apt and cargo reach their mirrors as the host does). Unused stages are
+# skipped (buildah's default, spelled out: the prebuilt path relies on it).
 bud() {
-  bh bud --pull=never --runtime /usr/bin/runc --network host --isolation oci --layers --rm --force-rm "$@"
+  bh bud --pull=never --runtime /usr/bin/runc --network host --isolation oci --layers --rm --force-rm \
+    --skip-unused-stages=true "$@"
 }
 have_image() { bh inspect --type image "$1" >/dev/null 2>&1; }
 image_label() { bh inspect --type image --format "{{index .OCIv1.Config.Labels \"$2\"}}" "$1" 2>/dev/null; }
 image_size() { bh images --format '{{.Size}}' "$1" 2>/dev/null | head -1; }
 
-CONTAINERS=()
+# The working container of the moment, if any: named after this process, so that cleanup never
+# removes another run's container of the same default name.
+CTR=""
 TMPS=()
 LOCKED=0
 unmount_under() { # DIR...: lazily unmounts everything below DIR, innermost first
@@ -136,20 +140,21 @@ unmount_under() { # DIR...: lazily unmounts everything below DIR, innermost firs
   done
 }
 cleanup() {
-  local status=$? c d
+  local status=$? d
   stop_beat
   if [ -n "$STEP_NAME" ]; then
     tail -25 "$STEP_LOG" >&3
     log "ERROR: $STEP_NAME failed after $((SECONDS - STEP_T)) s, log: $STEP_LOG"
   fi
-  for c in ${CONTAINERS[@]+"${CONTAINERS[@]}"}; do bh rm "$c" >/dev/null 2>&1 || true; done
+  if [ -n "$CTR" ]; then bh rm "$CTR" >/dev/null 2>&1 || true; fi
   for d in ${TMPS[@]+"${TMPS[@]}"}; do
     # debootstrap mounts proc, sys and device files in its target: never rm -rf through a mount
     unmount_under "$d"
     rm -rf "$d"
   done
-  # A killed build can leave overlay mounts of the storage behind; only the lock holder may look.
-  if [ "$LOCKED" = 1 ]; then unmount_under "$STORAGE" "$RUNROOT"; fi
+  # A killed build can leave overlay mounts of the storage behind; look only when no other run
+  # uses the storage.
+  if [ "$LOCKED" = 1 ] && flock -n -x 9; then unmount_under "$STORAGE" "$RUNROOT"; fi
   # the documented exit status, whatever a failed tool returned
   if [ "$status" -ne 0 ]; then
     if [ "$USAGE" = 1 ]; then exit 2; fi
@@ -162,17 +167,40 @@ trap 'exit 143' TERM
 # mktmp: a scratch dir in $TMP, removed at exit (not in $(...): the list must be this shell's).
 mktmp() { TMP=$(mktemp -d "$IMG_CACHE/tmp.XXXXXX"); TMPS+=("$TMP"); }
 
-# setup: root, packages, the storage dirs, the lock, and nice 19 for everything from here on
-# (this is a 2-core machine that other builds share).
+# setup ROLE: root, packages, the storage dirs, nice 19 for everything from here on (this is a
+# 2-core machine that other builds share), and the locks. Runs of one ROLE (archives, full) take
+# turns: they write the same tags and files. Every run holds the storage lock shared; pruning and
+# `clean` need it alone.
 setup() {
   [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, buildah with runc)"
   renice -n 19 -p $$ >/dev/null
   ensure_packages
   mkdir -p "$STORAGE" "$RUNROOT" "$BUILDAH_TMP"
-  # one run at a time: they share the storage, the rootfs cache and the output names
-  exec 8>"$IMG_CACHE/.lock"
-  if ! flock -n 8; then log "waiting for another images.sh run (lock $IMG_CACHE/.lock)"; flock 8; fi
+  exec 7>"$IMG_CACHE/.$1.lock"
+  if ! flock -n 7; then log "waiting for another \`images.sh $1\` run (lock $IMG_CACHE/.$1.lock)"; flock 7; fi
+  exec 9>"$IMG_CACHE/.storage.lock"
+  flock -s 9
   LOCKED=1
+}
+
+# with_lock NAME CMD...: CMD while holding $IMG_CACHE/.NAME.lock (fd 8).
+with_lock() {
+  local name=$1; shift
+  exec 8>"$IMG_CACHE/.$name.lock"
+  flock 8
+  "$@"
+  exec 8>&-
+}
+
+# prune: removes untagged images (those of older binaries would pile up, about 400 MB per build),
+# unless another run is using the storage: it may need its untagged layers.
+prune() {
+  if flock -n -x 9; then
+    bh rmi --prune
+    flock -s 9
+  else
+    echo "another images.sh run uses the storage: not pruning this time"
+  fi
 }
 
 # ---------------------------------------------------------------- versions and inputs
@@ -247,6 +275,7 @@ EOF
   mv -f "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
   mv -f "$ROOTFS_TAR.sha256.tmp" "$ROOTFS_TAR.sha256"
   log "rootfs: $(du -sh "$r" | cut -f1) unpacked, tarball $ROOTFS_TAR"
+  rm -rf "$work"   # here, not at exit: it takes seconds on a busy disk
 }
 
 # debian:bookworm-slim in the private storage, from the cached rootfs (a few seconds).
@@ -256,12 +285,13 @@ ensure_debian_image() {
   want=$(cat "$ROOTFS_TAR.sha256")
   if have_image "$DEBIAN_TAG" && [ "$(image_label "$DEBIAN_TAG" io.raftkv.base-rootfs)" = "$want" ]; then return 0; fi
   log "importing the rootfs as $DEBIAN_TAG"
-  c=$(bh from --pull=never scratch)
-  CONTAINERS+=("$c")
+  CTR=rkv-images-$$-base
+  c=$(bh from --pull=never --name "$CTR" scratch)
   bh add --quiet "$c" "$ROOTFS_TAR" / >/dev/null
   bh config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd '["bash"]' \
     --label io.raftkv.base-rootfs="$want" "$c"
   bh commit --quiet --rm "$c" "$DEBIAN_TAG" >/dev/null
+  CTR=""
 }
 
 # ---------------------------------------------------------------- pause
@@ -294,29 +324,32 @@ EOF
 # ---------------------------------------------------------------- archives
 # archive_fresh NAME INPUTS: OUTDIR/NAME.tar exists and was made from INPUTS (NAME.tar.inputs).
 archive_fresh() { [ -s "$OUT/$1.tar" ] && [ -f "$OUT/$1.tar.inputs" ] && [ "$(cat "$OUT/$1.tar.inputs")" = "$2" ]; }
-# write_archive NAME IMAGE INPUTS: OUTDIR/NAME.tar from IMAGE, then NAME.tar.inputs.
+# write_archive NAME IMAGE TAG INPUTS: OUTDIR/NAME.tar with IMAGE (an ID: a `full` run may move
+# the tag meanwhile) tagged TAG, then NAME.tar.inputs.
 write_archive() {
-  local name=$1 image=$2 inputs=$3 f=$OUT/$1.tar
+  local name=$1 image=$2 tag=$3 inputs=$4 f=$OUT/$1.tar
   rm -f "$f.inputs" "$f.tmp"
   # RepoTags gets the full name (docker.io/raftkv/kvnode:0.1.0), as containerd names it anyway.
-  bh push --quiet "$image" "docker-archive:$f.tmp:$image"
+  bh push --quiet "$image" "docker-archive:$f.tmp:$tag"
   mv -f "$f.tmp" "$f"
   printf '%s\n' "$inputs" > "$f.inputs"
 }
 
-# check_image IMAGE PROGRAM: the runtime image's config (user 65532, entrypoint PROGRAM), and that
-# PROGRAM runs as that user (the Dockerfile's own check runs as root, before USER).
+# check_image IMAGE PROGRAM NAME: the runtime image's config (user 65532, entrypoint PROGRAM), and
+# that PROGRAM runs as that user (the Dockerfile's own check runs as root, before USER).
 check_image() {
-  local image=$1 prog=$2 got want c
+  local image=$1 prog=$2 name=$3 got want c
   got=$(bh inspect --type image --format '{{.OCIv1.Config.User}} {{.OCIv1.Config.Entrypoint}}' "$image")
   want="65532:65532 [$prog]"
-  [ "$got" = "$want" ] || die "$image: user and entrypoint are '$got', expected '$want'"
-  c=$(bh from --pull=never "$image")
-  CONTAINERS+=("$c")
+  [ "$got" = "$want" ] || die "$name: user and entrypoint are '$got', expected '$want'"
+  CTR=rkv-images-$$-check
+  c=$(bh from --pull=never --name "$CTR" "$image")
   bh run --runtime /usr/bin/runc --network none --user 65532:65532 "$c" -- "$prog" --help >/dev/null \
-    || die "$image: $prog --help fails as user 65532"
+    || die "$name: $prog --help fails as user 65532"
   bh rm "$c" >/dev/null
-  log "$image: user 65532:65532, entrypoint [$prog], runs"
+  CTR=""
+  local id=${image#sha256:}
+  log "$name (${id:0:12}): user 65532:65532, entrypoint [$prog], runs as that user"
 }
 
 # inputs VERSION BINDIR: the inputs of each archive (IN_<name>), everything that changes its
@@ -343,7 +376,7 @@ cmd_archives() {
   OUT=$1
   mkdir -p "$OUT"
   OUT=$(cd "$OUT" && pwd)
-  local version bin b t0=$SECONDS kv next op ctx
+  local version bin b t0=$SECONDS kv next op ctx iid
   version=$(chart_version)
   bin=${RAFTKV_BIN_DIR:-${CARGO_TARGET_DIR:-$CACHE/target}/debug}
   for b in kvnode kvctl raftkv-operator; do
@@ -357,37 +390,38 @@ cmd_archives() {
   if inputs "$version" "$bin" && all_fresh; then
     log "all archives in $OUT are up to date"
   else
-    setup
-    step "debian:bookworm-slim (rootfs + import)" ensure_debian_image
+    setup archives
+    step "debian:bookworm-slim (rootfs + import)" with_lock base ensure_debian_image
     inputs "$version" "$bin"   # the rootfs may just have been made
     archive_fresh debian-bookworm-slim "$IN_debian" \
-      || step "archive debian-bookworm-slim.tar" write_archive debian-bookworm-slim "$DEBIAN_TAG" "$IN_debian"
+      || step "archive debian-bookworm-slim.tar" write_archive debian-bookworm-slim "$DEBIAN_TAG" "$DEBIAN_TAG" "$IN_debian"
     if ! archive_fresh pause "$IN_pause"; then
       step "image $PAUSE_TAG" ensure_pause_image
-      step "archive pause.tar" write_archive pause "$PAUSE_TAG" "$IN_pause"
+      step "archive pause.tar" write_archive pause "$PAUSE_TAG" "$PAUSE_TAG" "$IN_pause"
     fi
     # The runtime stage only, with the host's binaries: BIN_FROM=prebuilt and a context that holds
-    # just them (buildah skips the unused compile stage).
+    # just them (buildah skips the unused compile stage). Images are used by ID from here on.
     if ! archive_fresh kvnode "$IN_kvnode" || ! archive_fresh kvnode-next "$IN_next"; then
-      mktmp; ctx=$TMP
+      mktmp; ctx=$TMP; mktmp; iid=$TMP/image.iid
       cp "$bin/kvnode" "$bin/kvctl" "$ctx/"
-      step "image $kv (prebuilt)" bud --build-arg BIN_FROM=prebuilt -f "$REPO/docker/kvnode.Dockerfile" -t "$kv" "$ctx"
-      check_image "$kv" kvnode
-      step "archive kvnode.tar" write_archive kvnode "$kv" "$IN_kvnode"
+      step "image $kv (prebuilt)" bud --iidfile "$iid" --build-arg BIN_FROM=prebuilt \
+        -f "$REPO/docker/kvnode.Dockerfile" -t "$kv" "$ctx"
+      check_image "$(cat "$iid")" kvnode "$kv"
+      step "archive kvnode.tar" write_archive kvnode "$(cat "$iid")" "$kv" "$IN_kvnode"
       # Same layers, its own config and so its own image ID: the rolling-upgrade scenario's second image.
-      step "image $next (prebuilt)" bud --build-arg BIN_FROM=prebuilt --label io.raftkv.variant=next \
-        -f "$REPO/docker/kvnode.Dockerfile" -t "$next" "$ctx"
-      step "archive kvnode-next.tar" write_archive kvnode-next "$next" "$IN_next"
+      step "image $next (prebuilt)" bud --iidfile "$iid" --build-arg BIN_FROM=prebuilt \
+        --label io.raftkv.variant=next -f "$REPO/docker/kvnode.Dockerfile" -t "$next" "$ctx"
+      step "archive kvnode-next.tar" write_archive kvnode-next "$(cat "$iid")" "$next" "$IN_next"
     fi
     if ! archive_fresh operator "$IN_operator"; then
-      mktmp; ctx=$TMP
+      mktmp; ctx=$TMP; mktmp; iid=$TMP/image.iid
       cp "$bin/raftkv-operator" "$ctx/"
-      step "image $op (prebuilt)" bud --build-arg BIN_FROM=prebuilt -f "$REPO/docker/operator.Dockerfile" -t "$op" "$ctx"
-      check_image "$op" raftkv-operator
-      step "archive operator.tar" write_archive operator "$op" "$IN_operator"
+      step "image $op (prebuilt)" bud --iidfile "$iid" --build-arg BIN_FROM=prebuilt \
+        -f "$REPO/docker/operator.Dockerfile" -t "$op" "$ctx"
+      check_image "$(cat "$iid")" raftkv-operator "$op"
+      step "archive operator.tar" write_archive operator "$(cat "$iid")" "$op" "$IN_operator"
     fi
-    # Images of older binaries, now untagged, would pile up (about 400 MB per build).
-    step "prune untagged images" bh rmi --prune
+    step "prune untagged images" prune
   fi
   local name tag
   for name in pause debian-bookworm-slim kvnode kvnode-next operator; do
@@ -442,30 +476,35 @@ ca_sum() { cat /usr/local/share/ca-certificates/*.crt 2>/dev/null | sha256sum | 
 
 cmd_full() {
   [ $# -eq 0 ] || usage
-  local version t0=$SECONDS i l
+  local version t0=$SECONDS l
   version=$(chart_version)
-  setup
-  step "debian:bookworm-slim (rootfs + import)" ensure_debian_image
+  setup full
+  step "debian:bookworm-slim (rootfs + import)" with_lock base ensure_debian_image
   step "$RUST_TAG" ensure_rust_image
   # As a user builds them: the repository root as context, the compile stage included.
-  step "raftkv/kvnode:$version (compile stage)" \
-    bud -f "$REPO/docker/kvnode.Dockerfile" -t "docker.io/raftkv/kvnode:$version" "$REPO"
-  check_image "docker.io/raftkv/kvnode:$version" kvnode
-  step "raftkv/operator:$version (compile stage)" \
-    bud -f "$REPO/docker/operator.Dockerfile" -t "docker.io/raftkv/operator:$version" "$REPO"
-  check_image "docker.io/raftkv/operator:$version" raftkv-operator
+  # BIN_FROM=build is the Dockerfiles' default, but buildah 1.28 does not resolve an ARG's default
+  # in FROM to a stage name ("build: image not known"): it has to be given.
+  mktmp
+  step "raftkv/kvnode:$version (compile stage)" bud --iidfile "$TMP/kvnode.iid" --build-arg BIN_FROM=build \
+    -f "$REPO/docker/kvnode.Dockerfile" -t "docker.io/raftkv/kvnode:$version" "$REPO"
+  check_image "$(cat "$TMP/kvnode.iid")" kvnode "raftkv/kvnode:$version"
+  step "raftkv/operator:$version (compile stage)" bud --iidfile "$TMP/operator.iid" --build-arg BIN_FROM=build \
+    -f "$REPO/docker/operator.Dockerfile" -t "docker.io/raftkv/operator:$version" "$REPO"
+  check_image "$(cat "$TMP/operator.iid")" raftkv-operator "raftkv/operator:$version"
   log "summary (total $((SECONDS - t0)) s):"
   for l in "${TIMINGS[@]}"; do log "  $l"; done
-  for i in "$DEBIAN_TAG" "$RUST_TAG" "docker.io/raftkv/kvnode:$version" "docker.io/raftkv/operator:$version"; do
-    log "  $(printf '%-48s %s' "$i" "$(image_size "$i")")"
-  done
+  log "  $(printf '%-48s %s' "$DEBIAN_TAG" "$(image_size "$DEBIAN_TAG")")"
+  log "  $(printf '%-48s %s' "$RUST_TAG" "$(image_size "$RUST_TAG")")"
+  log "  $(printf '%-48s %s' "raftkv/kvnode:$version" "$(image_size "$(cat "$TMP/kvnode.iid")")")"
+  log "  $(printf '%-48s %s' "raftkv/operator:$version" "$(image_size "$(cat "$TMP/operator.iid")")")"
 }
 
 cmd_clean() {
   [ $# -eq 0 ] || usage
   [ "$(id -u)" = 0 ] || die "must run as root"
-  exec 8>"$IMG_CACHE/.lock"
-  flock -n 8 || die "another images.sh run holds $IMG_CACHE/.lock"
+  [ -d "$IMG_CACHE" ] || { log "nothing to remove"; return 0; }
+  exec 9>"$IMG_CACHE/.storage.lock"
+  flock -n -x 9 || die "another images.sh run is using $STORAGE"
   if findmnt -rn -o TARGET | grep -qE "^($STORAGE|$RUNROOT)/"; then die "something is still mounted under $STORAGE"; fi
   rm -rf "$IMG_CACHE" "$RUNROOT"
   log "removed $IMG_CACHE and $RUNROOT"
