@@ -1,13 +1,10 @@
 #!/usr/bin/env bash
-# Local Kubernetes control plane for raftkv end-to-end tests, without containers.
+# Local Kubernetes cluster for raftkv end-to-end tests: one real node, no registry.
 #
-#   tests/local-k8s.sh up [--node process|real]
-#                               start (or reuse) etcd, kube-apiserver, kube-controller-manager
-#                               and a node; prints the kubeconfig path. The node is real
-#                               (default): kubelet + containerd + kube-proxy + kube-scheduler +
+#   tests/local-k8s.sh up       start (or reuse) etcd, kube-apiserver, kube-controller-manager
+#                               and the node: kubelet + containerd + kube-proxy + kube-scheduler +
 #                               DNS running the images built from docker/ (tests/real-node/);
-#                               --node process: the process kubelet (tests/kubelet/), which CI
-#                               no longer runs
+#                               prints the kubeconfig path
 #   tests/local-k8s.sh load-images   real node: rebuild the images from the current binaries
 #                               and import what changed
 #   tests/local-k8s.sh down     stop everything and remove netns, bridge, mounts, nft rules
@@ -18,11 +15,11 @@
 # See docs/testing.md for how it works. Environment variables:
 #   RAFTKV_CACHE    cache dir for the Kubernetes build      (default ~/.cache/raftkv)
 #   RAFTKV_STATE    state dir: pids, certs, etcd, logs, PVs (default /tmp/raftkv-k8s)
-#   RAFTKV_BIN_DIR  where the kubelet finds kvnode / raftkv-operator
+#   RAFTKV_BIN_DIR  the kvnode / kvctl / raftkv-operator binaries the images are built around
 #                   (default $CARGO_TARGET_DIR/debug or ~/.cache/raftkv/target/debug)
-#   RAFTKV_NET      pod network prefix, a /24 (default 10.244.0); the host side is .1
+#   RAFTKV_NET      host <-> node link, a /24 (default 10.244.0): the host is .1, the node .2;
+#                   pods get the next /24 (10.244.1.0/24)
 #   RAFTKV_K8S_SKIP_APT=1  do not call apt-get (packages already installed)
-#   RAFTKV_NODE     real (default) | process: the node `up` starts
 set -euo pipefail
 
 K8S_VERSION=1.20.2
@@ -39,10 +36,9 @@ STATE=${RAFTKV_STATE:-/tmp/raftkv-k8s}
 K8S_BIN=$CACHE/k8s-$K8S_VERSION-$K8S_BUILD_REV/bin
 NET=${RAFTKV_NET:-10.244.0}
 HOST_IP=$NET.1
-BRIDGE=${RAFTKV_BRIDGE:-rkvbr0}
 # Everything the environment may route to is in these ranges. They get an
 # "unreachable" route on the host so that nothing ever leaves the machine, even
-# for a Service ClusterIP (no kube-proxy here) or a pod IP that no longer exists.
+# for a Service ClusterIP (kube-proxy runs in the node only) or a pod IP that no longer exists.
 POD_SUPERNET=${NET%.*}.0.0/16
 SERVICE_CIDR=${RAFTKV_SERVICE_CIDR:-10.97.0.0/16}
 API_PORT=${RAFTKV_API_PORT:-443}
@@ -85,7 +81,7 @@ ensure_deb_src() {
 K8S_NODE_BIN=$CACHE/k8s-$K8S_VERSION-node-$K8S_BUILD_REV/bin
 
 build_kube() { build_k8s "$K8S_BIN" kube-apiserver kube-controller-manager; }
-# The real node's parts (--node real): kubelet, kube-proxy, kube-scheduler. A separate cache
+# The node's parts: kubelet, kube-proxy, kube-scheduler. A separate cache
 # entry, so that machines with the control plane cached only build these.
 build_node_kube() { build_k8s "$K8S_NODE_BIN" kubelet kube-proxy kube-scheduler; }
 
@@ -199,7 +195,6 @@ gen_certs() {
     svc_ip=$(echo "$SERVICE_CIDR" | awk -F'[./]' '{print $1"."$2"."$3"."$4+1}')
     local_cert apiserver "/CN=kube-apiserver" \
       "IP:$HOST_IP,IP:127.0.0.1,IP:$svc_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost"
-    local_cert kubelet "/CN=local-node" "IP:$HOST_IP,DNS:local-node"
     local_cert apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client/O=system:masters" "DNS:kube-apiserver-kubelet-client"
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
@@ -239,18 +234,6 @@ KC
   chmod 600 "$1"
 }
 
-# ---------------------------------------------------------------- network
-setup_network() {
-  # Every step is idempotent ("replace", not "add"): a run that was killed may have left any
-  # part of this behind, and `up` must then finish the job rather than fail on "File exists".
-  ip link show "$BRIDGE" >/dev/null 2>&1 || { ip link add "$BRIDGE" type bridge && log "created bridge $BRIDGE"; }
-  ip addr replace "$HOST_IP/24" dev "$BRIDGE"
-  ip link set "$BRIDGE" up
-  # Nothing addressed to the pod or service ranges may leave the machine.
-  ip route replace unreachable "$POD_SUPERNET"
-  ip route replace unreachable "$SERVICE_CIDR"
-}
-
 # ---------------------------------------------------------------- up
 api_ready() {
   curl -sf --max-time 3 --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(cat "$STATE/pki/token-admin")" \
@@ -288,37 +271,13 @@ bin_dir() {
   else echo "$HOME/.cache/raftkv/target/debug"; fi
 }
 
-start_kubelet() {
-  pid_alive "$STATE/pids/kubelet.pid" && return 0
-  RKV_API_SERVER="https://$HOST_IP:$API_PORT" RKV_TOKEN_FILE="$STATE/pki/token-kubelet" RKV_CA_FILE="$STATE/pki/ca.crt" \
-  RKV_STATE="$STATE" RKV_NODE_NAME=local-node RKV_HOST_IP="$HOST_IP" RKV_POD_NET="$NET" RKV_BRIDGE="$BRIDGE" \
-  RKV_API_PORT="$API_PORT" RKV_TLS_CERT="$STATE/pki/kubelet.crt" RKV_TLS_KEY="$STATE/pki/kubelet.key" \
-  RKV_PYTHON="$PYTHON" RAFTKV_BIN_DIR="$(bin_dir)" PYTHONUNBUFFERED=1 \
-    start_daemon kubelet "$STATE/logs/kubelet.log" "$PYTHON" "$HERE/kubelet/kubelet.py" "$STATE"
-}
-
-node_kind() { # the node of the running (or last) cluster, else $RAFTKV_NODE
-  if [ -f "$STATE/node-kind" ]; then cat "$STATE/node-kind"; else echo "${RAFTKV_NODE:-real}"; fi
-}
-
 cmd_up() {
   need_root
-  local t0=$SECONDS kind=${RAFTKV_NODE:-real}
-  while [ $# -gt 0 ]; do
-    case $1 in
-      --node) kind=${2:-}; shift 2 ;;
-      --node=*) kind=${1#--node=}; shift ;;
-      *) die "up: unknown argument $1" ;;
-    esac
-  done
-  case $kind in process|real) ;; *) die "--node: expected process or real, got '$kind'" ;; esac
-  if [ -f "$STATE/node-kind" ] && [ "$(cat "$STATE/node-kind")" != "$kind" ] && pid_alive "$STATE/pids/etcd.pid"; then
-    die "a cluster with a $(cat "$STATE/node-kind") node is up: run '$0 down' first"
-  fi
+  local t0=$SECONDS
+  [ $# -eq 0 ] || die "up: unknown argument $1"
   ensure_packages
   build_kube
   mkdir -p "$STATE/pids" "$STATE/logs"
-  echo "$kind" > "$STATE/node-kind"
   if ! pid_alive "$STATE/pids/etcd.pid" && [ -d "$STATE/logs" ] && [ -n "$(ls -A "$STATE/logs" 2>/dev/null)" ] \
      && [ ! -d "$STATE/etcd" ]; then
     rm -rf "$STATE/logs.prev"; mv "$STATE/logs" "$STATE/logs.prev"; mkdir -p "$STATE/logs"
@@ -326,13 +285,9 @@ cmd_up() {
   gen_certs
   write_kubeconfig "$STATE/kubeconfig" "$STATE/pki/token-admin"
   write_kubeconfig "$STATE/controller-manager.kubeconfig" "$STATE/pki/token-controller-manager"
-  if [ "$kind" = real ]; then
-    ensure_node_packages
-    build_node_kube
-    node_namespaces   # the API server binds HOST_IP, the host's end of the node's veth
-  else
-    setup_network
-  fi
+  ensure_node_packages
+  build_node_kube
+  node_namespaces   # the API server binds HOST_IP, the host's end of the node's veth
 
   if ! pid_alive "$STATE/pids/etcd.pid"; then
     mkdir -p "$STATE/etcd"; chmod 700 "$STATE/etcd"
@@ -360,19 +315,15 @@ cmd_up() {
   wait_for "kube-apiserver answers on https://$HOST_IP:$API_PORT" 120 api_ready
 
   if ! pid_alive "$STATE/pids/kube-controller-manager.pid"; then
-    # The node lifecycle controller taints a node by its conditions and Lease and removes the
-    # not-ready taint a real kubelet registers with; the process kubelet keeps no Lease.
-    local controllers='*,-nodelifecycle'
-    [ "$kind" = real ] && controllers='*'
     start_daemon kube-controller-manager "$STATE/logs/kube-controller-manager.log" "$K8S_BIN/kube-controller-manager" \
       --kubeconfig="$STATE/controller-manager.kubeconfig" \
-      --controllers="$controllers" --use-service-account-credentials \
+      --use-service-account-credentials \
       --root-ca-file="$STATE/pki/ca.crt" --service-account-private-key-file="$STATE/pki/sa.key" \
       --cluster-signing-cert-file="$STATE/pki/ca.crt" --cluster-signing-key-file="$STATE/pki/ca.key" \
       --leader-elect=false --port=0 --secure-port=0 --pvclaimbinder-sync-period=5s \
       --kube-api-qps=100 --kube-api-burst=200 --v=1
   fi
-  if [ "$kind" = real ]; then node_up; else start_kubelet; fi
+  node_up
   wait_for "the default ServiceAccount and its token exist" 120 default_sa_ready
   wait_for "node local-node is Ready" 120 node_ready
   kc apply -f - >/dev/null <<SC || die "could not create the StorageClass"
@@ -386,9 +337,7 @@ reclaimPolicy: Delete
 volumeBindingMode: Immediate
 allowVolumeExpansion: true
 SC
-  local pods=$NET.0/24
-  [ "$kind" = real ] && pods=$POD_CIDR
-  log "cluster with a $kind node is up in $((SECONDS - t0))s; pods get IPs in $pods, API at https://$HOST_IP:$API_PORT"
+  log "cluster is up in $((SECONDS - t0))s; pods get IPs in $POD_CIDR, API at https://$HOST_IP:$API_PORT"
   log "kubectl: export KUBECONFIG=$STATE/kubeconfig    (or: eval \"\$($0 env)\")"
   echo "$STATE/kubeconfig"
 }
@@ -397,113 +346,42 @@ SC
 cmd_down() {
   need_root
   mkdir -p "$STATE/pids"
-  # 0. a real node (also after a killed run: its holder or veth is still there)
-  if [ "$(node_kind)" = real ] || [ -f "$STATE/pids/node-holder.pid" ] || ip link show "$HOST_VETH" >/dev/null 2>&1; then
-    node_down
-  fi
-  # 1. the kubelet first, so it does not restart what we stop
-  stop_pidfile "$STATE/pids/kubelet.pid" 5
-  # 2. pod processes recorded by the kubelet (runner pid = process group of the container)
-  local pids
-  pids=$("$PYTHON" - "$STATE/kubelet/pods" <<'PY' 2>/dev/null || true
-import json, os, sys
-d = sys.argv[1]
-for uid in (os.listdir(d) if os.path.isdir(d) else []):
-    try:
-        s = json.load(open(os.path.join(d, uid, "state.json")))
-    except Exception:
-        continue
-    for c in s.get("containers", {}).values():
-        if c.get("pid"):
-            print(c["pid"], c.get("pid_start"))
-PY
-)
-  local pid st n=0
-  while read -r pid st; do
-    [ -n "$pid" ] && [ "$(starttime "$pid")" = "$st" ] || continue
-    kill -TERM "$pid" 2>/dev/null && n=$((n + 1)) || true
-  done <<< "$pids"
-  if [ "$n" -gt 0 ]; then
-    log "sent SIGTERM to $n pod container(s)"
-    for _ in $(seq 1 50); do
-      local alive=0
-      while read -r pid st; do
-        [ -n "$pid" ] && [ "$(starttime "$pid")" = "$st" ] && alive=1
-      done <<< "$pids"
-      [ $alive = 0 ] && break
-      sleep 0.1
-    done
-    while read -r pid st; do
-      [ -n "$pid" ] && [ "$(starttime "$pid")" = "$st" ] && kill -KILL -- "-$pid" 2>/dev/null || true
-    done <<< "$pids"
-  fi
-  # 3. pod network namespaces (and anything still running inside them)
-  local ns
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^rkvp[0-9]*$' || true); do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-    log "deleted network namespace $ns"
-  done
-  rm -rf /etc/netns/rkvp[0-9]*
-  for ns in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep '^rkvh[0-9]*$' || true); do
-    ip link del "$ns" 2>/dev/null || true
-  done
-  # 4. control plane
+  # 1. the node: kubelet, every container, the node's namespaces, cgroups, veth
+  node_down
+  # 2. control plane
   stop_pidfile "$STATE/pids/kube-controller-manager.pid" 10
   stop_pidfile "$STATE/pids/kube-apiserver.pid" 15
   stop_pidfile "$STATE/pids/etcd.pid" 10
-  # 4b. last resort for a run whose pid files were lost: our daemons all name the state
+  # 2b. last resort for a run whose pid files were lost: our daemons all name the state
   # dir on their command line; kill exactly those (by pid).
-  local p
-  local p cmd
+  local p pid cmd
   for p in /proc/[0-9]*; do
     pid=${p#/proc/}
     [ "$pid" = $$ ] && continue
     cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
     case " $cmd" in *" $STATE "*|*"=$STATE/"*|*" $STATE/"*) ;; *) continue ;; esac
-    case "${cmd%% *}" in etcd|*/etcd|*/kube-apiserver|*/kube-controller-manager|*/kube-scheduler|*/kubelet|*/kube-proxy|containerd|dnsmasq|nsenter|*python3*) ;; *) continue ;; esac
+    case "${cmd%% *}" in etcd|*/etcd|*/kube-apiserver|*/kube-controller-manager|*/kube-scheduler|*/kubelet|*/kube-proxy|containerd|dnsmasq|*python3*) ;; *) continue ;; esac
     log "killing leftover ${cmd:0:70} (pid $pid, no pid file)"
     kill -KILL "$pid" 2>/dev/null || true
   done
-  # 5. network
-  if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; log "deleted bridge $BRIDGE"; fi
+  # 3. routes
   ip route del unreachable "$POD_SUPERNET" 2>/dev/null || true
   ip route del unreachable "$SERVICE_CIDR" 2>/dev/null || true
-  local t
-  for t in $(nft list tables 2>/dev/null | awk '$3 ~ /^raftkv/ {print $2"/"$3}' || true); do
-    nft delete table "${t%/*}" "${t#*/}" && log "deleted nft table ${t#*/}"
-  done
-  # 6. mounts (normally none on the host: pod mounts live in private mount namespaces)
-  local m
-  while read -r m; do
-    [ -n "$m" ] || continue
-    umount -l "$m" 2>/dev/null && log "unmounted $m" || true
-  done < <(awk -v s="$STATE" '$2 ~ "^"s"/" || $2 ~ "^/run/netns/rkvp" {print $2}' /proc/mounts | sort -r)
-  # 7. mount points the kubelet had to create on the host for volumeMounts
-  if [ -f "$STATE/kubelet/created-dirs" ]; then
-    tac "$STATE/kubelet/created-dirs" | while read -r m; do
-      [ -n "$m" ] || continue
-      if [ -d "$m" ]; then rmdir "$m" 2>/dev/null || true; elif [ -f "$m" ] && [ ! -s "$m" ]; then rm -f "$m"; fi
-    done
-  fi
-  # 8. state: everything except the logs (kept for debugging until the next up)
+  # 4. state: everything except the logs (kept for debugging until the next up)
   if [ -d "$STATE" ]; then
     find "$STATE" -mindepth 1 -maxdepth 1 ! -name logs ! -name logs.prev -exec rm -rf {} +
   fi
   log "down: nothing of the local cluster is left (logs kept in $STATE/logs)"
 }
 
-# ---------------------------------------------------------------- status / env / exec
+# ---------------------------------------------------------------- status / env
 cmd_status() {
   local c rc=0
-  echo "node: $(node_kind)"
   for c in etcd kube-apiserver kube-controller-manager; do
     if pid_alive "$STATE/pids/$c.pid"; then printf '%-24s running (pid %s)\n' "$c" "$(cut -d' ' -f1 "$STATE/pids/$c.pid")"
     else printf '%-24s not running\n' "$c"; rc=1; fi
   done
-  if [ "$(node_kind)" = real ]; then node_status || rc=1
-  elif pid_alive "$STATE/pids/kubelet.pid"; then printf '%-24s running (pid %s)\n' kubelet "$(cut -d' ' -f1 "$STATE/pids/kubelet.pid")"
-  else printf '%-24s not running\n' kubelet; rc=1; fi
+  node_status || rc=1
   if [ -f "$STATE/pki/token-admin" ] && api_ready; then
     echo "API: https://$HOST_IP:$API_PORT ready; KUBECONFIG=$STATE/kubeconfig"
     kc get nodes -o wide || true
@@ -518,33 +396,7 @@ cmd_env() {
   echo "export KUBECONFIG=$STATE/kubeconfig"
   echo "export RAFTKV_STATE=$STATE"
   echo "export RAFTKV_BIN_DIR=$(bin_dir)"
-  echo "export RAFTKV_POD_NET=$NET"
-  echo "export RAFTKV_NODE=$(node_kind)"
-}
-
-# exec NAMESPACE POD [--] CMD...: run CMD in the pod's network namespace, with its /etc/hosts and mounts
-cmd_exec() {
-  local ns=$1 pod=$2; shift 2
-  [ "${1:-}" = "--" ] && shift
-  local pid
-  pid=$("$PYTHON" - "$STATE/kubelet/pods" "$ns" "$pod" <<'PY'
-import json, os, sys
-d, ns, name = sys.argv[1:]
-for uid in os.listdir(d):
-    try:
-        s = json.load(open(os.path.join(d, uid, "state.json")))
-    except Exception:
-        continue
-    if s["namespace"] == ns and s["name"] == name:
-        for c in s["containers"].values():
-            if c.get("pid") and os.path.exists("/proc/%d" % c["pid"]):
-                print(c["pid"]); sys.exit(0)
-        print("netns:" + s["netns"]); sys.exit(0)
-sys.exit(1)
-PY
-) || die "pod $ns/$pod not found on this node"
-  if [[ $pid == netns:* ]]; then exec ip netns exec "${pid#netns:}" "$@"; fi
-  exec nsenter -t "$pid" -n -m -u -- "$@"
+  echo "export RAFTKV_NET=$NET"
 }
 
 # shellcheck source-path=SCRIPTDIR source=real-node/node.sh
@@ -555,15 +407,13 @@ main() {
   [ $# -gt 0 ] && shift
   case "$cmd" in
     up) cmd_up "$@" ;;
-    load-images) need_root; [ "$(node_kind)" = real ] || die "load-images: the cluster has no real node"; node_load_images ;;
+    load-images) need_root; pid_alive "$STATE/pids/containerd.pid" || die "load-images: the node is not up"; node_load_images ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    exec) cmd_exec "$@" ;;
-    restart-kubelet) need_root; stop_pidfile "$STATE/pids/kubelet.pid" 5; start_kubelet ;;
     build) need_root; build_kube; echo "$K8S_BIN" ;;
     build-node) need_root; build_node_kube; echo "$K8S_NODE_BIN" ;;
-    *) echo "usage: $0 up [--node process|real]|down|status|env|exec NS POD -- CMD|restart-kubelet|build|build-node|load-images" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|env|load-images|build|build-node" >&2; exit 2 ;;
   esac
 }
 

@@ -6,9 +6,11 @@
 #   tests/e2e/run.sh scale leader    only tests whose name contains "scale" or "leader"
 #
 # 1. builds kvnode and raftkv-operator (debug, in the shared target dir). On the
-#    local environment (tests/local-k8s.sh) the process kubelet runs these binaries
-#    for the images raftkv/kvnode:* and raftkv/operator:*; on kind the images must
-#    be loaded already (tests/e2e/kind.sh) and RAFTKV_E2E_SKIP_BUILD=1 skips this;
+#    local environment (tests/local-k8s.sh) the images raftkv/kvnode:*,
+#    raftkv/kvnode-next:* and raftkv/operator:* are then rebuilt around these
+#    binaries and imported into the node's containerd (`load-images`); on kind the
+#    images must be loaded already (tests/e2e/kind.sh) and RAFTKV_E2E_SKIP_BUILD=1
+#    skips this;
 # 2. installs charts/raftkv-operator into raftkv-system with
 #    `helm template --include-crds | kubectl apply --server-side`, image
 #    raftkv/operator:<chart appVersion>: the operator runs as a pod with the chart's
@@ -71,16 +73,11 @@ if [ "${RAFTKV_E2E_SKIP_BUILD:-0}" != 1 ]; then
   # unifies features per selection, and another selection would mean another
   # 20-minute RocksDB build.
   cargo build -q --workspace --all-targets
-  # The second kvnode image of the rollout scenario (tests/kubelet/images.json):
-  # a copy, so that an upgraded pod really runs another executable. Same rule
-  # as tests/local-k8s.sh for where the process kubelet finds binaries.
-  BIN_DIR=${RAFTKV_BIN_DIR:-$CARGO_TARGET_DIR/debug}
-  cp -f "$BIN_DIR/kvnode" "$BIN_DIR/kvnode-next.tmp" && mv -f "$BIN_DIR/kvnode-next.tmp" "$BIN_DIR/kvnode-next"
-  # A real node of tests/local-k8s.sh (containerd) runs images: rebuild them from these
-  # binaries and import what changed.
-  if kubectl get nodes -o 'jsonpath={.items[*].status.nodeInfo.containerRuntimeVersion}' | grep -q 'containerd://' \
-     && [ "$(tests/local-k8s.sh env | sed -n 's/^export RAFTKV_NODE=//p')" = real ]; then
-    log "real node: building the images from these binaries and importing them"
+  # The local node (tests/local-k8s.sh) runs images: rebuild them around these
+  # binaries and import what changed (the rollout scenario's raftkv/kvnode-next is
+  # the kvnode image with another name and label).
+  if kubectl get node local-node >/dev/null 2>&1 && tests/local-k8s.sh status >/dev/null 2>&1; then
+    log "local node: building the images from these binaries and importing them"
     tests/local-k8s.sh load-images
   fi
 fi

@@ -2,7 +2,7 @@
 # The real node of tests/local-k8s.sh (`up --node real`): kubelet, containerd (runc),
 # kube-proxy and dnsmasq in a network + mount namespace of their own, so nothing they
 # change (iptables, bridges, ip_forward, kernel sysctls, netns and log directories) touches
-# the host. kube-scheduler and the add-ons (tests/kubelet/node_addons.py: volume provisioner,
+# the host. kube-scheduler and the add-ons (tests/real-node/addons/: volume provisioner,
 # DNS records) run on the host beside the control plane. Sourced by tests/local-k8s.sh,
 # which defines STATE, CACHE, HOST_IP, NET, log/die/start_daemon/stop_pidfile/pid_alive/...
 # See docs/testing.md ("The real node") for the layout and why each piece is there.
@@ -258,7 +258,7 @@ node_up() {
     RKV_API_SERVER="https://$HOST_IP:$API_PORT" RKV_TOKEN_FILE="$STATE/pki/token-node-addons" \
     RKV_CA_FILE="$STATE/pki/ca.crt" RKV_STATE="$STATE" RKV_DNS_HOSTS="$NODE_DIR/dns/hosts" \
     RKV_DNSMASQ_PIDFILE="$STATE/pids/dnsmasq.pid" PYTHONUNBUFFERED=1 \
-      start_daemon node-addons "$STATE/logs/node-addons.log" "$PYTHON" "$HERE/kubelet/node_addons.py"
+      start_daemon node-addons "$STATE/logs/node-addons.log" "$PYTHON" "$HERE/real-node/addons/addons.py"
   fi
   if ! pid_alive "$STATE/pids/kube-scheduler.pid"; then
     start_daemon kube-scheduler "$STATE/logs/kube-scheduler.log" "$K8S_NODE_BIN/kube-scheduler" \

@@ -328,8 +328,8 @@ async fn apply_example_then_write_and_read_1000_keys() -> anyhow::Result<()> {
             wait_pod_has(s, pod, &keys).await?;
         }
 
-        // Volume expansion (the local StorageClass allows it; the process
-        // kubelet's provisioner plays the resizer, so what can be checked is
+        // Volume expansion (the local StorageClass allows it; its
+        // directory provisioner plays the resizer, so what can be checked is
         // each PVC's request and status.capacity, not a grown filesystem):
         // the PVCs grow, the StatefulSet is replaced by one with the new
         // template, and no pod is restarted.
@@ -584,8 +584,8 @@ async fn deleted_leader_under_writes_loses_no_acknowledged_write() -> anyhow::Re
     .await
 }
 
-/// The second kvnode image of the process kubelet (tests/kubelet/images.json):
-/// a copy of the kvnode binary, so an upgraded pod runs another executable.
+/// The second kvnode image of the local node (tests/real-node/images.sh): the
+/// kvnode image under another name and label, so an upgrade changes the image.
 const NEXT_IMAGE: &str = "raftkv/kvnode-next:0.1.0";
 
 /// Each pod's uid and its StatefulSet template revision (label
@@ -2064,8 +2064,8 @@ async fn backups_to_s3_restore_into_a_new_cluster_and_keep_the_newest() -> anyho
     .await
 }
 
-/// The host directory behind claim `claim` (the process kubelet's
-/// provisioner makes hostPath PVs): where a backup Job's file lands.
+/// The host directory behind claim `claim` (the local class's provisioner,
+/// tests/real-node/addons, makes hostPath PVs): where a backup Job's file lands.
 async fn claim_dir(s: &Scenario, claim: &str) -> anyhow::Result<std::path::PathBuf> {
     let pvc = s.api::<PersistentVolumeClaim>().get(claim).await?;
     let volume = pvc

@@ -8,8 +8,8 @@ from util import log, meta, now_iso
 
 
 class Reporter:
-    # the Event's source.component
-    component = "kubelet"
+    # the source.component of the Events it writes
+    component = "raftkv-node-addons"
 
     def note(self, k, msg, every=30):
         """Logs msg unless the same key was logged less than `every` seconds ago; True when it logged."""

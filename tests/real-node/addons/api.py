@@ -1,4 +1,4 @@
-"""The Kubernetes API client of the process kubelet (stdlib http.client, bearer token)."""
+"""The Kubernetes API client of the node add-ons (stdlib http.client, bearer token)."""
 
 import http.server
 import json

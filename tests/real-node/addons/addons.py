@@ -1,18 +1,17 @@
 #!/usr/bin/env python3
-"""Cluster add-ons of the real node (tests/local-k8s.sh up --node real), stdlib only.
+"""Cluster add-ons of the local node (tests/local-k8s.sh), stdlib only.
 
 A real kubelet, kube-scheduler and kube-proxy do the node's work; what a cluster
 also needs and this machine has no package for is done here, in one process:
   * the volume provisioner and resizer of the `standard` class (provisioner
-    raftkv.io/local-dir): the process kubelet's code (provisioner.py), run as an
-    external provisioner, as a CSI driver's sidecars would be;
+    raftkv.io/local-dir, provisioner.py), an external provisioner as a CSI
+    driver's sidecars would be;
   * cluster DNS data: a hosts file for dnsmasq with the names CoreDNS would
     answer (Service ClusterIPs, headless Services' endpoints and their
     hostname.subdomain names), rewritten on change; dnsmasq is sent SIGHUP so it
     drops the old entries.
 
-Environment: RKV_API_SERVER, RKV_TOKEN_FILE, RKV_CA_FILE, RKV_STATE (as the process
-kubelet), RKV_DNS_HOSTS (the file to write), RKV_DNSMASQ_PIDFILE.
+Environment: RKV_API_SERVER, RKV_TOKEN_FILE, RKV_CA_FILE, RKV_STATE, RKV_DNS_HOSTS (the file to write), RKV_DNSMASQ_PIDFILE.
 """
 
 import os
@@ -49,11 +48,10 @@ def dns_records(world):
 
 
 def hosts_file(recs):
-    return "# written by tests/kubelet/node_addons.py\n" + "".join("%s\t%s\n" % r for r in recs)
+    return "# written by tests/real-node/addons/addons.py\n" + "".join("%s\t%s\n" % r for r in recs)
 
 
 class Addons(Reporter, Provisioner):
-    component = "raftkv-node-addons"
 
     def __init__(self):
         with open(os.environ["RKV_TOKEN_FILE"]) as f:

@@ -1,4 +1,4 @@
-"""Volume provisioning and scheduling (mixin of kubelet.Kubelet)."""
+"""The local StorageClass's provisioner and resizer: a directory per PersistentVolume (mixin of addons.Addons)."""
 
 import os
 import shutil
@@ -6,15 +6,11 @@ import time
 
 from api import ApiError
 from config import NODE, PROVISIONER, PV_DIR
-from podspec import parse_quantity
-from util import key, log, meta, now_iso
+from util import key, log, meta
 
 
 class Provisioner:
-    """The volume provisioner and the scheduler: PVs for pending PVCs, growing them, reclaiming released ones,
-    binding pods.
-
-    Part of Kubelet; uses its attributes."""
+    """PVs for pending PVCs, growing them, reclaiming released ones. Uses self.api, self.event."""
 
     # ---- volumes
     def provision(self, world):
@@ -105,49 +101,13 @@ class Provisioner:
                 shutil.rmtree(p, ignore_errors=True)
                 log("pv dir %s has no PersistentVolume, removed" % p)
 
-    # ---- scheduling
-    def schedule(self, world):
-        for pod in world["pods"].values():
-            md, spec = meta(pod), pod["spec"]
-            if spec.get("nodeName") or md.get("deletionTimestamp"):
-                continue
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                continue
-            problem = None
-            for v in spec.get("volumes") or []:
-                if "persistentVolumeClaim" not in v:
-                    continue
-                claim = v["persistentVolumeClaim"]["claimName"]
-                pvc = world["pvcs"].get("%s/%s" % (md["namespace"], claim))
-                if pvc is None:
-                    problem = 'persistentvolumeclaim "%s" not found' % claim
-                elif meta(pvc).get("deletionTimestamp"):
-                    problem = 'persistentvolumeclaim "%s" is being deleted' % claim
-                elif (pvc.get("status") or {}).get("phase") != "Bound":
-                    problem = "pod has unbound immediate PersistentVolumeClaims"
-                if problem:
-                    break
-            if problem:
-                if self.note("sched/" + md["uid"] + problem, "pod %s: not scheduled yet: %s" % (key(pod), problem)):
-                    why = "0/1 nodes are available: %s." % problem
-                    self.event(pod, "Warning", "FailedScheduling", why)
-                    # As kube-scheduler: the pod's status says why it waits (controllers read it there).
-                    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why,
-                            "lastProbeTime": None, "lastTransitionTime": now_iso()}
-                    try:
-                        self.api.patch("/api/v1/namespaces/%s/pods/%s/status" % (md["namespace"], md["name"]),
-                                       {"status": {"phase": "Pending", "conditions": [cond]}})
-                    except ApiError as e:
-                        if e.status not in (404, 409):
-                            raise
-                continue
-            body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": md["name"], "uid": md["uid"]},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}}
-            try:
-                self.api.post("/api/v1/namespaces/%s/pods/%s/binding" % (md["namespace"], md["name"]), body)
-                pod["spec"]["nodeName"] = NODE
-                log("pod %s: bound to node %s" % (key(pod), NODE))
-                self.event(pod, "Normal", "Scheduled", "Successfully assigned %s to %s" % (key(pod), NODE))
-            except ApiError as e:
-                if e.status not in (404, 409):
-                    raise
+
+def parse_quantity(q):
+    """A Kubernetes quantity as a float in base units ("2Gi" -> 2147483648.0)."""
+    q = str(q)
+    suffixes = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
+                "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+    for s in sorted(suffixes, key=len, reverse=True):
+        if q.endswith(s):
+            return float(q[: -len(s)]) * suffixes[s]
+    return float(q)
