@@ -300,7 +300,7 @@ node_status() {
 procs_in_cgroups() {
   local d
   for d in $(cgroup_dirs); do
-    [ -d "$d" ] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null
+    if [ -d "$d" ]; then find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null; fi
   done | sort -u
 }
 
@@ -344,7 +344,7 @@ node_down() {
   local d
   for d in $(cgroup_dirs); do
     [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
-    [ -d "$d" ] && log "cgroup $d is still there (busy?)"
+    if [ -d "$d" ]; then log "cgroup $d is still there (busy?)"; fi
   done
   # 5. the host's side of the veth (takes the node's end with it), its routes
   if ip link show "$HOST_VETH" >/dev/null 2>&1; then ip link del "$HOST_VETH"; log "deleted veth $HOST_VETH"; fi
