@@ -53,11 +53,12 @@ die() { log "ERROR: $*"; exit 1; }
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, mounts)"; }
 
 # ---------------------------------------------------------------- packages
-APT_PKGS=(golang-go golang-github-modern-go-reflect2-dev rsync make etcd-server etcd-client openssl iproute2 nftables util-linux procps curl ca-certificates)
+APT_PKGS=(golang-go golang-github-modern-go-reflect2-dev rsync make etcd-server etcd-client openssl iproute2 util-linux procps curl ca-certificates)
 
-ensure_packages() {
+ensure_packages() { # [package...]: these (default APT_PKGS), installed if missing
   local missing=() p
-  for p in "${APT_PKGS[@]}"; do
+  [ $# -gt 0 ] || set -- "${APT_PKGS[@]}"
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

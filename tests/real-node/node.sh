@@ -36,18 +36,8 @@ node_daemon() { # name cmd...: start_daemon inside the node
   start_daemon "$name" "$STATE/logs/$name.log" nsenter -t "$h" -n -m -- "$@"
 }
 
-ensure_node_packages() {
-  local missing=() p
-  for p in "${NODE_APT_PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "${RAFTKV_K8S_SKIP_APT:-0}" = 1 ] && die "missing packages: ${missing[*]}"
-  log "installing apt packages for the real node: ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  # policy-rc.d keeps the packaged services (containerd) from starting: the node starts its own.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# policy-rc.d keeps the packaged services (containerd) from starting: the node starts its own.
+ensure_node_packages() { ensure_packages "${NODE_APT_PKGS[@]}"; }
 
 # ---------------------------------------------------------------- namespaces and network
 node_namespaces() {
