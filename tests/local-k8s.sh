@@ -7,10 +7,12 @@
 #                               prints the kubeconfig path
 #   tests/local-k8s.sh load-images   real node: rebuild the images from the current binaries
 #                               and import what changed
-#   tests/local-k8s.sh down     stop everything and remove netns, bridge, mounts, nft rules
+#   tests/local-k8s.sh down     stop everything and remove namespaces, veth, cgroups, mounts
 #   tests/local-k8s.sh status   show what is running
 #   tests/local-k8s.sh env      print `export KUBECONFIG=...` etc. (eval "$(tests/local-k8s.sh env)")
-#   tests/local-k8s.sh build    only build (or reuse) the Kubernetes binaries
+#   tests/local-k8s.sh build    only build (or reuse) the control plane's binaries (build-node: the node's)
+#   tests/local-k8s.sh prepare  everything up needs that does not depend on raftkv's binaries:
+#                               packages, all five Kubernetes binaries, the base images
 #
 # See docs/testing.md for how it works. Environment variables:
 #   RAFTKV_CACHE    cache dir for the Kubernetes build      (default ~/.cache/raftkv)
@@ -85,28 +87,49 @@ build_kube() { build_k8s "$K8S_BIN" kube-apiserver kube-controller-manager; }
 # The node's parts: kubelet, kube-proxy, kube-scheduler. A separate cache
 # entry, so that machines with the control plane cached only build these.
 build_node_kube() { build_k8s "$K8S_NODE_BIN" kubelet kube-proxy kube-scheduler; }
+# Both, in one make when neither is cached: one unpack, one code generation and
+# one Go build cache for the packages all five share (saves minutes on a cold machine).
+build_all_kube() {
+  build_k8s "$K8S_BIN" kube-apiserver kube-controller-manager -- "$K8S_NODE_BIN" kubelet kube-proxy kube-scheduler
+}
 
 have_bins() { # dir name...
   local d=$1 b; shift
   for b in "$@"; do [ -x "$d/$b" ] || return 1; done
 }
 
-build_k8s() { # dest-dir component...
-  local dest=$1; shift
-  have_bins "$dest" "$@" && return 0
+# missing_groups GROUP...: the groups ("DEST COMPONENT...") whose DEST lacks a component, one per line
+missing_groups() {
+  local g
+  for g in "$@"; do
+    # shellcheck disable=SC2086 # a group is words: a dest dir and component names
+    if ! have_bins $g; then echo "$g"; fi
+  done
+}
+
+build_k8s() { # DEST COMPONENT... [-- DEST COMPONENT...]
+  local groups=() g="" a
+  for a in "$@"; do
+    if [ "$a" = -- ]; then groups+=("$g"); g=""; else g="${g:+$g }$a"; fi
+  done
+  groups+=("$g")
+  [ -n "$(missing_groups "${groups[@]}")" ] || return 0
   need_root
   ensure_packages
-  local t0=$SECONDS work what="" b
-  for b in "$@"; do what="$what cmd/$b"; done
+  local t0=$SECONDS work what="" b todo=() dest comps
   work=$CACHE/k8s-$K8S_VERSION-src
   mkdir -p "$work"
   # one build at a time (e.g. a CI run and a developer)
   exec 9>"$work/.build.lock"
   flock 9
-  if have_bins "$dest" "$@"; then
+  mapfile -t todo < <(missing_groups "${groups[@]}")
+  if [ ${#todo[@]} -eq 0 ]; then
     exec 9>&-; return 0
   fi
-  log "building $* $K8S_VERSION from Debian's source (control plane ~6-10 min, kubelet ~15 min on 2 cores)"
+  for g in "${todo[@]}"; do
+    for b in ${g#* }; do what="$what cmd/$b"; done
+  done
+  log "building${what//cmd\//} $K8S_VERSION from Debian's source (all five: ~15 min on 2 cores)"
   if [ ! -f "$work/$K8S_ORIG_TARBALL" ]; then
     ensure_deb_src
     (cd "$work" && apt-get source --download-only "kubernetes=$K8S_DEB_VERSION" >/dev/null)
@@ -125,14 +148,17 @@ build_k8s() { # dest-dir component...
   (cd "$src" && GOPATH=$src/.go CGO_ENABLED=0 GOPROXY=off GOFLAGS=-mod=vendor HOME=$home \
       make WHAT="${what# }") > "$work/build.log" 2>&1 \
     || { tail -30 "$work/build.log" >&2; die "kubernetes build failed, log: $work/build.log"; }
-  mkdir -p "$dest.tmp"
-  for b in "$@"; do cp "$src/_output/bin/$b" "$dest.tmp/"; done
-  rm -rf "$dest"; mv "$dest.tmp" "$dest"
+  for g in "${todo[@]}"; do
+    dest=${g%% *} comps=${g#* }
+    mkdir -p "$dest.tmp"
+    for b in $comps; do cp "$src/_output/bin/$b" "$dest.tmp/"; done
+    rm -rf "$dest"; mv "$dest.tmp" "$dest"
+  done
   # the unpacked tree and Go's build cache are ~2 GB; keep only the tarball. Removing
   # them takes a minute or more on a busy disk: do it in the background (it ends by itself).
   mv "$src" "$src.old.$$"
   (exec 9>&-; nice rm -rf "$src.old.$$" "$home" >/dev/null 2>&1 &)
-  log "kubernetes $K8S_VERSION $* built in $((SECONDS - t0))s -> $dest"
+  log "kubernetes $K8S_VERSION${what//cmd\//} built in $((SECONDS - t0))s"
   exec 9>&-
 }
 
@@ -277,7 +303,8 @@ cmd_up() {
   local t0=$SECONDS
   [ $# -eq 0 ] || die "up: unknown argument $1"
   ensure_packages
-  build_kube
+  ensure_node_packages
+  build_all_kube
   mkdir -p "$STATE/pids" "$STATE/logs"
   if ! pid_alive "$STATE/pids/etcd.pid" && [ -d "$STATE/logs" ] && [ -n "$(ls -A "$STATE/logs" 2>/dev/null)" ] \
      && [ ! -d "$STATE/etcd" ]; then
@@ -286,8 +313,6 @@ cmd_up() {
   gen_certs
   write_kubeconfig "$STATE/kubeconfig" "$STATE/pki/token-admin"
   write_kubeconfig "$STATE/controller-manager.kubeconfig" "$STATE/pki/token-controller-manager"
-  ensure_node_packages
-  build_node_kube
   node_namespaces   # the API server binds HOST_IP, the host's end of the node's veth
 
   if ! pid_alive "$STATE/pids/etcd.pid"; then
@@ -400,6 +425,19 @@ cmd_env() {
   echo "export RAFTKV_NET=$NET"
 }
 
+# Everything `up` needs that does not depend on raftkv's binaries: packages, the five
+# Kubernetes binaries, the pause and debian base images. scripts/test.sh runs it in the
+# background while the workspace compiles.
+cmd_prepare() {
+  need_root
+  local t0=$SECONDS
+  ensure_packages
+  ensure_node_packages
+  build_all_kube
+  "$HERE/real-node/images.sh" base "$CACHE/images/archives" || die "building the base images failed"
+  log "prepared in $((SECONDS - t0))s"
+}
+
 # shellcheck source-path=SCRIPTDIR source=real-node/node.sh
 . "$HERE/real-node/node.sh"
 
@@ -414,7 +452,8 @@ main() {
     env) cmd_env ;;
     build) need_root; build_kube; echo "$K8S_BIN" ;;
     build-node) need_root; build_node_kube; echo "$K8S_NODE_BIN" ;;
-    *) echo "usage: $0 up|down|status|env|load-images|build|build-node" >&2; exit 2 ;;
+    prepare) cmd_prepare ;;
+    *) echo "usage: $0 up|down|status|env|load-images|build|build-node|prepare" >&2; exit 2 ;;
   esac
 }
 

@@ -14,6 +14,9 @@
 #       binaries. Prints "FILE NAME" per archive on stdout (NAME as containerd will call it, e.g.
 #       docker.io/raftkv/kvnode:0.1.0). An archive whose inputs (FILE.inputs: binary and Dockerfile
 #       checksums, base rootfs, recipe) are unchanged is kept, so a warm run takes about a second.
+#   tests/real-node/images.sh base OUTDIR
+#       Only pause.tar and debian-bookworm-slim.tar: what needs no raftkv binary, so that it can be
+#       made while they compile (scripts/test.sh runs it in the background via local-k8s.sh prepare).
 #   tests/real-node/images.sh full
 #       The build a user runs: both Dockerfiles with their compile stage, FROM a rust:1.95-bookworm
 #       made here from the host's rustup toolchain. Tags raftkv/kvnode:VERSION and
@@ -354,12 +357,17 @@ check_image() {
 
 # inputs VERSION BINDIR: the inputs of each archive (IN_<name>), everything that changes its
 # content. The base rootfs is named by its checksum, computed when it was made.
-inputs() {
-  local version=$1 bin=$2 rootfs=none kv
-  [ -s "$ROOTFS_TAR.sha256" ] && rootfs=$(cat "$ROOTFS_TAR.sha256")
-  kv=docker.io/raftkv/kvnode:$version
+base_inputs() {
+  ROOTFS=none
+  if [ -s "$ROOTFS_TAR.sha256" ]; then ROOTFS=$(cat "$ROOTFS_TAR.sha256"); fi
   IN_pause="$IMAGES_REV $PAUSE_TAG $(pause_key)"
-  IN_debian="$IMAGES_REV $DEBIAN_TAG rootfs=$rootfs"
+  IN_debian="$IMAGES_REV $DEBIAN_TAG rootfs=$ROOTFS"
+}
+inputs() {
+  local version=$1 bin=$2 rootfs kv
+  base_inputs
+  rootfs=$ROOTFS
+  kv=docker.io/raftkv/kvnode:$version
   IN_kvnode="$IMAGES_REV $kv rootfs=$rootfs dockerfile=$(sha "$REPO/docker/kvnode.Dockerfile") kvnode=$(sha "$bin/kvnode") kvctl=$(sha "$bin/kvctl")"
   IN_next="${IN_kvnode/$kv/docker.io/raftkv/kvnode-next:$version} label=io.raftkv.variant=next"
   IN_operator="$IMAGES_REV docker.io/raftkv/operator:$version rootfs=$rootfs dockerfile=$(sha "$REPO/docker/operator.Dockerfile") raftkv-operator=$(sha "$bin/raftkv-operator")"
@@ -430,6 +438,25 @@ cmd_archives() {
     printf '%s %s\n' "$OUT/$name.tar" "$tag"
   done
   log "archives done in $((SECONDS - t0)) s"
+}
+
+cmd_base() {
+  [ $# -eq 1 ] || usage
+  OUT=$1
+  mkdir -p "$OUT"
+  OUT=$(cd "$OUT" && pwd)
+  local t0=$SECONDS
+  need_k8s_tarball
+  setup archives
+  step "debian:bookworm-slim (rootfs + import)" with_lock base ensure_debian_image
+  base_inputs
+  archive_fresh debian-bookworm-slim "$IN_debian" \
+    || step "archive debian-bookworm-slim.tar" write_archive debian-bookworm-slim "$DEBIAN_TAG" "$DEBIAN_TAG" "$IN_debian"
+  if ! archive_fresh pause "$IN_pause"; then
+    step "image $PAUSE_TAG" ensure_pause_image
+    step "archive pause.tar" write_archive pause "$PAUSE_TAG" "$PAUSE_TAG" "$IN_pause"
+  fi
+  log "base archives done in $((SECONDS - t0)) s"
 }
 
 # ---------------------------------------------------------------- full build
@@ -512,6 +539,7 @@ cmd_clean() {
 
 case ${1:-} in
   archives) shift; cmd_archives "$@" ;;
+  base) shift; cmd_base "$@" ;;
   full) shift; cmd_full "$@" ;;
   clean) shift; cmd_clean "$@" ;;
   *) usage ;;
