@@ -17,6 +17,8 @@ prep_pid=""
 if [ "${RAFTKV_SKIP_E2E:-0}" != 1 ]; then
   prep_log=${RAFTKV_CACHE:-$HOME/.cache/raftkv}/prepare.log
   mkdir -p "$(dirname "$prep_log")"
+  step "end-to-end prerequisites: Debian packages (tests/local-k8s.sh packages)"
+  tests/local-k8s.sh packages
   step "background: tests/local-k8s.sh prepare (log $prep_log)"
   setsid nice -n 19 ionice -c 3 tests/local-k8s.sh prepare > "$prep_log" 2>&1 &
   prep_pid=$!
@@ -56,7 +58,7 @@ else
     tail -30 "$prep_log"; echo "tests/local-k8s.sh prepare failed (log $prep_log)"; exit 1
   fi
   prep_pid=""
-  echo "background preparation: $(grep -o 'prepared in [0-9]*s' "$prep_log" || echo done), waited $((SECONDS - t0))s for it"
+  echo "background preparation: $(grep -o 'prepared in [0-9]*s' "$prep_log" || echo "done"), waited $((SECONDS - t0))s for it"
   # up -> suite -> down; down also runs when the suite fails or is interrupted.
   trap 'tests/local-k8s.sh down >/dev/null 2>&1 || true' EXIT
   # Start from nothing: an earlier run on this machine that was killed (no trap ran) may

@@ -11,6 +11,7 @@
 #   tests/local-k8s.sh status   show what is running
 #   tests/local-k8s.sh env      print `export KUBECONFIG=...` etc. (eval "$(tests/local-k8s.sh env)")
 #   tests/local-k8s.sh build    only build (or reuse) the control plane's binaries (build-node: the node's)
+#   tests/local-k8s.sh packages install the Debian packages of everything here (apt, in the foreground)
 #   tests/local-k8s.sh prepare  everything up needs that does not depend on raftkv's binaries:
 #                               packages, all five Kubernetes binaries, the base images
 #
@@ -427,12 +428,19 @@ cmd_env() {
 
 # Everything `up` needs that does not depend on raftkv's binaries: packages, the five
 # Kubernetes binaries, the pause and debian base images. scripts/test.sh runs it in the
-# background while the workspace compiles.
-cmd_prepare() {
+# background while the workspace compiles, after `packages` in the foreground:
+# apt must never be killed half-way (a dpkg left unconfigured breaks every later
+# install), and a background job is killed when the test command stops early.
+cmd_packages() {
   need_root
-  local t0=$SECONDS
   ensure_packages
   ensure_node_packages
+  "$HERE/real-node/images.sh" packages || die "installing the image tools failed"
+}
+
+cmd_prepare() {
+  local t0=$SECONDS
+  cmd_packages
   build_all_kube
   "$HERE/real-node/images.sh" base "$CACHE/images/archives" || die "building the base images failed"
   log "prepared in $((SECONDS - t0))s"
@@ -452,8 +460,9 @@ main() {
     env) cmd_env ;;
     build) need_root; build_kube; echo "$K8S_BIN" ;;
     build-node) need_root; build_node_kube; echo "$K8S_NODE_BIN" ;;
+    packages) cmd_packages ;;
     prepare) cmd_prepare ;;
-    *) echo "usage: $0 up|down|status|env|load-images|build|build-node|prepare" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|env|load-images|build|build-node|packages|prepare" >&2; exit 2 ;;
   esac
 }
 

@@ -17,6 +17,8 @@
 #   tests/real-node/images.sh base OUTDIR
 #       Only pause.tar and debian-bookworm-slim.tar: what needs no raftkv binary, so that it can be
 #       made while they compile (scripts/test.sh runs it in the background via local-k8s.sh prepare).
+#   tests/real-node/images.sh packages
+#       Only installs the Debian packages this script uses (buildah, runc, debootstrap, gcc, ...).
 #   tests/real-node/images.sh full
 #       The build a user runs: both Dockerfiles with their compile stage, FROM a rust:1.95-bookworm
 #       made here from the host's rustup toolchain. Tags raftkv/kvnode:VERSION and
@@ -540,6 +542,7 @@ cmd_clean() {
 case ${1:-} in
   archives) shift; cmd_archives "$@" ;;
   base) shift; cmd_base "$@" ;;
+  packages) [ "$(id -u)" = 0 ] || die "must run as root"; ensure_packages ;;
   full) shift; cmd_full "$@" ;;
   clean) shift; cmd_clean "$@" ;;
   *) usage ;;
