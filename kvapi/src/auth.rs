@@ -123,6 +123,21 @@ pub struct PermissionKeys {
     pub prefix: bool,
 }
 
+/// `GET /v1/auth/whoami`: the caller and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// Whether auth is enabled; when it is not, everyone may do everything.
+    pub enabled: bool,
+    /// The user (absent with auth disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    /// Holds the root role (or auth is disabled).
+    pub root: bool,
+    /// The grants of all its roles (root: readwrite on every key).
+    pub permissions: Vec<Permission>,
+}
+
 /// The answer of an auth change that returns nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthChanged {

@@ -88,6 +88,36 @@ pub struct ClusterStatus {
     pub client_url: String,
 }
 
+/// Response of `GET /v1/cluster/health`: every member as the node that
+/// answers sees it, probed over the members' client URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    /// The node that probed.
+    pub checked_by: NodeId,
+    pub members: Vec<MemberHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberHealth {
+    pub id: NodeId,
+    #[serde(flatten)]
+    pub info: MemberInfo,
+    pub voter: bool,
+    /// `/healthz` answered 200.
+    pub healthy: bool,
+    /// `/readyz` answered 200.
+    pub ready: bool,
+    /// Why it is not healthy or not ready (or could not be asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// That node's own `GET /v1/cluster/status`, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ClusterStatus>,
+    /// Round trip of its `/readyz`, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u64>,
+}
+
 /// Body of `POST /v1/cluster/init`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

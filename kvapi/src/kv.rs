@@ -96,6 +96,31 @@ pub struct RangeResponse {
     pub revision: u64,
 }
 
+/// Response of `GET /v1/kv?count_only=true` (etcd's `--count-only`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountResponse {
+    /// Keys in the range.
+    pub count: u64,
+    /// The store revision the count was read at.
+    pub revision: u64,
+    /// With `delimiter`: keys with no delimiter after the prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<u64>,
+    /// With `delimiter`: the keys grouped by the prefix up to their first
+    /// delimiter after the asked prefix, in key order (S3's common prefixes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<PrefixCount>>,
+    /// More groups exist than `max_groups`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub groups_truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixCount {
+    pub prefix: String,
+    pub count: u64,
+}
+
 /// What a transaction compare looks at. Exactly one target per compare.
 ///
 /// On the wire a target is a flat object with one field:

@@ -562,6 +562,25 @@ impl Client {
             .await
     }
 
+    /// How many keys start with `prefix` (from `start` on), and with a
+    /// `delimiter` how they group below it (`GET /v1/kv?count_only=true`).
+    pub async fn count(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        delimiter: Option<&str>,
+    ) -> Result<CountResponse, ClientError> {
+        let mut query = vec![("prefix", prefix.to_owned()), ("count_only", "true".into())];
+        if let Some(s) = start {
+            query.push(("start", s.to_owned()));
+        }
+        if let Some(d) = delimiter {
+            query.push(("delimiter", d.to_owned()));
+        }
+        self.call_json(Method::GET, "/v1/kv", &query, Body::None)
+            .await
+    }
+
     pub async fn txn(&self, txn: &TxnRequest) -> Result<TxnResponse, ClientError> {
         self.call_json(Method::POST, "/v1/txn", &[], json_body(txn))
             .await

@@ -71,8 +71,14 @@ pub struct LsArgs {
     pub start: Option<String>,
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "count_only")]
     pub keys_only: bool,
+    /// Only count the keys (etcd's --count-only); nothing else is sent.
+    #[arg(long, conflicts_with = "limit")]
+    pub count_only: bool,
+    /// With --count-only: also count per prefix up to the next DELIMITER after --prefix (e.g. /).
+    #[arg(long, requires = "count_only")]
+    pub delimiter: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +249,14 @@ pub async fn del(ctx: &Ctx, a: DelArgs) -> anyhow::Result<()> {
 }
 
 pub async fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
+    if a.count_only {
+        let prefix = a.prefix.unwrap_or_default();
+        let resp = ctx
+            .client
+            .count(&prefix, a.start.as_deref(), a.delimiter.as_deref())
+            .await?;
+        return ctx.out.emit(&resp, || print::count_text(&resp));
+    }
     let resp = ctx
         .client
         .range(&RangeOptions {

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use clap::ValueEnum;
-use kvclient::{JsonValue, RangeItem, ValueEncoding};
+use kvclient::{CountResponse, JsonValue, RangeItem, ValueEncoding};
 use serde::Serialize;
 
 use crate::table::Table;
@@ -66,6 +66,25 @@ pub fn value_cell(v: Option<&JsonValue>) -> String {
         }) => format!("base64:{value}"),
         Some(v) => v.value.clone(),
     }
+}
+
+/// `ls --count-only`: the count, then a PREFIX / KEYS table with --delimiter.
+pub fn count_text(c: &CountResponse) -> String {
+    let mut text = format!("{} keys (revision {})\n", c.count, c.revision);
+    if let Some(groups) = &c.groups {
+        let mut t = Table::new(&["PREFIX", "KEYS"]);
+        for g in groups {
+            t.row(vec![g.prefix.clone(), g.count.to_string()]);
+        }
+        if let Some(d) = c.direct {
+            t.row(vec!["(no delimiter)".to_owned(), d.to_string()]);
+        }
+        text.push_str(&t.render());
+        if c.groups_truncated {
+            text.push_str("(more prefixes not listed)\n");
+        }
+    }
+    text
 }
 
 /// The KEY / REVISION / VALUE table of `ls` and `get --prefix`.

@@ -13,7 +13,7 @@ use axum::response::Response;
 use kvapi::{
     AuthChanged, AuthStatus, AuthenticateRequest, AuthenticateResponse, ErrorCode, PasswordRequest,
     Permission, PermissionKind, RoleAddRequest, RoleInfo, RoleList, UserAddRequest, UserInfo,
-    UserList,
+    UserList, WhoAmI,
 };
 
 use super::authz::{self, Caller};
@@ -190,6 +190,59 @@ pub async fn status(State(app): State<App>, req: Request) -> Response {
         Ok(status_of(&a))
     })
     .await
+}
+
+/// `GET /v1/auth/whoami`: the caller, its roles and the grants they add up
+/// to, so that a client (the web console) can say what the user may read
+/// instead of only answering 403. Any authenticated user, about itself.
+pub async fn whoami(State(app): State<App>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let a = app.node.db.auth();
+    super::json_response(&whoami_of(&a, authz::caller(&parts)))
+}
+
+fn whoami_of(a: &AuthState, caller: &Caller) -> WhoAmI {
+    let everything = || Permission {
+        permission: PermissionKind::Readwrite,
+        key: String::new(),
+        range_end: None,
+        prefix: true,
+    };
+    let Caller::User { name, .. } = caller else {
+        return WhoAmI {
+            enabled: a.enabled,
+            name: None,
+            roles: Vec::new(),
+            root: !a.enabled,
+            permissions: if a.enabled {
+                Vec::new()
+            } else {
+                vec![everything()]
+            },
+        };
+    };
+    let roles: Vec<String> = a
+        .users
+        .get(name)
+        .map(|u| u.roles.iter().cloned().collect())
+        .unwrap_or_default();
+    let root = a.is_root(name);
+    let permissions = if root {
+        vec![everything()]
+    } else {
+        roles
+            .iter()
+            .filter_map(|r| a.roles.get(r))
+            .flat_map(|r| r.grants.iter().map(wire_permission))
+            .collect()
+    };
+    WhoAmI {
+        enabled: a.enabled,
+        name: Some(name.clone()),
+        roles,
+        root,
+        permissions,
+    }
 }
 
 pub async fn enable(State(app): State<App>, req: Request) -> Response {

@@ -60,7 +60,9 @@ fn rule(app: &App, method: &Method, path: &str) -> Rule {
             Rule::Open
         }
         "/metrics" if !app.node.config.metrics_auth => Rule::Open,
-        "/metrics" | "/v1/cluster/status" => Rule::User,
+        "/metrics" | "/v1/cluster/status" | "/v1/cluster/health" | "/v1/auth/whoami" => Rule::User,
+        // The console's static files: it asks for credentials itself.
+        p if p == "/ui" || p.starts_with("/ui/") => Rule::Open,
         // Reading one's own account needs no root.
         p if method == Method::GET && p.strip_prefix("/v1/auth/users/").is_some() => Rule::User,
         // A snapshot holds every key and the users' password hashes.

@@ -4,9 +4,12 @@
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use std::time::{Duration, Instant};
+
 use kvapi::{
-    AddLearnerRequest, ForceNewClusterRequest, ForceNewClusterResponse, InitRequest,
-    SetVotersRequest, TransferLeaderRequest,
+    AddLearnerRequest, ClusterHealth, ClusterStatus, ForceNewClusterRequest,
+    ForceNewClusterResponse, InitRequest, Member, MemberHealth, SetVotersRequest,
+    TransferLeaderRequest,
 };
 use serde::de::DeserializeOwned;
 
@@ -41,6 +44,147 @@ where
 
 pub async fn status(State(app): State<App>) -> Response {
     json_response(&app.node.status())
+}
+
+/// How long `health` waits for one member's answers.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /v1/cluster/health`: every member's `/healthz`, `/readyz` and own
+/// status, probed from this node over the members' client URLs, at once.
+/// A browser or a port-forward reaches one node; this is how it sees all.
+/// Other nodes are asked with the caller's credentials.
+pub async fn health(State(app): State<App>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let me = app.node.status();
+    let token = super::authz::forward_token(&parts, &app.node.db.auth());
+    let mut members: Vec<(Member, bool)> = me
+        .membership
+        .voters
+        .iter()
+        .map(|m| (m.clone(), true))
+        .chain(me.membership.learners.iter().map(|m| (m.clone(), false)))
+        .collect();
+    if !members.iter().any(|(m, _)| m.id == me.id) {
+        // Not (or not yet) a member: still show the node that answers.
+        members.insert(
+            0,
+            (
+                Member {
+                    id: me.id,
+                    info: kvapi::MemberInfo {
+                        name: me.name.clone(),
+                        ..kvapi::MemberInfo::default()
+                    },
+                },
+                false,
+            ),
+        );
+    }
+    let probes = members.into_iter().map(|(m, voter)| {
+        let app = app.clone();
+        let token = token.clone();
+        let me = me.clone();
+        async move {
+            if m.id == me.id {
+                local_health(&app, m, voter, me)
+            } else {
+                probe(&app, m, voter, token.as_deref()).await
+            }
+        }
+    });
+    let members = futures::future::join_all(probes).await;
+    json_response(&ClusterHealth {
+        checked_by: app.node.id(),
+        members,
+    })
+}
+
+fn local_health(app: &App, m: Member, voter: bool, me: ClusterStatus) -> MemberHealth {
+    let stopped = app.node.stopped();
+    let ready = app.node.readiness();
+    MemberHealth {
+        id: m.id,
+        info: m.info,
+        voter,
+        healthy: stopped.is_none(),
+        ready: ready.is_ok(),
+        reason: stopped.or(ready.err()),
+        status: Some(me),
+        rtt_ms: Some(0),
+    }
+}
+
+async fn probe(app: &App, m: Member, voter: bool, token: Option<&str>) -> MemberHealth {
+    let base = m.info.client_url.trim_end_matches('/').to_owned();
+    let get = |path: &str| {
+        let mut r = app.http.get(format!("{base}{path}")).timeout(PROBE_TIMEOUT);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let started = Instant::now();
+    let (healthz, readyz, status) =
+        tokio::join!(get("/healthz"), get("/readyz"), get("/v1/cluster/status"));
+    let rtt_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut out = MemberHealth {
+        id: m.id,
+        info: m.info,
+        voter,
+        healthy: false,
+        ready: false,
+        reason: None,
+        status: None,
+        rtt_ms: None,
+    };
+    let healthz = match healthz {
+        Ok(r) => r,
+        Err(e) => {
+            out.reason = Some(format!("unreachable: {}", reqwest_reason(&e)));
+            return out;
+        }
+    };
+    out.rtt_ms = Some(rtt_ms);
+    out.healthy = healthz.status().is_success();
+    if !out.healthy {
+        out.reason = Some(error_message(healthz).await);
+    }
+    match readyz {
+        Ok(r) if r.status().is_success() => out.ready = true,
+        Ok(r) => {
+            let why = error_message(r).await;
+            out.reason.get_or_insert(why);
+        }
+        Err(e) => {
+            out.reason
+                .get_or_insert(format!("readyz: {}", reqwest_reason(&e)));
+        }
+    }
+    if let Ok(r) = status
+        && r.status().is_success()
+    {
+        out.status = r.json::<ClusterStatus>().await.ok();
+    }
+    out
+}
+
+fn reqwest_reason(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("no answer within {PROBE_TIMEOUT:?}")
+    } else if e.is_connect() {
+        "connection refused or no route".to_owned()
+    } else {
+        e.to_string()
+    }
+}
+
+/// The message of a raftkv JSON error, or the HTTP status.
+async fn error_message(r: reqwest::Response) -> String {
+    let status = r.status();
+    r.json::<kvapi::ErrorBody>()
+        .await
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| format!("HTTP {status}"))
 }
 
 pub async fn init(State(app): State<App>, req: Request) -> Response {

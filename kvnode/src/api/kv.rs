@@ -9,8 +9,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use kvapi::{
-    CompareTarget, DeleteRangeResponse, DeleteResponse, ErrorCode, JsonValue, PutResponse,
-    RangeItem, RangeResponse, TxnOp, TxnOpResult, TxnRequest, TxnResponse,
+    CompareTarget, CountResponse, DeleteRangeResponse, DeleteResponse, ErrorCode, JsonValue,
+    PrefixCount, PutResponse, RangeItem, RangeResponse, TxnOp, TxnOpResult, TxnRequest,
+    TxnResponse,
 };
 
 use super::authz::{self, Need};
@@ -24,6 +25,10 @@ pub const MAX_KEY_BYTES: usize = 4096;
 pub const MAX_TXN_OPS: usize = 128;
 const DEFAULT_RANGE_LIMIT: usize = 1000;
 const MAX_RANGE_LIMIT: usize = 10_000;
+/// Groups a `count_only` answer lists (`max_groups`): what a console shows
+/// as "folders"; the count itself always covers the whole range.
+const DEFAULT_COUNT_GROUPS: usize = 100;
+const MAX_COUNT_GROUPS: usize = 10_000;
 
 fn validate_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
@@ -333,6 +338,17 @@ pub async fn range(State(app): State<App>, req: Request) -> Response {
                 .min(MAX_RANGE_LIMIT),
         };
         let keys_only = parse_bool(&q, "keys_only")?;
+        let count_only = parse_bool(&q, "count_only")?;
+        let delimiter = q.get("delimiter").filter(|d| !d.is_empty());
+        if delimiter.is_some() && !count_only {
+            return Err(ApiError::bad_request("delimiter is only for count_only=true").into());
+        }
+        let max_groups = match parse_u64(&q, "max_groups")? {
+            None => DEFAULT_COUNT_GROUPS,
+            Some(n) => usize::try_from(n)
+                .unwrap_or(MAX_COUNT_GROUPS)
+                .min(MAX_COUNT_GROUPS),
+        };
         read_gate(&app, consistency(&q)?).await?;
         let need = Need {
             access: Access::Read,
@@ -340,6 +356,27 @@ pub async fn range(State(app): State<App>, req: Request) -> Response {
             what: format!("keys with prefix {prefix:?}"),
         };
         authorize(&app, &parts, &[need])?;
+        if count_only {
+            let c = app.node.db.count_prefix(
+                &prefix,
+                &start,
+                delimiter.map(String::as_str),
+                max_groups,
+            )?;
+            let grouped = delimiter.is_some();
+            return Ok(json_response(&CountResponse {
+                count: c.count,
+                revision: c.revision,
+                direct: grouped.then_some(c.direct),
+                groups: grouped.then(|| {
+                    c.groups
+                        .into_iter()
+                        .map(|(prefix, count)| PrefixCount { prefix, count })
+                        .collect()
+                }),
+                groups_truncated: c.truncated,
+            }));
+        }
         let (items, next, revision) = app.node.db.scan_bounded(
             &prefix,
             &start,

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod peer;
 pub mod restore;
 pub mod snapshot;
+pub mod ui;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -125,6 +126,7 @@ pub fn client_router(app: App) -> Router {
         .route("/v1/leases/{id}/keepalive", post(lease::keep_alive))
         .route("/v1/snapshot", get(snapshot::snapshot))
         .route("/v1/cluster/status", get(cluster::status))
+        .route("/v1/cluster/health", get(cluster::health))
         .route("/v1/cluster/init", post(cluster::init))
         .route(
             "/v1/cluster/force-new-cluster",
@@ -143,6 +145,7 @@ pub fn client_router(app: App) -> Router {
         )
         .route("/v1/auth/authenticate", post(auth::authenticate))
         .route("/v1/auth/status", get(auth::status))
+        .route("/v1/auth/whoami", get(auth::whoami))
         .route("/v1/auth/enable", post(auth::enable))
         .route("/v1/auth/disable", post(auth::disable))
         .route("/v1/auth/users", get(auth::user_list).post(auth::user_add))
@@ -164,6 +167,9 @@ pub fn client_router(app: App) -> Router {
             "/v1/auth/roles/{name}/permissions",
             post(auth::role_grant).delete(auth::role_revoke),
         )
+        .route("/ui", get(ui::to_index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route("/version", get(health::version))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

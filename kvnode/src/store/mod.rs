@@ -366,6 +366,80 @@ impl Db {
         keys_only: bool,
         max_bytes: usize,
     ) -> Result<ScanPage> {
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = None;
+        let revision = self.visit_prefix(prefix, from, |k, v| {
+            let key = String::from_utf8_lossy(k).into_owned();
+            let size = k.len() + if keys_only { 0 } else { v.len() };
+            if items.len() == limit || (!items.is_empty() && bytes + size > max_bytes) {
+                next = Some(key);
+                return Ok(false);
+            }
+            bytes += size;
+            let mut rec = Record::decode(v)?;
+            if keys_only {
+                rec.value.clear();
+            }
+            items.push((key, rec));
+            Ok(true)
+        })?;
+        Ok((items, next, revision))
+    }
+
+    /// Counts the keys `>= from` that start with `prefix`, from one RocksDB
+    /// snapshot. With a `delimiter`, also groups them as S3 lists "common
+    /// prefixes": a key whose rest after `prefix` contains the delimiter
+    /// counts toward `prefix + rest up to and including its first
+    /// delimiter`. At most `max_groups` groups (in key order); `count`
+    /// always covers every key. Reads every key of the range: O(keys).
+    pub fn count_prefix(
+        &self,
+        prefix: &str,
+        from: &str,
+        delimiter: Option<&str>,
+        max_groups: usize,
+    ) -> Result<PrefixCounts> {
+        let mut out = PrefixCounts::default();
+        let delimiter = delimiter.filter(|d| !d.is_empty()).map(str::as_bytes);
+        out.revision = self.visit_prefix(prefix, from, |k, _| {
+            out.count += 1;
+            let Some(d) = delimiter else {
+                return Ok(true);
+            };
+            let rest = &k[prefix.len()..];
+            let Some(at) = rest.windows(d.len()).position(|w| w == d) else {
+                out.direct += 1;
+                return Ok(true);
+            };
+            let group = &k[..prefix.len() + at + d.len()];
+            // Keys come in order, so a group's keys are consecutive.
+            let same = out
+                .groups
+                .last()
+                .is_some_and(|(g, _)| g.as_bytes() == group);
+            if same {
+                if let Some((_, n)) = out.groups.last_mut() {
+                    *n += 1;
+                }
+            } else if out.groups.len() < max_groups {
+                out.groups
+                    .push((String::from_utf8_lossy(group).into_owned(), 1));
+            } else {
+                out.truncated = true;
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit(key, encoded record)` for the keys `>= from` that start
+    /// with `prefix`, in order, from one RocksDB snapshot, until it returns
+    /// false. Returns the store revision of that snapshot.
+    fn visit_prefix<F>(&self, prefix: &str, from: &str, mut visit: F) -> Result<u64>
+    where
+        F: FnMut(&[u8], &[u8]) -> Result<bool>,
+    {
         let _gate = self.read_gate()?;
         let start = if from.as_bytes() > prefix.as_bytes() {
             from
@@ -388,26 +462,13 @@ impl Db {
             ro,
             rocksdb::IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward),
         );
-        let mut items = Vec::new();
-        let mut bytes = 0usize;
         for kv in iter {
             let (k, v) = kv?;
-            if !k.starts_with(prefix.as_bytes()) {
+            if !k.starts_with(prefix.as_bytes()) || !visit(&k, &v)? {
                 break;
             }
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let size = k.len() + if keys_only { 0 } else { v.len() };
-            if items.len() == limit || (!items.is_empty() && bytes + size > max_bytes) {
-                return Ok((items, Some(key), revision));
-            }
-            bytes += size;
-            let mut rec = Record::decode(&v)?;
-            if keys_only {
-                rec.value.clear();
-            }
-            items.push((key, rec));
         }
-        Ok((items, None, revision))
+        Ok(revision)
     }
 
     /// On-disk sizes for the metrics endpoint: (live SST bytes, memtable bytes).
@@ -452,6 +513,21 @@ impl Db {
 /// One page of a scan: the items, the first key of the next page, and the
 /// store revision the page was read at.
 pub type ScanPage = (Vec<(String, Record)>, Option<String>, u64);
+
+/// What `Db::count_prefix` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PrefixCounts {
+    /// Every key of the range.
+    pub count: u64,
+    /// Keys with no delimiter after the prefix (with a delimiter only).
+    pub direct: u64,
+    /// (common prefix, keys under it), in key order.
+    pub groups: Vec<(String, u64)>,
+    /// More groups existed than were asked for.
+    pub truncated: bool,
+    /// The store revision the counts were read at.
+    pub revision: u64,
+}
 
 /// The smallest byte string greater than every string starting with `p`.
 pub(crate) fn prefix_upper_bound(p: &[u8]) -> Option<Vec<u8>> {
@@ -526,6 +602,43 @@ mod tests {
         assert_eq!(prefix_upper_bound(b"ab"), Some(b"ac".to_vec()));
         assert_eq!(prefix_upper_bound(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_upper_bound(b""), None);
+    }
+
+    #[test]
+    fn counts_group_keys_by_their_first_delimiter_after_the_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        let cf = db.cf(CF_DATA).expect("cf");
+        for (i, k) in [
+            "a", "app/x", "app/y/1", "app/y/2", "app/z", "b/1", "b/2", "c", "c/1",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let rec = Record {
+                revision: i as u64 + 1,
+                value: b"v".to_vec(),
+            };
+            db.db().put_cf(cf, k, rec.encode()).expect("put");
+        }
+        let all = db.count_prefix("", "", Some("/"), 100).expect("count");
+        assert_eq!(all.count, 9);
+        assert_eq!(all.direct, 2, "a and c have no delimiter");
+        let groups: Vec<_> = all.groups.iter().map(|(g, n)| (g.as_str(), *n)).collect();
+        assert_eq!(groups, [("app/", 4), ("b/", 2), ("c/", 1)]);
+        assert!(!all.truncated);
+
+        let app = db.count_prefix("app/", "", Some("/"), 100).expect("count");
+        assert_eq!((app.count, app.direct), (4, 2));
+        assert_eq!(app.groups, [("app/y/".to_owned(), 2)]);
+
+        let capped = db.count_prefix("", "", Some("/"), 1).expect("count");
+        assert_eq!(capped.groups, [("app/".to_owned(), 4)]);
+        assert!(capped.truncated);
+        assert_eq!(capped.count, 9, "the count covers keys past the last group");
+
+        let plain = db.count_prefix("b", "b/2", None, 100).expect("count");
+        assert_eq!((plain.count, plain.groups.len()), (1, 0));
     }
 
     #[tokio::test]

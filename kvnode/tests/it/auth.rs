@@ -14,14 +14,14 @@ use serde_json::{Value, json};
 /// Raw HTTP against one node, so status codes and error codes are seen as
 /// a client sees them.
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
 }
 
 /// How a request identifies itself.
 #[derive(Clone, Copy)]
-enum Cred<'a> {
+pub(crate) enum Cred<'a> {
     None,
     Bearer(&'a str),
     /// The header for proxies that consume `Authorization`.
@@ -29,14 +29,14 @@ enum Cred<'a> {
 }
 
 impl Api {
-    fn plain(n: &NodeProc) -> Api {
+    pub(crate) fn plain(n: &NodeProc) -> Api {
         Api {
             http: reqwest::Client::new(),
             base: n.client_url(),
         }
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         m: Method,
         path: &str,
@@ -59,7 +59,7 @@ impl Api {
         (status, v)
     }
 
-    async fn put(&self, key: &str, cred: Cred<'_>) -> (u16, Value) {
+    pub(crate) async fn put(&self, key: &str, cred: Cred<'_>) -> (u16, Value) {
         let path = kvclient::client::key_path(key);
         let mut req = self.http.put(format!("{}{path}", self.base)).body("v");
         req = match cred {
@@ -80,13 +80,19 @@ impl Api {
     }
 
     /// 200 or the test fails, with the answer in the message.
-    async fn ok(&self, m: Method, path: &str, cred: Cred<'_>, body: Option<Value>) -> Value {
+    pub(crate) async fn ok(
+        &self,
+        m: Method,
+        path: &str,
+        cred: Cred<'_>,
+        body: Option<Value>,
+    ) -> Value {
         let (s, v) = self.call(m.clone(), path, cred, body).await;
         assert_eq!(s, 200, "{m} {path}: {v}");
         v
     }
 
-    async fn login(&self, name: &str, password: &str) -> String {
+    pub(crate) async fn login(&self, name: &str, password: &str) -> String {
         let v = self
             .ok(
                 Method::POST,
@@ -99,14 +105,14 @@ impl Api {
     }
 }
 
-fn code(v: &Value) -> &str {
+pub(crate) fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
 /// Users and roles of the scenarios: `root`; `alice` with role `app`
 /// (readwrite on prefix `app/`, read on key `shared`); `bob` with no role.
 /// Then auth is enabled. Returns root's token.
-async fn set_up_auth(api: &Api) -> String {
+pub(crate) async fn set_up_auth(api: &Api) -> String {
     let (s, v) = api
         .call(Method::POST, "/v1/auth/enable", Cred::None, None)
         .await;

@@ -39,6 +39,46 @@ async fn dev_node_and_kvctl_commands() {
         ls.lines().nth(1).expect("row").starts_with("greeting"),
         "{ls}"
     );
+    // --count-only: the number alone, or grouped by a delimiter.
+    for k in ["grp/a/1", "grp/a/2", "grp/b"] {
+        ok(&ep, &["put", k, "v"]);
+    }
+    let counted = ok(&ep, &["ls", "--prefix", "gr", "--count-only"]);
+    assert!(counted.starts_with("4 keys (revision "), "{counted}");
+    let grouped = ok_json(
+        &ep,
+        &[
+            "-o",
+            "json",
+            "ls",
+            "--prefix",
+            "grp/",
+            "--count-only",
+            "--delimiter",
+            "/",
+        ],
+    );
+    assert_eq!(grouped["count"], 3, "{grouped}");
+    assert_eq!(grouped["direct"], 1, "{grouped}");
+    assert_eq!(grouped["groups"][0]["prefix"], "grp/a/", "{grouped}");
+    assert_eq!(grouped["groups"][0]["count"], 2, "{grouped}");
+    let table = ok(
+        &ep,
+        &["ls", "--prefix", "grp/", "--count-only", "--delimiter", "/"],
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("grp/a/") && l.ends_with('2')),
+        "{table}"
+    );
+    // A usage error: clap's message and exit status 2, as for every usage error.
+    let out = run(&ep, &["ls", "--delimiter", "/"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--count-only"), "{err}");
+    ok(&ep, &["del", "--prefix", "grp/"]);
+
     let members = ok_json(&ep, &["-o", "json", "members"]);
     assert_eq!(members["voters"].as_array().expect("voters").len(), 1);
     assert!(ok(&ep, &["status"]).contains("leader"));

@@ -9,6 +9,7 @@ mod auth;
 mod backup;
 mod bad_input;
 mod cli;
+mod console_api;
 mod crash_points;
 mod disk_full;
 mod docs_examples;
