@@ -67,6 +67,56 @@ pub async fn reachable(addr: SocketAddr) -> bool {
     )
 }
 
+/// `kubectl port-forward`: connections to 127.0.0.1:<port> go to `remote` of
+/// pod `pod` through the API server, the kubelet and the container runtime
+/// (kube-rs speaks the WebSocket port-forward protocol), one stream per
+/// connection, until dropped. Unlike `Relay` it needs no route to pod IPs.
+pub struct PortForward {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PortForward {
+    pub async fn start(
+        pods: kube::Api<k8s_openapi::api::core::v1::Pod>,
+        pod: &str,
+        remote: u16,
+    ) -> std::io::Result<PortForward> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let pod = pod.to_owned();
+        let task = tokio::spawn(async move {
+            // Owned here: dropping the forward ends every open stream too (an
+            // open stream keeps a connection into the pod and slows its deletion).
+            let mut streams = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                while streams.try_join_next().is_some() {}
+                let (pods, pod) = (pods.clone(), pod.clone());
+                streams.spawn(async move {
+                    let mut forwarder = match pods.portforward(&pod, &[remote]).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            eprintln!("port-forward to {pod}:{remote}: {e}");
+                            return;
+                        }
+                    };
+                    if let Some(mut upstream) = forwarder.take_stream(remote) {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                    }
+                    forwarder.abort();
+                });
+            }
+        });
+        Ok(PortForward { port, task })
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Relays connections on 127.0.0.1:<port> to `to` until dropped.
 pub struct Relay {
     pub port: u16,

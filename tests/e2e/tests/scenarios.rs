@@ -1698,7 +1698,8 @@ async fn certificate_renewal_under_writes_fails_no_request() -> anyhow::Result<(
 /// is 401, a user without the root role may not change the membership
 /// (403), and root may, by token through the API server's proxy
 /// (`x-raftkv-token`), by the operator's client certificate, and with
-/// kvctl given kv-root's password through a port-forward.
+/// kvctl given kv-root's password through a real port-forward, through
+/// which the web console's page and cluster view also work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_is_on_and_refuses_strangers() -> anyhow::Result<()> {
     Scenario::run("auth", async |s| {
@@ -1770,17 +1771,19 @@ async fn auth_is_on_and_refuses_strangers() -> anyhow::Result<()> {
         let c = kvc::wait_converged(s, "kv", 3, CHANGE).await?;
         anyhow::ensure!(!c.ids.values().any(|id| *id == 4242), "the intruder joined: {:?}", c.ids);
 
-        // kvctl on a pod IP: without a client certificate it is a stranger.
-        let ip = pod_ip(s, "kv-0").await?;
-        if tls::reachable(std::net::SocketAddr::new(ip, kv::CLIENT_PORT)).await {
+        // What a user does: `kubectl port-forward` to a pod (API server ->
+        // kubelet -> containerd), then kvctl and the web console on
+        // localhost. Without a client certificate kvctl is a stranger.
+        {
             let dir = std::env::temp_dir().join(format!("{}-kvctl", s.namespace));
             std::fs::create_dir_all(&dir)?;
             let data = s.kv.creds().secret(&creds::client_secret("kv")).await.map_err(anyhow::Error::msg)?;
             for key in ["ca.crt", "tls.crt", "tls.key"] {
                 std::fs::write(dir.join(key), data.get(key).cloned().unwrap_or_default())?;
             }
-            let relay = tls::Relay::start(std::net::SocketAddr::new(ip, kv::CLIENT_PORT)).await?;
-            let endpoint = format!("https://localhost:{}", relay.port);
+            let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.namespace);
+            let forward = tls::PortForward::start(pods, "kv-0", kv::CLIENT_PORT).await?;
+            let endpoint = format!("https://localhost:{}", forward.port);
             let ca = dir.join("ca.crt").display().to_string();
             let (cert, key) = (dir.join("tls.crt").display().to_string(), dir.join("tls.key").display().to_string());
             let (ok, out) = kvctl(&["--endpoints", &endpoint, "--cacert", &ca, "get", "auth-000000"]).await?;
@@ -1802,7 +1805,42 @@ async fn auth_is_on_and_refuses_strangers() -> anyhow::Result<()> {
                 !ok && out.lines().count() == 1 && out.contains("authenticating as \"root\"") && !out.contains("not-the-password"),
                 "kvctl with a wrong password must fail in one line: {out}"
             );
-            s.log("kvctl via a loopback relay (as kubectl port-forward): root's client certificate, kv-root's password");
+            // The web console through the same port-forward: its page, then
+            // what it shows after signing in as root.
+            let ca_pem = std::fs::read(dir.join("ca.crt"))?;
+            let http = reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem)?)
+                .build()?;
+            let page = http.get(format!("{endpoint}/ui/")).send().await?;
+            anyhow::ensure!(page.status().is_success(), "GET /ui/: {}", page.status());
+            anyhow::ensure!(
+                page.headers().contains_key("content-security-policy"),
+                "the console page has no CSP: {:?}",
+                page.headers()
+            );
+            let html = page.text().await?;
+            anyhow::ensure!(html.contains("console.js"), "not the console page: {html}");
+            let login: serde_json::Value = http
+                .post(format!("{endpoint}/v1/auth/authenticate"))
+                .json(&json!({"name": "root", "password": password}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let token = login["token"].as_str().unwrap_or_default();
+            let health: serde_json::Value = http
+                .get(format!("{endpoint}/v1/cluster/health"))
+                .header("x-raftkv-token", token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let members = health["members"].as_array().cloned().unwrap_or_default();
+            anyhow::ensure!(
+                members.len() == 3 && members.iter().all(|m| m["healthy"] == true && m["ready"] == true),
+                "the console's cluster view through the port-forward: {health}"
+            );
+            s.log("kubectl port-forward to kv-0: kvctl with root's client certificate and kv-root's password; the console page and its cluster view as root");
             std::fs::remove_dir_all(&dir)?;
         }
         Ok(())
