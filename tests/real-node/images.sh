@@ -401,14 +401,8 @@ cmd_archives() {
     log "all archives in $OUT are up to date"
   else
     setup archives
-    step "debian:bookworm-slim (rootfs + import)" with_lock base ensure_debian_image
+    base_archives
     inputs "$version" "$bin"   # the rootfs may just have been made
-    archive_fresh debian-bookworm-slim "$IN_debian" \
-      || step "archive debian-bookworm-slim.tar" write_archive debian-bookworm-slim "$DEBIAN_TAG" "$DEBIAN_TAG" "$IN_debian"
-    if ! archive_fresh pause "$IN_pause"; then
-      step "image $PAUSE_TAG" ensure_pause_image
-      step "archive pause.tar" write_archive pause "$PAUSE_TAG" "$PAUSE_TAG" "$IN_pause"
-    fi
     # The runtime stage only, with the host's binaries: BIN_FROM=prebuilt and a context that holds
     # just them (buildah skips the unused compile stage). Images are used by ID from here on.
     if ! archive_fresh kvnode "$IN_kvnode" || ! archive_fresh kvnode-next "$IN_next"; then
@@ -450,15 +444,20 @@ cmd_base() {
   local t0=$SECONDS
   need_k8s_tarball
   setup archives
+  base_archives
+  log "base archives done in $((SECONDS - t0)) s"
+}
+
+# base_archives: pause.tar and debian-bookworm-slim.tar in OUT, made unless fresh (after setup).
+base_archives() {
   step "debian:bookworm-slim (rootfs + import)" with_lock base ensure_debian_image
-  base_inputs
+  base_inputs   # the rootfs may just have been made
   archive_fresh debian-bookworm-slim "$IN_debian" \
     || step "archive debian-bookworm-slim.tar" write_archive debian-bookworm-slim "$DEBIAN_TAG" "$DEBIAN_TAG" "$IN_debian"
   if ! archive_fresh pause "$IN_pause"; then
     step "image $PAUSE_TAG" ensure_pause_image
     step "archive pause.tar" write_archive pause "$PAUSE_TAG" "$PAUSE_TAG" "$IN_pause"
   fi
-  log "base archives done in $((SECONDS - t0)) s"
 }
 
 # ---------------------------------------------------------------- full build

@@ -227,8 +227,7 @@ containerd_ready() { in_node ctr -a "$CTRD_SOCK" version >/dev/null 2>&1; }
 dns_ready() { in_node bash -c "exec 3<>/dev/tcp/$POD_GW/53" 2>/dev/null; }
 
 node_up() {
-  ensure_node_packages
-  build_node_kube
+  # packages and kubelet & co.: cmd_up installs and builds them first (build_all_kube)
   node_namespaces
   node_cgroups
   node_cert
